@@ -1,0 +1,253 @@
+"""Typed configuration: the single source of truth for a run, with paper defaults.
+
+Defaults are Dreamer V1's (Hafner et al. 2020, Appendix A and the official code; see
+shared/reference/DREAMER.md). Presets are plain functions returning a config. Every field has a one-line
+description (its ``help``), used by the recipe's ``--help``. Field names are unique across the
+sub-configs so the command line can override any of them by name: ``--batch_size 16``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+def _f(default, help: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EnvConfig:
+    """The DeepMind Control Suite task and how it is observed."""
+
+    task: str = _f("cheetah_run", "DMC task as domain_task, e.g. walker_walk, cartpole_swingup")
+    from_pixels: bool = _f(True, "observe 64x64 RGB pixels (paper); False: proprioceptive state vector")
+    image_size: int = _f(64, "rendered image height and width")
+    action_repeat: int = _f(2, "each action is repeated this many frames; rewards are summed")
+    episode_frames: int = _f(1000, "frames per episode (time limit; the episode ends as truncated)")
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (Dreamer V1, Hafner et al. 2020, Appendix A)."""
+
+    state_dim: int = _f(30, "stochastic state s_t size")
+    belief_dim: int = _f(200, "deterministic GRU belief h_t size")
+    rssm_hidden: int = _f(200, "hidden width inside the RSSM")
+    min_std: float = _f(0.1, "added to softplus(std) of prior and posterior")
+    cnn_depth: int = _f(32, "channels of the first conv layer, doubled at each of the 4 layers")
+    mlp_hidden: int = _f(400, "width of the reward, value, actor and vector-observation MLPs")
+    reward_layers: int = _f(2, "hidden layers of the reward head")
+    value_layers: int = _f(3, "hidden layers of the value head")
+    actor_layers: int = _f(4, "hidden layers of the actor")
+    obs_layers: int = _f(2, "hidden layers of the vector-observation encoder and decoder")
+
+
+@dataclass
+class LossConfig:
+    """Objectives (Dreamer Eq. 6-8, 10)."""
+
+    kl_scale: float = _f(1.0, "weight of the KL term of the world-model loss")
+    free_nats: float = _f(3.0, "the batch-mean KL is clamped from below at this many nats")
+    horizon: int = _f(15, "imagination horizon H")
+    gamma: float = _f(0.99, "discount")
+    lmbda: float = _f(0.95, "lambda of the lambda-return V_lambda")
+    exploration_noise: float = _f(0.3, "std of the Gaussian noise added to actions in the real env")
+
+
+@dataclass
+class OptimConfig:
+    """Three Adam optimizers, one per objective."""
+
+    model_lr: float = _f(6e-4, "world-model learning rate")
+    actor_lr: float = _f(8e-5, "actor learning rate")
+    value_lr: float = _f(8e-5, "value learning rate")
+    adam_eps: float = _f(1e-7, "Adam epsilon")
+    grad_clip: float = _f(100.0, "global-norm gradient clip, per optimizer")
+
+
+@dataclass
+class ScheduleConfig:
+    """Data collection and update schedule; env steps are frames after action repeat."""
+
+    total_env_steps: int = _f(1_000_000, "env steps (frames) to train for")
+    prefill_env_steps: int = _f(5000, "env steps of uniform random actions before training")
+    train_every: int = _f(1000, "env steps collected between training phases")
+    updates_per_train: int = _f(100, "gradient updates per training phase (also once after prefill)")
+    batch_size: int = _f(50, "sequences per batch")
+    seq_len: int = _f(50, "steps per sequence")
+    eval_every: int = _f(10_000, "env steps between noise-free evaluation episodes")
+    eval_episodes: int = _f(1, "episodes per evaluation")
+    buffer_capacity: int = _f(1_000_000, "replay capacity in agent steps (stored frames)")
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run executes."""
+
+    seed: int = _f(0, "seed of torch, numpy and the environments")
+    device: str = _f("auto", "cuda if available when 'auto', else the given torch device")
+    run_dir: str = _f("runs", "parent directory of run directories")
+    run_name: str = _f("", "run directory name; default: task-preset-seed-timestamp")
+    buffer_dir: str = _f("", "directory of the memory-mapped replay buffer; default: inside the run dir")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    progress: bool = _f(True, "show a progress bar")
+    tensorboard: bool = _f(True, "also log to TensorBoard (CSV is always written)")
+
+
+@dataclass
+class DreamerConfig:
+    """A whole run: one sub-config per concern."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def paper() -> DreamerConfig:
+    """Dreamer V1 from pixels, every default as in the paper (GPU work)."""
+    return DreamerConfig()
+
+
+def state() -> DreamerConfig:
+    """Proprioceptive observations, smaller model and batch: learns cartpole_swingup on 2 CPU cores.
+
+    Finishes in about 15 minutes on 2 cores (60k env steps).
+    """
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task="cartpole_swingup", from_pixels=False)
+    cfg.model = ModelConfig(state_dim=16, belief_dim=128, rssm_hidden=128, mlp_hidden=200)
+    cfg.schedule = ScheduleConfig(total_env_steps=60_000, prefill_env_steps=5000, batch_size=8, seq_len=32,
+                                  eval_every=10_000, buffer_capacity=100_000)
+    return cfg
+
+
+def debug() -> DreamerConfig:
+    """Tiny networks and schedule on real pixels: the whole loop in about a minute on CPU."""
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task="cartpole_swingup", from_pixels=True, episode_frames=200)
+    cfg.model = ModelConfig(state_dim=8, belief_dim=32, rssm_hidden=32, cnn_depth=4, mlp_hidden=32)
+    cfg.loss = LossConfig(horizon=5)
+    cfg.schedule = ScheduleConfig(total_env_steps=800, prefill_env_steps=400, train_every=200, updates_per_train=2,
+                                  batch_size=4, seq_len=10, eval_every=400, buffer_capacity=2000)
+    cfg.run = RunConfig(tensorboard=False)
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], DreamerConfig]] = {"paper": paper, "state": state, "debug": debug}
+
+
+def _fields(cfg: DreamerConfig) -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Flat map field name -> (owning sub-config, field)."""
+    out = {}
+    for group in dataclasses.fields(cfg):
+        sub = getattr(cfg, group.name)
+        for f in dataclasses.fields(sub):
+            assert f.name not in out, f"duplicate config field {f.name}"
+            out[f.name] = (sub, f)
+    return out
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def set_field(cfg: DreamerConfig, name: str, value: Any) -> None:
+    """Set one field by name, converting strings to the field's type; unknown names are refused."""
+    fields = _fields(cfg)
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown config field {name!r}{hint}")
+    sub, f = fields[name]
+    kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[f.type]
+    if isinstance(value, str):
+        try:
+            value = kind(value.replace("_", "") if f.type in ("int", "float") else value)
+        except ValueError:
+            raise ValueError(f"config field {name!r} expects {f.type}, got {value!r}") from None
+    elif f.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif type(value).__name__ != f.type:
+        raise ValueError(f"config field {name!r} expects {f.type}, got {type(value).__name__} {value!r}")
+    setattr(sub, name, value)
+
+
+def to_dict(cfg: DreamerConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: DreamerConfig) -> None:
+    """Reject impossible values before any work starts, naming the field and the expected value."""
+    s, e, l = cfg.schedule, cfg.env, cfg.loss
+    checks = [
+        (s.seq_len >= 2, "seq_len", ">= 2", s.seq_len),
+        (s.batch_size >= 1, "batch_size", ">= 1", s.batch_size),
+        (l.horizon >= 2, "horizon", ">= 2", l.horizon),
+        (e.action_repeat >= 1, "action_repeat", ">= 1", e.action_repeat),
+        (e.image_size == 64 or not e.from_pixels, "image_size", "64 for the pixel model", e.image_size),
+        (e.episode_frames >= e.action_repeat * s.seq_len, "episode_frames",
+         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len} (an episode must fill a sequence)",
+         e.episode_frames),
+        (s.buffer_capacity >= s.batch_size * s.seq_len, "buffer_capacity",
+         f">= batch_size * seq_len = {s.batch_size * s.seq_len}", s.buffer_capacity),
+        (s.train_every >= e.action_repeat, "train_every", f">= action_repeat = {e.action_repeat}", s.train_every),
+        (s.prefill_env_steps >= e.action_repeat * s.seq_len, "prefill_env_steps",
+         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len}", s.prefill_env_steps),
+        (s.total_env_steps > s.prefill_env_steps, "total_env_steps", f"> prefill_env_steps = {s.prefill_env_steps}",
+         s.total_env_steps),
+        (0.0 <= l.gamma <= 1.0, "gamma", "in [0, 1]", l.gamma),
+        (0.0 <= l.lmbda <= 1.0, "lmbda", "in [0, 1]", l.lmbda),
+        (l.free_nats >= 0 and l.kl_scale >= 0, "free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
+        (cfg.run.device in ("auto", "cpu") or cfg.run.device.startswith(("cuda", "mps")), "device",
+         "auto, cpu, cuda[:i] or mps", cfg.run.device),
+    ]
+    for ok, name, expected, got in checks:
+        if not ok:
+            raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
+    if "_" not in e.task:
+        raise ValueError(f"config field 'task' must be domain_task (e.g. cheetah_run), got {e.task!r}")
+
+
+def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
+    """``--preset NAME`` then ``--FIELD VALUE`` overrides; ``--help`` lists every field."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                        help="starting configuration (default: paper)")
+    template = DreamerConfig()
+    for group in dataclasses.fields(template):
+        g = parser.add_argument_group(group.name, type(getattr(template, group.name)).__doc__)
+        for f in dataclasses.fields(getattr(template, group.name)):
+            g.add_argument(f"--{f.name}", metavar=f.type.upper(), default=argparse.SUPPRESS,
+                           help=f"{f.metadata['help']} (paper: {f.default})")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        names = list(_fields(template))
+        bad = unknown[0].lstrip("-").split("=")[0]
+        close = difflib.get_close_matches(bad, names, n=3)
+        parser.error(f"unknown config field {bad!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    preset = args.preset
+    cfg = PRESETS[preset]()
+    for name, value in vars(args).items():
+        if name != "preset":
+            try:
+                set_field(cfg, name, value)
+            except ValueError as err:
+                parser.error(str(err))
+    try:
+        validate(cfg)
+    except ValueError as err:
+        parser.error(str(err))
+    return cfg, preset

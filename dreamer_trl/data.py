@@ -1,0 +1,195 @@
+"""Sequence replay buffer: memory-mapped storage of collector rows, sampled as trajectory windows.
+
+Each row is one agent step (layout in :mod:`dreamer_trl.keys`), stored once: the next
+observation is the following row, so ``("next", "pixels")`` and other copies are dropped on write.
+A sample is ``B`` windows of ``T = seq_len`` consecutive rows of a single trajectory.
+
+Windows follow each trajectory's rows in write order rather than storage order, so they may span
+several ``extend`` calls even when a batched env interleaves its envs' rows, and may span the
+point where the circular storage wraps around. Rows overwritten by the writer simply disappear
+from their trajectory (always its oldest rows), which leaves the rest contiguous.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
+from torchrl.data.replay_buffers.samplers import Sampler
+
+from dreamer_trl.keys import (
+    BELIEF, DONE, ENCODED_LATENTS, IS_INIT, OBSERVATION, PIXELS, REWARD, STATE, TERMINATED,
+    TRAJ_IDS, TRUNCATED,
+)
+
+_KEPT_UNDER_NEXT = {REWARD, DONE, TERMINATED, TRUNCATED}
+# The policy's recurrent carry: recomputed by the world model during training.
+_DROPPED = {STATE, BELIEF, ENCODED_LATENTS}
+
+
+def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
+    """Drops what need not be stored and flattens the batch to rows.
+
+    Removes ``("next", k)`` for observations and for every ``k`` that duplicates a root key,
+    except the reward and end-of-episode flags, and removes ``"state"``, ``"belief"`` and
+    ``"encoded_latents"``. A ``[n_envs, T]`` batch is flattened env-major, so each env's rows
+    stay contiguous and in time order.
+
+    Shapes:
+        td: ``[N]`` or ``[n_envs, T]``; pixels ``[N, C, Hh, W]`` uint8.
+        returns: ``[N]`` (``N = n_envs * T``).
+    """
+    root = set(td.keys())
+    drop = [key for key in _DROPPED if key in root]
+    if "next" in root:
+        for key in td.get("next").keys():
+            duplicate = key in root or key in (PIXELS, OBSERVATION) or key in _DROPPED
+            if duplicate and key not in _KEPT_UNDER_NEXT:
+                drop.append(("next", key))
+    out = td.exclude(*drop)
+    if PIXELS in root and out.get(PIXELS).dtype != torch.uint8:
+        raise TypeError(f"pixels must be stored as uint8, got {out.get(PIXELS).dtype}")
+    if out.batch_dims > 1:
+        out = out.reshape(-1)
+    return out
+
+
+class TrajectoryWindowSampler(Sampler):
+    """Samples windows of ``seq_len`` consecutive rows of one trajectory and one episode.
+
+    Rows are ordered by (trajectory id, write age); a window start is valid when the window's
+    first and last rows lie in the same run of that order, a run ending where the trajectory id
+    changes or ``is_init`` is set. The order is rebuilt lazily after each write (one sort of the
+    stored trajectory ids: about 2 ms per 100k rows).
+
+    Shapes:
+        sample(storage, batch_size) -> index ``[B, T]`` into the storage,
+        with ``B = batch_size // seq_len`` and ``T = seq_len``.
+    """
+
+    def __init__(self, seq_len: int, traj_key=TRAJ_IDS, init_key=IS_INIT):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be positive, got {seq_len}")
+        self.seq_len = seq_len
+        self.traj_key = traj_key
+        self.init_key = init_key
+        self._newest = None  # storage index of the last row written
+        self._order = None  # storage indices sorted by (trajectory, write age); None when stale
+        self._starts = None  # positions in _order where a valid window begins
+        self._longest = 0  # longest run, for the error message
+
+    def add(self, index) -> None:
+        self._newest, self._order = int(index), None
+
+    def extend(self, index: torch.Tensor) -> None:
+        if index.numel():
+            self._newest, self._order = int(index.reshape(-1)[-1]), None
+
+    def _index_windows(self, storage) -> None:
+        n, capacity = len(storage), storage.max_size
+        rows = storage._storage
+        traj = rows.get(self.traj_key)[:n].reshape(n).to(torch.long)
+        init = rows.get(self.init_key)[:n].reshape(n)
+        cursor = n if self._newest is None else (self._newest + 1) % capacity
+        age = (torch.arange(n) - cursor) % capacity  # 0 = oldest row still stored
+        order = ((traj - traj.min()) * capacity + age).argsort()
+        traj, init = traj[order], init[order]
+        new_run = torch.ones(n, dtype=torch.bool)
+        new_run[1:] = (traj[1:] != traj[:-1]) | init[1:]
+        run = new_run.cumsum(0)
+        length = self.seq_len
+        self._starts = (run[length - 1:] == run[: max(n - length + 1, 0)]).nonzero().squeeze(-1)
+        self._longest = int(torch.bincount(run).max()) if n else 0
+        self._order = order
+
+    def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
+        if batch_size % self.seq_len:
+            raise ValueError(f"batch_size={batch_size} rows is not a multiple of seq_len={self.seq_len}")
+        if len(storage) == 0:
+            raise ValueError(f"cannot sample windows of seq_len={self.seq_len}: the buffer is empty")
+        if self._order is None:
+            self._index_windows(storage)
+        if self._starts.numel() == 0:
+            raise ValueError(
+                f"no stored trajectory is at least seq_len={self.seq_len} rows long yet "
+                f"(longest stored: {self._longest} rows)"
+            )
+        pick = torch.randint(self._starts.numel(), (batch_size // self.seq_len,), generator=self._rng)
+        positions = self._starts[pick, None] + torch.arange(self.seq_len)  # (B, T)
+        return self._order[positions], {}
+
+    def _empty(self) -> None:
+        self._newest, self._order = None, None
+
+    def state_dict(self) -> dict:
+        return {"newest": self._newest}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._newest, self._order = state_dict["newest"], None
+
+    def dumps(self, path) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "sampler.json").write_text(json.dumps(self.state_dict()))
+
+    def loads(self, path) -> None:
+        self.load_state_dict(json.loads((Path(path) / "sampler.json").read_text()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seq_len={self.seq_len})"
+
+
+class SequenceReplayBuffer(TensorDictReplayBuffer):
+    """Replay buffer that strips rows on write and samples ``[B, T]`` trajectory windows.
+
+    Shapes:
+        extend(td): ``[N]`` or ``[n_envs, T']`` collector output.
+        sample(): ``[B, T]`` on ``device``, pixels ``[B, T, C, Hh, W]`` uint8.
+    """
+
+    def __init__(self, *, capacity: int, batch_size: int, seq_len: int,
+                 scratch_dir: str | None = None, device="cpu"):
+        super().__init__(
+            # existsok: a scratch directory may be reused by a rerun; its contents are disposable.
+            storage=LazyMemmapStorage(capacity, scratch_dir=scratch_dir, existsok=True),
+            sampler=TrajectoryWindowSampler(seq_len),
+            batch_size=batch_size * seq_len,
+        )
+        self.capacity, self.seq_len, self.device = capacity, seq_len, torch.device(device)
+
+    def add(self, data: TensorDictBase) -> int:
+        return super().add(strip_for_storage(data))
+
+    def extend(self, tensordicts: TensorDictBase, **kwargs) -> torch.Tensor:
+        data = strip_for_storage(tensordicts)
+        # Writing more rows than fit at once would overwrite rows of this same call.
+        return super().extend(data[-self.capacity:], **kwargs)
+
+    def sample(self, batch_size: int | None = None, return_info: bool = False, **kwargs):
+        """Samples ``batch_size`` windows (default: the constructor's) as a ``[B, T]`` TensorDict."""
+        rows = None if batch_size is None else batch_size * self.seq_len
+        data, info = super().sample(rows, return_info=True, **kwargs)
+        data = data.to(self.device, non_blocking=True)
+        return (data, info) if return_info else data
+
+
+def make_replay_buffer(capacity: int, batch_size: int, seq_len: int, *,
+                       scratch_dir: str | None = None, device="cpu") -> SequenceReplayBuffer:
+    """Builds the replay buffer: ``capacity`` rows memory-mapped in ``scratch_dir`` (a temporary
+    directory if None); ``sample()`` returns ``batch_size`` windows of ``seq_len`` rows.
+
+    Shapes:
+        sample(): ``[B, T]`` with ``B = batch_size``, ``T = seq_len``.
+    """
+    return SequenceReplayBuffer(capacity=capacity, batch_size=batch_size, seq_len=seq_len,
+                                scratch_dir=scratch_dir, device=device)
+
+
+def bytes_per_frame(rb: TensorDictReplayBuffer) -> float:
+    """Storage bytes per stored row: the sum over stored leaves of element size x numel per row."""
+    storage = rb.storage
+    if not storage.initialized:
+        raise ValueError("the replay buffer storage is empty: nothing written yet")
+    leaves = storage._storage.values(include_nested=True, leaves_only=True)
+    return float(sum(leaf.element_size() * leaf[0].numel() for leaf in leaves))

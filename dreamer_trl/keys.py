@@ -1,0 +1,42 @@
+"""TensorDict key names, defined once.
+
+They follow TorchRL's Dreamer components so that pieces can be swapped:
+``"state"`` is the stochastic state s_t, ``"belief"`` the deterministic GRU state h_t.
+
+Data layout (one row per agent step t, time the last batch dimension ``[*B, T]``):
+
+- ``PIXELS`` / ``OBSERVATION``: the observation o_t the agent saw at step t;
+- ``ACTION``: the action a_t taken at step t (after exploration noise);
+- ``PREV_ACTION``: a_{t-1} (zeros at an episode start), carried by the env for the policy;
+- ``IS_INIT``: True on the first row of an episode;
+- ``("next", "reward")``: r_{t+1}, the reward summed over the repeated frames of a_t;
+- ``("next", "done" | "terminated" | "truncated")``: end-of-episode flags after a_t.
+
+The next observation o_{t+1} is not stored: it is row t+1's observation.
+"""
+
+PIXELS = "pixels"
+OBSERVATION = "observation"
+ACTION = "action"
+PREV_ACTION = "prev_action"
+IS_INIT = "is_init"
+REWARD = "reward"
+NEXT_REWARD = ("next", "reward")
+DONE = "done"
+TERMINATED = "terminated"
+TRUNCATED = "truncated"
+TRAJ_IDS = ("collector", "traj_ids")
+
+ENCODED_LATENTS = "encoded_latents"
+STATE = "state"
+BELIEF = "belief"
+PRIOR_MEAN = "prior_mean"
+PRIOR_STD = "prior_std"
+POSTERIOR_MEAN = "posterior_mean"
+POSTERIOR_STD = "posterior_std"
+RECO_PIXELS = "reco_pixels"
+RECO_OBSERVATION = "reco_observation"
+STATE_VALUE = "state_value"
+LAMBDA_TARGET = "lambda_target"
+
+RECO_KEYS = {PIXELS: RECO_PIXELS, OBSERVATION: RECO_OBSERVATION}

@@ -1,0 +1,137 @@
+"""Plain ``nn.Module`` networks of Dreamer V1 (sizes from Hafner et al. 2020, appendix and official code).
+
+Shapes:
+    pixels: uint8 ``[*N, 3, 64, 64]``; vector observation ``[*N, O]``; features ``[*N, S + D]``;
+    embeddings ``[*N, E]`` (E = 1024 for pixels).
+
+The TensorDict wrappers live in :mod:`dreamer_trl.world_model` and :mod:`dreamer_trl.policy`;
+these modules take and return plain tensors so the time loops stay cheap.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, layers: int, act: type[nn.Module] = nn.ELU) -> nn.Sequential:
+    """``layers`` hidden Linear+activation blocks of width ``hidden``, then a linear output."""
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), act()]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+def _flatten_batch(x: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Size]:
+    batch = x.shape[: x.dim() - event_dims]
+    return x.reshape(-1, *x.shape[x.dim() - event_dims :]), batch
+
+
+def preprocess_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` to float ``[-0.5, 0.5]`` (official code: ``obs / 255 - 0.5``)."""
+    return pixels.float().div_(255.0).sub_(0.5) if pixels.dtype == torch.uint8 else pixels
+
+
+class ConvEncoder(nn.Module):
+    """Four 4x4 stride-2 convolutions, 32/64/128/256 channels, ReLU: ``[*N, 3, 64, 64] -> [*N, 1024]``."""
+
+    def __init__(self, depth: int = 32, in_channels: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, depth, 4, 2), nn.ReLU(),
+            nn.Conv2d(depth, 2 * depth, 4, 2), nn.ReLU(),
+            nn.Conv2d(2 * depth, 4 * depth, 4, 2), nn.ReLU(),
+            nn.Conv2d(4 * depth, 8 * depth, 4, 2), nn.ReLU(),
+        )
+        self.out_dim = 8 * depth * 4
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x, batch = _flatten_batch(preprocess_pixels(pixels), 3)
+        return self.net(x).reshape(*batch, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Dense to 1024, then transposed convs (kernels 5, 5, 6, 6; channels 128/64/32/3): mean of N(., 1)."""
+
+    def __init__(self, feature_dim: int, depth: int = 32, out_channels: int = 3):
+        super().__init__()
+        self.fc = nn.Linear(feature_dim, 32 * depth)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2), nn.ReLU(),
+            nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2), nn.ReLU(),
+            nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ReLU(),
+            nn.ConvTranspose2d(depth, out_channels, 6, 2),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x, batch = _flatten_batch(features, 1)
+        x = self.net(self.fc(x)[:, :, None, None])  # (N, 1024, 1, 1) -> (N, 3, 64, 64)
+        return x.reshape(*batch, *x.shape[1:])
+
+
+class MLPEncoder(nn.Module):
+    """Vector observation encoder: ELU MLP ``[*N, O] -> [*N, E]``."""
+
+    def __init__(self, obs_dim: int, hidden: int = 400, layers: int = 2, out_dim: int = 400):
+        super().__init__()
+        self.net = mlp(obs_dim, out_dim, hidden, layers)
+        self.out_dim = out_dim
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return F.elu(self.net(observation))
+
+
+class MLPDecoder(nn.Module):
+    """Vector observation decoder: ELU MLP ``[*N, S + D] -> [*N, O]``, mean of N(., 1)."""
+
+    def __init__(self, feature_dim: int, obs_dim: int, hidden: int = 400, layers: int = 2):
+        super().__init__()
+        self.net = mlp(feature_dim, obs_dim, hidden, layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class ScalarHead(nn.Module):
+    """ELU MLP to one scalar, the mean of N(., 1): reward (2x400) and value (3x400) heads."""
+
+    def __init__(self, feature_dim: int, hidden: int = 400, layers: int = 2):
+        super().__init__()
+        self.net = mlp(feature_dim, 1, hidden, layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class TanhNormalActor(nn.Module):
+    """Dreamer V1 action model: tanh-transformed Gaussian, ELU MLP 4x400.
+
+    mean = s * tanh(x / s) with ``mean_scale`` s = 5; std = softplus(y + softplus^-1(init_std)) + min_std,
+    ``init_std`` 5 (official code ``ActionDecoder(dist='tanh_normal')``). Samples are reparameterised:
+    ``a = tanh(mean + std * eps)``; the deterministic action is ``tanh(mean)``.
+    """
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int = 400, layers: int = 4,
+                 mean_scale: float = 5.0, init_std: float = 5.0, min_std: float = 1e-4):
+        super().__init__()
+        self.net = mlp(feature_dim, 2 * action_dim, hidden, layers)
+        self.mean_scale = mean_scale
+        self.raw_init_std = math.log(math.expm1(init_std))
+        self.min_std = min_std
+
+    def dist_params(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.net(features).chunk(2, -1)
+        mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
+        std = F.softplus(std + self.raw_init_std) + self.min_std
+        return mean, std
+
+    def forward(self, features: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        mean, std = self.dist_params(features)
+        if deterministic:
+            return torch.tanh(mean)
+        return torch.tanh(mean + std * torch.randn_like(mean))

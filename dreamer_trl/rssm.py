@@ -1,0 +1,131 @@
+"""Recurrent state-space model (RSSM) of Dreamer V1 / PlaNet on plain tensors.
+
+Hafner et al. 2019 (PlaNet, arXiv:1811.04551, Sec. 3) and 2020 (Dreamer, arXiv:1912.01603, Eq. 1):
+
+    deterministic belief  h_t = f(h_{t-1}, s_{t-1}, a_{t-1})        (GRU, 200 units)
+    prior                 p(s_t | h_t)       = N(mu, softplus(sigma) + 0.1)
+    posterior             q(s_t | h_t, o_t)  = N(mu', softplus(sigma') + 0.1)
+
+The time loops (:meth:`RSSM.observe`, :meth:`RSSM.imagine`) run on tensors inside one call; everything
+that does not depend on the recurrence (the embedding and action projections, the prior head during
+observation) is computed for all steps at once, outside the loop.
+
+Shapes:
+    B batch, T time, H horizon, S state (30), D belief (200), A action, E embedding.
+    ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` ->
+    state/belief/prior and posterior mean and std ``[B, T, S|D]``.
+    ``imagine``: state ``[N, S]``, belief ``[N, D]`` -> ``[N, H, S|D|A]``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class RSSM(nn.Module):
+    """Gaussian RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step)."""
+
+    def __init__(self, action_dim: int, embed_dim: int, state_dim: int = 30, belief_dim: int = 200,
+                 hidden_dim: int = 200, min_std: float = 0.1):
+        super().__init__()
+        self.state_dim, self.belief_dim, self.action_dim = state_dim, belief_dim, action_dim
+        self.min_std = min_std
+        self.img_in = nn.Linear(state_dim + action_dim, hidden_dim)
+        self.gru = nn.GRUCell(hidden_dim, belief_dim)
+        self.img_out = nn.Sequential(nn.Linear(belief_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, 2 * state_dim))
+        # Posterior first layer acts on concat(h_t, e_t); split so the e_t part runs once for all t.
+        self.obs_belief = nn.Linear(belief_dim, hidden_dim, bias=False)
+        self.obs_embed = nn.Linear(embed_dim, hidden_dim)
+        self.obs_out = nn.Linear(hidden_dim, 2 * state_dim)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.state_dim + self.belief_dim
+
+    def _gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = x.chunk(2, -1)
+        return mean, F.softplus(std) + self.min_std
+
+    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero state and belief, the start of every episode."""
+        z = dict(device=device, dtype=dtype)
+        return torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z)
+
+    def _belief_step(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        return self.gru(F.elu(x), belief)
+
+    def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (mean, std, s', h').
+
+        The same function drives :class:`~dreamer_trl.imagination.ImaginationEnv` and :meth:`imagine`.
+        ``noise`` (standard normal, ``[*N, S]``) replaces the sampled epsilon when given.
+        """
+        belief = self._belief_step(self.img_in(torch.cat([state, action], -1)), belief)
+        mean, std = self._gaussian(self.img_out(belief))
+        eps = torch.randn_like(mean) if noise is None else noise
+        return mean, std, mean + std * eps, belief
+
+    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``."""
+        mean, std = self._gaussian(self.obs_out(F.elu(self.obs_belief(belief) + embed_proj)))
+        return mean, std, mean + std * torch.randn_like(mean)
+
+    def observe_step(self, state, belief, prev_action, embed, is_init):
+        """One filtering step as the acting policy uses it; equals one iteration of :meth:`observe`."""
+        keep = (~is_init).to(state.dtype)
+        state, belief, prev_action = state * keep, belief * keep, prev_action * keep
+        belief = self._belief_step(self.img_in(torch.cat([state, prev_action], -1)), belief)
+        _, _, state = self.posterior_step(belief, self.obs_embed(embed))
+        return state, belief
+
+    def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
+                state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Filter a sequence: chain (s, h) across time, restart from zeros where ``is_init``.
+
+        Row t uses the action a_{t-1} that led to o_t (``prev_action``), as the official code does.
+        """
+        B, T = embed.shape[:-1], embed.shape[-2]
+        assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
+        if state is None:
+            state, belief = self.initial(B[:-1], embed.device, embed.dtype)
+        keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
+        w_s, w_a = self.img_in.weight.split([self.state_dim, self.action_dim], 1)
+        action_proj = F.linear(prev_action * keep, w_a, self.img_in.bias)         # (B, T, hidden)
+        embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
+        beliefs, states, post_means, post_stds = [], [], [], []
+        for t in range(T):
+            k = keep[..., t, :]
+            state, belief = state * k, belief * k
+            belief = self._belief_step(F.linear(state, w_s) + action_proj[..., t, :], belief)
+            mean, std, state = self.posterior_step(belief, embed_proj[..., t, :])
+            beliefs.append(belief)
+            states.append(state)
+            post_means.append(mean)
+            post_stds.append(std)
+        belief = torch.stack(beliefs, -2)                                         # (B, T, D)
+        prior_mean, prior_std = self._gaussian(self.img_out(belief))               # (B, T, S)
+        return {
+            "state": torch.stack(states, -2), "belief": belief,
+            "prior_mean": prior_mean, "prior_std": prior_std,
+            "posterior_mean": torch.stack(post_means, -2), "posterior_std": torch.stack(post_stds, -2),
+        }
+
+    def imagine(self, state: torch.Tensor, belief: torch.Tensor,
+                policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
+        """Roll the prior forward ``horizon`` steps with actions from ``policy(state, belief)``.
+
+        Returns the imagined s_1..s_H, h_1..h_H and a_0..a_{H-1}, each ``[N, H, .]``.
+        Gradients flow through the sampled states into the actions (Dreamer, Sec. 4).
+        """
+        states, beliefs, actions = [], [], []
+        for _ in range(horizon):
+            action = policy(state, belief)
+            _, _, state, belief = self.prior_step(state, belief, action)
+            states.append(state)
+            beliefs.append(belief)
+            actions.append(action)
+        return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}

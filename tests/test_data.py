@@ -1,0 +1,215 @@
+"""Tests for dreamer_trl.data: windows stay inside one trajectory and one episode, rows stored once."""
+import pytest
+import torch
+from tensordict import TensorDict
+
+from dreamer_trl.data import bytes_per_frame, make_replay_buffer, strip_for_storage
+from dreamer_trl.keys import (
+    ACTION, BELIEF, IS_INIT, NEXT_REWARD, OBSERVATION, PIXELS, PREV_ACTION, STATE, TRAJ_IDS,
+)
+
+B, L = 16, 8
+
+
+def make_rows(traj_ids, steps, episode_ends, pixel_shape=(3, 8, 8), action_dim=2):
+    """Collector-like rows; observation = (traj id, step), pixels = step mod 256.
+
+    Shapes: all inputs ``[N]``; returns a TensorDict ``[N]``.
+    """
+    n = len(traj_ids)
+    traj_ids = torch.as_tensor(traj_ids, dtype=torch.long)
+    steps = torch.as_tensor(steps, dtype=torch.long)
+    done = torch.as_tensor(episode_ends, dtype=torch.bool).unsqueeze(-1)
+    obs = torch.stack([traj_ids, steps], -1).float()
+    pixels = (steps % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, *pixel_shape).clone()
+    is_init = (steps == 0).unsqueeze(-1)
+    flags = torch.zeros(n, 1, dtype=torch.bool)
+    return TensorDict({
+        PIXELS: pixels, OBSERVATION: obs, IS_INIT: is_init,
+        ACTION: torch.randn(n, action_dim), PREV_ACTION: torch.randn(n, action_dim),
+        "done": flags, "terminated": flags.clone(), "truncated": flags.clone(),
+        STATE: torch.randn(n, 4), BELIEF: torch.randn(n, 6),
+        "collector": {"traj_ids": traj_ids},
+        "next": {
+            PIXELS: pixels.clone(), OBSERVATION: obs + torch.tensor([0.0, 1.0]),
+            IS_INIT: torch.zeros(n, 1, dtype=torch.bool), PREV_ACTION: torch.randn(n, action_dim),
+            "reward": torch.randn(n, 1), "done": done, "terminated": done.clone(),
+            "truncated": flags.clone(), STATE: torch.randn(n, 4),
+        },
+    }, batch_size=[n])
+
+
+def episode_stream(lengths, first_id=0, id_stride=1):
+    """Rows of consecutive episodes of the given lengths, one trajectory id per episode."""
+    ids, steps, ends = [], [], []
+    for k, length in enumerate(lengths):
+        ids += [first_id + k * id_stride] * length
+        steps += list(range(length))
+        ends += [False] * (length - 1) + [True]
+    return make_rows(ids, steps, ends)
+
+
+def chunks(td, sizes):
+    start = 0
+    for size in sizes:
+        yield td[start:start + size]
+        start += size
+    assert start == td.shape[0]
+
+
+def check_windows(sample, seq_len=L):
+    """Each row: one trajectory, consecutive steps, episode start only at index 0."""
+    obs = sample[OBSERVATION]
+    traj, step = obs[..., 0], obs[..., 1]
+    assert (traj == traj[:, :1]).all(), "a window mixes trajectories"
+    assert (sample[TRAJ_IDS] == traj.long()).all()
+    assert (step.diff(dim=1) == 1).all(), "a window is not consecutive in time"
+    assert not sample[IS_INIT][:, 1:].any(), "a window crosses an episode start"
+    assert (sample[PIXELS][..., 0, 0, 0] == (step.long() % 256).to(torch.uint8)).all()
+    assert sample.shape == torch.Size([sample.shape[0], seq_len])
+
+
+LENGTHS = [3, 20, 7, 15, 2, 30, 8, 1, 12, 9, 40, 5, 11]
+
+
+def test_sample_shape_and_dtypes(tmp_path):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream(LENGTHS))
+    sample = rb.sample()
+    assert sample.batch_size == torch.Size([B, L])
+    assert sample[PIXELS].shape == (B, L, 3, 8, 8) and sample[PIXELS].dtype == torch.uint8
+    assert sample[OBSERVATION].dtype == torch.float32
+    assert sample[NEXT_REWARD].shape == (B, L, 1)
+    assert sample[IS_INIT].dtype == torch.bool
+    assert sample.device == torch.device("cpu")
+    check_windows(sample)
+
+
+def test_windows_stay_in_one_episode_across_extend_calls(tmp_path):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    stream = episode_stream(LENGTHS)
+    for part in chunks(stream, [5, 17, 1, 40, 23, 60, 17]):
+        rb.extend(part)
+    starts_seen = set()
+    for _ in range(50):
+        sample = rb.sample()
+        check_windows(sample)
+        starts_seen.update(map(tuple, sample[OBSERVATION][:, 0].tolist()))
+    # Every valid start of the long episodes gets drawn, including windows spanning extend calls.
+    expected = {(k, s) for k, n in enumerate(LENGTHS) for s in range(n - L + 1)}
+    assert starts_seen == expected
+
+
+def test_is_init_is_a_boundary_even_with_one_traj_id(tmp_path):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    rows = episode_stream([10, 12, 9])
+    rows[TRAJ_IDS] = torch.zeros(rows.shape[0], dtype=torch.long)
+    rows[OBSERVATION][:, 0] = 0
+    rb.extend(rows)
+    for _ in range(20):
+        check_windows(rb.sample())
+
+
+def two_env_batches(lengths, frames_per_env, n_batches):
+    """[2, T] batches from two envs with disjoint trajectory ids (even and odd)."""
+    env0 = episode_stream(lengths, first_id=0, id_stride=2)
+    env1 = episode_stream(lengths[::-1], first_id=1, id_stride=2)
+    for k in range(n_batches):
+        rows = slice(k * frames_per_env, (k + 1) * frames_per_env)
+        yield torch.stack([env0[rows], env1[rows]], 0)
+
+
+def test_two_interleaved_envs_never_mix(tmp_path):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    for batch in two_env_batches(LENGTHS, frames_per_env=5, n_batches=30):
+        assert batch.batch_size == torch.Size([2, 5])
+        rb.extend(batch)
+    assert len(rb) == 300
+    spans_batches = False
+    for _ in range(50):
+        sample = rb.sample()
+        check_windows(sample)
+        spans_batches |= bool((sample["index"].diff(dim=1) != 1).any())
+    assert spans_batches, "windows of an env should continue across [2, T] batches"
+
+
+@pytest.mark.parametrize("two_envs", [False, True])
+def test_circular_overwrite_never_crosses_or_mixes(tmp_path, two_envs):
+    capacity = 50
+    rb = make_replay_buffer(capacity, B, L, scratch_dir=str(tmp_path))
+    if two_envs:
+        batches = list(two_env_batches(LENGTHS * 2, frames_per_env=3, n_batches=60))
+    else:
+        batches = list(chunks(episode_stream(LENGTHS * 2), [7] * 45 + [11]))
+    wrapped = False
+    for batch in batches:
+        rb.extend(batch)
+        if len(rb) < L:
+            continue
+        try:
+            sample = rb.sample()
+        except ValueError:  # a moment with no episode of L rows stored
+            continue
+        check_windows(sample)
+        wrapped |= bool(((sample["index"] == 0) & (sample["index"].roll(1, 1) == capacity - 1)).any())
+    assert len(rb) == capacity
+    assert wrapped, "no window spanned the storage's wrap point"
+
+
+def test_split_trajectory_at_wrap_point(tmp_path):
+    capacity = 40
+    rb = make_replay_buffer(capacity, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream([30]))  # rows 0..29
+    rb.extend(episode_stream([25], first_id=1))  # rows 30..39 then 0..14: split by the wrap
+    windows = rb.sample(200)
+    check_windows(windows)
+    traj = windows[OBSERVATION][:, 0, 0]
+    assert (traj == 1).any() and (traj == 0).any()  # rows 15..29 of episode 0 survive
+    assert windows[OBSERVATION][traj == 0][..., 1].min() >= 15  # its overwritten rows are gone
+
+
+def test_next_duplicates_and_carry_are_not_stored(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream([20]))
+    stored = rb.storage._storage
+    keys = set(stored.keys(include_nested=True, leaves_only=True))
+    for key in [("next", PIXELS), ("next", OBSERVATION), ("next", IS_INIT), ("next", PREV_ACTION),
+                ("next", STATE), STATE, BELIEF]:
+        assert key not in keys, key
+    for key in [PIXELS, OBSERVATION, ACTION, PREV_ACTION, IS_INIT, NEXT_REWARD, ("next", "done"),
+                ("next", "terminated"), ("next", "truncated"), TRAJ_IDS]:
+        assert key in keys, key
+    assert stored[PIXELS].dtype == torch.uint8
+
+
+def test_strip_for_storage_flattens_env_major():
+    batch = next(two_env_batches([10, 10], frames_per_env=4, n_batches=1))
+    rows = strip_for_storage(batch)
+    assert rows.batch_size == torch.Size([8])
+    assert rows[TRAJ_IDS].tolist() == [0] * 4 + [1] * 4
+    assert ("next", PIXELS) not in rows.keys(include_nested=True)
+
+
+def test_bytes_per_frame_is_one_uint8_frame(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    rows = episode_stream([12])
+    big = make_rows(rows[TRAJ_IDS], rows[OBSERVATION][:, 1].long(), rows["next", "done"].squeeze(-1),
+                    pixel_shape=(3, 64, 64), action_dim=6)
+    rb.extend(big)
+    frame = 3 * 64 * 64
+    assert frame <= bytes_per_frame(rb) < frame + 256
+
+
+def test_scratch_dir_holds_the_memmaps(tmp_path):
+    scratch = tmp_path / "rb"
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(scratch))
+    rb.extend(episode_stream([20]))
+    files = [p for p in scratch.rglob("*") if p.is_file()]
+    assert any(p.name.startswith(PIXELS) for p in files), files
+
+
+def test_error_when_no_trajectory_is_long_enough(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream([3, 5, 2]))
+    with pytest.raises(ValueError, match=r"seq_len=8.*longest stored: 5"):
+        rb.sample()
