@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
+from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from dreamer_trl.keys import (
@@ -154,9 +154,13 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
             # existsok: a scratch directory may be reused by a rerun; its contents are disposable.
             storage=LazyMemmapStorage(capacity, scratch_dir=scratch_dir, existsok=True),
             sampler=TrajectoryWindowSampler(seq_len),
+            # The plain writer: the TensorDict one also stores each row's own "index" (8 bytes).
+            writer=RoundRobinWriter(),
             batch_size=batch_size * seq_len,
         )
         self.capacity, self.seq_len, self.device = capacity, seq_len, torch.device(device)
+        # sample(batch_size) counts windows, not rows: silence the parent's batch-size warning.
+        self._warned_batch_size_conflict = True
 
     def add(self, data: TensorDictBase) -> int:
         return super().add(strip_for_storage(data))

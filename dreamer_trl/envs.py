@@ -49,6 +49,15 @@ def _validate_task(domain: str, task: str) -> None:
         raise ValueError(f"Unknown task {task!r} for DMC domain {domain!r}. Valid tasks: {tasks}")
 
 
+def split_task(name: str) -> tuple[str, str]:
+    """"cartpole_swingup" -> ("cartpole", "swingup"); handles domains with underscores (ball_in_cup)."""
+    for domain, task in suite.ALL_TASKS:
+        if f"{domain}_{task}" == name:
+            return domain, task
+    close = sorted(f"{d}_{t}" for d, t in suite.ALL_TASKS)
+    raise ValueError(f"Unknown DMC task {name!r}; expected domain_task, one of: {close}")
+
+
 class DMCEnv(EnvBase):
     """One DeepMind Control Suite task as a TorchRL environment, with action repeat.
 

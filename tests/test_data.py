@@ -168,13 +168,22 @@ def test_split_trajectory_at_wrap_point(tmp_path):
     assert windows[OBSERVATION][traj == 0][..., 1].min() >= 15  # its overwritten rows are gone
 
 
+def test_extend_larger_than_capacity_keeps_newest_rows(tmp_path):
+    rb = make_replay_buffer(30, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream([10, 35]))
+    assert len(rb) == 30
+    sample = rb.sample(100)
+    check_windows(sample)
+    assert (sample[OBSERVATION][..., 0] == 1).all() and sample[OBSERVATION][..., 1].min() >= 5
+
+
 def test_next_duplicates_and_carry_are_not_stored(tmp_path):
     rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
     rb.extend(episode_stream([20]))
     stored = rb.storage._storage
     keys = set(stored.keys(include_nested=True, leaves_only=True))
     for key in [("next", PIXELS), ("next", OBSERVATION), ("next", IS_INIT), ("next", PREV_ACTION),
-                ("next", STATE), STATE, BELIEF]:
+                ("next", STATE), STATE, BELIEF, "index"]:
         assert key not in keys, key
     for key in [PIXELS, OBSERVATION, ACTION, PREV_ACTION, IS_INIT, NEXT_REWARD, ("next", "done"),
                 ("next", "terminated"), ("next", "truncated"), TRAJ_IDS]:

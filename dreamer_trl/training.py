@@ -1,0 +1,75 @@
+"""One Dreamer update: world model, then actor, then value, each with its own Adam and clip.
+
+As in the official code, the three losses are computed on the same batch with the current weights, each
+loss's gradient reaches only its own parameters (``backward(inputs=...)``), and then the three
+optimizers step in order (Dreamer Algorithm 1; Adam eps 1e-7, global-norm clip 100).
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+
+from dreamer_trl.config import OptimConfig
+from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss
+
+
+def _params(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+class DreamerUpdate:
+    """Owns the three losses and optimizers; ``update(batch)`` returns detached metrics.
+
+    Args:
+        model_loss, actor_loss, value_loss: the three LossModules.
+        cfg: learning rates, Adam epsilon and clip norm.
+    """
+
+    def __init__(self, model_loss: WorldModelLoss, actor_loss: ActorLoss, value_loss: ValueLoss,
+                 cfg: OptimConfig | None = None):
+        cfg = cfg or OptimConfig()
+        self.model_loss, self.actor_loss, self.value_loss = model_loss, actor_loss, value_loss
+        self.model_params = _params(model_loss.world_model)
+        self.actor_params = _params(actor_loss.actor)
+        self.value_params = _params(value_loss.value)
+        self.clip = cfg.grad_clip
+        adam = lambda params, lr: torch.optim.Adam(params, lr=lr, eps=cfg.adam_eps)
+        self.optimizers = {
+            "model": adam(self.model_params, cfg.model_lr),
+            "actor": adam(self.actor_params, cfg.actor_lr),
+            "value": adam(self.value_params, cfg.value_lr),
+        }
+        self.groups = {"model": self.model_params, "actor": self.actor_params, "value": self.value_params}
+
+    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The three objectives on one ``[B, T]`` batch: {"model": ..., "actor": ..., "value": ...} and metrics."""
+        model_td, posterior = self.model_loss(batch)
+        actor_td, imagined = self.actor_loss(posterior)
+        value_td, _ = self.value_loss(imagined)
+        total = {
+            "model": sum(v for k, v in model_td.items() if k.startswith("loss_")),
+            "actor": actor_td["loss_actor"],
+            "value": value_td["loss_value"],
+        }
+        metrics = {f"loss/{k.removeprefix('loss_')}": v.detach() for td in (model_td, actor_td, value_td)
+                   for k, v in td.items()}
+        return {"total": total, "metrics": metrics}
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        out = self.losses(batch)
+        metrics = out["metrics"]
+        for name, loss in out["total"].items():
+            self.optimizers[name].zero_grad(set_to_none=True)
+            loss.backward(inputs=self.groups[name])
+        for name, opt in self.optimizers.items():
+            metrics[f"grad_norm/{name}"] = nn.utils.clip_grad_norm_(self.groups[name], self.clip).detach()
+            opt.step()
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
