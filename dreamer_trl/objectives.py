@@ -15,6 +15,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import WorldModelWrapper
 from torchrl.objectives import LossModule
 
@@ -180,7 +181,9 @@ class ActorLoss(LossModule):
         state = tensordict.get(k.state).detach()
         belief = tensordict.get(k.belief).detach()
         state, belief = state.reshape(-1, state.shape[-1]), belief.reshape(-1, belief.shape[-1])  # (N, S), (N, D)
-        roll = self.rssm.imagine(state, belief, self.actor.module, self.horizon)                  # (N, H, .)
+        # LossModule.forward runs under DETERMINISTIC exploration; imagination samples actions (rsample).
+        with set_exploration_type(ExplorationType.RANDOM):
+            roll = self.rssm.imagine(state, belief, self.actor.module, self.horizon)              # (N, H, .)
         reward = self.reward_head(roll[keys.STATE], roll[keys.BELIEF])                             # (N, H, 1)
         value = self.value.module(roll[keys.STATE], roll[keys.BELIEF])                              # (N, H, 1)
         returns = lambda_return(reward[:, :-1], value[:, :-1], value[:, -1], self.gamma, self.lmbda)

@@ -1,0 +1,193 @@
+"""dreamer_trl.checkpoint: round trips, atomic overwrite, and refusing pickled code."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dreamer_trl import checkpoint
+from dreamer_trl.checkpoint import load_checkpoint, save_checkpoint
+
+
+def _adam_state(seed: int = 0) -> tuple[nn.Module, dict]:
+    """A small model and its Adam state dict after one step (so it holds exp_avg tensors)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ELU(), nn.Linear(4, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    model(torch.randn(5, 3)).pow(2).mean().backward()
+    opt.step()
+    return model, opt.state_dict()
+
+
+def _state(seed: int = 0) -> dict:
+    model, opt_state = _adam_state(seed)
+    return {
+        "world_model": model.state_dict(),
+        "nested": {"a": torch.arange(4), "b": {"c": torch.ones(2, 3, dtype=torch.uint8)}},
+        "optimizers": {"model": opt_state},
+        "step": 7 + seed,
+    }
+
+
+def _meta(seed: int = 0) -> dict:
+    return {"env_steps": 800 + seed, "updates": 4, "evaluations": [[400, 1.5]], "preset": "debug",
+            "config": {"schedule": {"batch_size": 4}}}
+
+
+def _assert_same(a, b):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    else:
+        assert a == b
+
+
+def _leftovers(parent) -> list[str]:
+    """Hidden staging / backup directories save_checkpoint may have left beside the target."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_round_trip(tmp_path):
+    state, meta = _state(), _meta()
+    out = save_checkpoint(tmp_path / "ckpt", state, meta)
+    assert out == tmp_path / "ckpt"
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "state.pt"]
+    loaded, loaded_meta = load_checkpoint(out)
+    _assert_same(state, loaded)
+    assert loaded_meta == meta
+    assert _leftovers(tmp_path) == []
+
+
+def test_optimizer_state_loads_back_into_adam(tmp_path):
+    model, opt_state = _adam_state()
+    save_checkpoint(tmp_path / "ckpt", {"opt": opt_state, "model": model.state_dict()}, {})
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    opt.load_state_dict(loaded["opt"])
+    assert opt.state_dict()["state"][0]["step"] == 1
+    _assert_same(opt_state, opt.state_dict())
+
+
+def test_creates_parent_directories(tmp_path):
+    target = tmp_path / "a" / "b" / "ckpt"
+    save_checkpoint(target, {"x": torch.zeros(1)}, {"k": 1})
+    assert load_checkpoint(target)[1] == {"k": 1}
+
+
+def test_overwrite_keeps_the_new_checkpoint_complete(tmp_path):
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+    save_checkpoint(target, _state(1), _meta(1))
+    loaded, meta = load_checkpoint(target)
+    _assert_same(_state(1), loaded)
+    assert meta == _meta(1)
+    assert sorted(p.name for p in target.iterdir()) == ["meta.json", "state.pt"]
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fail_in", ["torch.save", "json.dumps"])
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, fail_in):
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+
+    real_save = torch.save
+
+    def save_then_crash(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)  # a partial new state.pt is on disk when the crash comes
+        raise KeyboardInterrupt("crash during save")
+
+    def dumps_crash(*args, **kwargs):
+        raise RuntimeError("crash during save")
+
+    if fail_in == "torch.save":
+        monkeypatch.setattr(checkpoint.torch, "save", save_then_crash)
+    else:
+        monkeypatch.setattr(checkpoint.json, "dumps", dumps_crash)
+    with pytest.raises((KeyboardInterrupt, RuntimeError), match="crash during save"):
+        save_checkpoint(target, _state(1), _meta(1))
+    monkeypatch.undo()
+
+    loaded, meta = load_checkpoint(target)
+    _assert_same(_state(0), loaded)
+    assert meta == _meta(0)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "library bug: save_checkpoint renames the old checkpoint to .<name>.old before moving the staging "
+    "directory in; an exception in between makes the except clause delete the staging directory and "
+    "leave no checkpoint at `path` (the old one survives only as the hidden .<name>.old)"))
+def test_crash_during_swap_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+    real_rename = Path.rename
+
+    def rename(self, new):
+        if Path(new) == target:  # the staging -> target move, after target was moved aside
+            raise KeyboardInterrupt("crash during swap")
+        return real_rename(self, new)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(target, _state(1), _meta(1))
+    monkeypatch.undo()
+    loaded, meta = load_checkpoint(target)
+    assert meta in (_meta(0), _meta(1))
+
+
+def test_crash_on_first_save_leaves_nothing(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "ckpt", _state(), _meta())
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("missing", ["state.pt", "meta.json", None])
+def test_missing_file_is_named(tmp_path, missing):
+    target = tmp_path / "ckpt"
+    if missing is None:  # no checkpoint directory at all
+        with pytest.raises(FileNotFoundError, match="state.pt"):
+            load_checkpoint(target)
+        return
+    save_checkpoint(target, _state(), _meta())
+    (target / missing).unlink()
+    with pytest.raises(FileNotFoundError) as exc:
+        load_checkpoint(target)
+    assert missing in str(exc.value) and str(target) in str(exc.value)
+
+
+class _Payload:
+    """Unpickling this calls ``os.system`` to create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.mark.parametrize("wrap", [lambda p: p, lambda p: {"world_model": {"weight": torch.zeros(1), "evil": p}}],
+                         ids=["top_level", "nested"])
+def test_refuses_pickled_code(tmp_path, wrap):
+    target, marker = tmp_path / "ckpt", tmp_path / "pwned"
+    save_checkpoint(target, {"x": torch.zeros(1)}, {"ok": True})
+    torch.save(wrap(_Payload(marker)), target / "state.pt")
+    with pytest.raises(Exception) as exc:
+        load_checkpoint(target)
+    assert not isinstance(exc.value, FileNotFoundError)
+    assert not marker.exists()
+    # Control: the payload is live, an unrestricted unpickler runs it.
+    torch.load(target / "state.pt", weights_only=False)
+    assert marker.exists()

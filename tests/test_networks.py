@@ -1,0 +1,281 @@
+"""dreamer_trl.networks and the builders that wrap them (make_world_model, make_actor, make_value)."""
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torch.nn import functional as F
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from conftest import TINY, make_batch
+from dreamer_trl import keys
+from dreamer_trl.networks import (
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+    ScalarHead,
+    TanhNormalActor,
+    mlp,
+    preprocess_pixels,
+)
+from dreamer_trl.policy import make_actor, make_value
+from dreamer_trl.world_model import make_world_model, world_model_parts
+
+FEAT = 230  # S + D at paper size
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _pixels(*batch, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (*batch, 3, 64, 64), generator=g, dtype=torch.uint8)
+
+
+def _features(*shape, seed=0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _zero_last_layer(actor: TanhNormalActor) -> None:
+    last = actor.net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+
+
+# --- preprocessing -----------------------------------------------------------------------------------
+
+
+def test_preprocess_pixels_range():
+    px = torch.tensor([0, 1, 128, 255], dtype=torch.uint8)
+    out = preprocess_pixels(px)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, px.float() / 255 - 0.5)
+    assert out[0].item() == -0.5 and out[-1].item() == 0.5
+
+
+def test_preprocess_pixels_leaves_input_and_floats_alone():
+    px = _pixels(2)
+    before = px.clone()
+    preprocess_pixels(px)
+    assert torch.equal(px, before)
+    x = torch.rand(2, 3, 64, 64) - 0.5
+    assert preprocess_pixels(x) is x  # already preprocessed
+
+
+# --- shapes and dtypes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [(4,), (2, 3), (1, 2, 2)])
+@pytest.mark.parametrize("depth", [32, 4])
+def test_conv_encoder_shape(batch, depth):
+    enc = ConvEncoder(depth)
+    out = enc(_pixels(*batch))
+    assert out.shape == (*batch, 32 * depth) and enc.out_dim == 32 * depth
+    assert out.dtype == torch.float32
+    assert (out >= 0).all()  # ends in ReLU
+
+
+def test_conv_encoder_paper_size():
+    out = ConvEncoder()(_pixels(2, 3))  # [B, T, 3, 64, 64]
+    assert out.shape == (2, 3, 1024)
+
+
+def test_conv_encoder_uint8_equals_preprocessed_float():
+    enc, px = ConvEncoder(4), _pixels(2)
+    torch.testing.assert_close(enc(px), enc(px.float() / 255 - 0.5))
+
+
+@pytest.mark.parametrize("batch", [(4,), (2, 3)])
+@pytest.mark.parametrize("depth, feat", [(32, FEAT), (4, 40)])
+def test_conv_decoder_shape(batch, depth, feat):
+    out = ConvDecoder(feat, depth)(_features(*batch, feat))
+    assert out.shape == (*batch, 3, 64, 64) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("batch", [(4,), (2, 3)])
+def test_mlp_encoder_decoder_shapes(batch):
+    obs_dim, feat = 5, 12
+    enc = MLPEncoder(obs_dim, hidden=16, layers=2, out_dim=20)
+    emb = enc(_features(*batch, obs_dim))
+    assert emb.shape == (*batch, 20) and enc.out_dim == 20
+    assert (emb >= -1).all()  # ELU output
+    dec = MLPDecoder(feat, obs_dim, hidden=16, layers=2)
+    assert dec(_features(*batch, feat)).shape == (*batch, obs_dim)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("batch", [(4,), (2, 3)])
+def test_scalar_head_shape(batch, layers):
+    head = ScalarHead(FEAT, hidden=16, layers=layers)
+    assert head(_features(*batch, FEAT)).shape == (*batch, 1)
+    assert sum(isinstance(m, nn.Linear) for m in head.net) == layers + 1
+
+
+@pytest.mark.parametrize("layers", [0, 1, 4])
+def test_mlp_structure(layers):
+    net = mlp(3, 2, hidden=8, layers=layers)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    assert len(linears) == layers + 1
+    assert sum(isinstance(m, nn.ELU) for m in net) == layers
+    assert isinstance(net[-1], nn.Linear) and net[-1].out_features == 2
+
+
+# --- actor -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [(16,), (3, 5)])
+def test_actor_actions_within_bounds(batch):
+    torch.manual_seed(0)
+    actor = TanhNormalActor(FEAT, 6, hidden=32, layers=2)
+    x = _features(*batch, FEAT)
+    a = actor(x)
+    assert a.shape == (*batch, 6) and a.dtype == torch.float32
+    # Samples: with std 5 at init, mean + std * eps often passes |9|, where float32 tanh rounds to exactly 1.
+    assert (a.abs() <= 1).all() and not a.isnan().any()
+    # Deterministic actions are tanh of a mean bounded by 5: strictly inside (-1, 1).
+    assert (actor(x, deterministic=True).abs() < 1).all()
+
+
+def test_actor_deterministic_is_tanh_mean():
+    actor = TanhNormalActor(FEAT, 6, hidden=32, layers=2)
+    x = _features(8, FEAT)
+    mean, _ = actor.dist_params(x)
+    torch.testing.assert_close(actor(x, deterministic=True), torch.tanh(mean))
+    torch.testing.assert_close(actor(x, deterministic=True), actor(x, deterministic=True))
+
+
+def test_actor_samples_are_reparameterised():
+    actor = TanhNormalActor(FEAT, 2, hidden=16, layers=1)
+    x = _features(4, FEAT).requires_grad_()
+    actor(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in actor.parameters())
+
+
+def test_actor_mean_bounded_by_mean_scale():
+    actor = TanhNormalActor(4, 3, hidden=8, layers=1, mean_scale=5.0)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.fill_(1e4)  # raw outputs far beyond the scale
+    mean, _ = actor.dist_params(_features(5, 4))
+    assert (mean.abs() <= 5.0).all()
+    torch.testing.assert_close(mean, torch.full_like(mean, 5.0))
+    with torch.no_grad():
+        actor.net[-1].bias.fill_(1.0)  # small raw values pass almost unchanged: 5 tanh(1/5)
+    mean, _ = actor.dist_params(_features(5, 4))
+    torch.testing.assert_close(mean, torch.full_like(mean, 5 * math.tanh(0.2)))
+
+
+def test_actor_init_std_is_five():
+    actor = TanhNormalActor(FEAT, 6)
+    _zero_last_layer(actor)
+    mean, std = actor.dist_params(_features(10, FEAT))
+    expected = F.softplus(torch.tensor(actor.raw_init_std)).item() + 1e-4
+    assert expected == pytest.approx(5.0001, abs=1e-5)
+    torch.testing.assert_close(std, torch.full_like(std, expected))
+    assert torch.equal(mean, torch.zeros_like(mean))
+
+
+def test_actor_std_has_min_std_floor():
+    actor = TanhNormalActor(4, 3, hidden=8, layers=1)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.fill_(-1e4)
+    _, std = actor.dist_params(_features(5, 4))
+    assert (std >= 1e-4).all() and (std < 2e-4).all()
+
+
+# --- builders ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paper_world_model():
+    return make_world_model("pixels", (3, 64, 64), action_dim=6)
+
+
+# Measured; they match the paper's 0.69M / 0.56M / 3.79M / 0.25M (DREAMER.md "size").
+PAPER_WORLD_MODEL_PARAMS = {"encoder": 690144, "rssm": 557920, "decoder": 3795555, "reward": 253201}
+
+
+@pytest.mark.parametrize("part, count", PAPER_WORLD_MODEL_PARAMS.items())
+def test_paper_world_model_parameter_counts(paper_world_model, part, count):
+    assert _n_params(world_model_parts(paper_world_model)[part]) == count
+
+
+def test_paper_world_model_has_no_other_parameters(paper_world_model):
+    assert _n_params(paper_world_model) == sum(PAPER_WORLD_MODEL_PARAMS.values())
+    assert world_model_parts(paper_world_model)["obs_key"] == "pixels"
+
+
+@pytest.mark.parametrize("build, count", [(lambda: make_actor(FEAT, 6), 578412), (lambda: make_value(FEAT), 413601)],
+                         ids=["actor", "value"])
+def test_paper_behavior_parameter_counts(build, count):
+    assert _n_params(build()) == count
+
+
+@pytest.mark.parametrize("obs_key, obs_shape, action_dim", [
+    ("pixels", (3, 64, 64), 2),
+    ("observation", (5,), 3),
+])
+def test_world_model_forward_shapes(tiny_cfg, obs_key, obs_shape, action_dim):
+    B, T, S, D = 2, 4, tiny_cfg.state_dim, tiny_cfg.belief_dim
+    wm = make_world_model(obs_key, obs_shape, action_dim, tiny_cfg)
+    td = make_batch(B=B, T=T, A=action_dim, obs_key=obs_key, obs_dim=obs_shape[0])
+    out = wm(td)
+    for key in (keys.STATE, keys.PRIOR_MEAN, keys.PRIOR_STD, keys.POSTERIOR_MEAN, keys.POSTERIOR_STD):
+        assert out[key].shape == (B, T, S), key
+    assert out[keys.BELIEF].shape == (B, T, D)
+    assert out[keys.ENCODED_LATENTS].shape[:2] == (B, T)
+    assert out[keys.RECO_KEYS[obs_key]].shape == (B, T, *obs_shape)
+    assert out[keys.REWARD].shape == (B, T, 1)
+    assert (out[keys.PRIOR_STD] >= tiny_cfg.min_std).all() and (out[keys.POSTERIOR_STD] >= tiny_cfg.min_std).all()
+
+
+@pytest.mark.parametrize("obs_key, obs_shape, fragment", [
+    ("pixels", (3, 32, 32), "pixels"),
+    ("pixels", (64, 64, 3), "pixels"),
+    ("pixels", (64 * 64 * 3,), "pixels"),
+    ("observation", (3, 4), "observation"),
+    ("observation", (), "observation"),
+    ("rgb", (3, 64, 64), "rgb"),
+    ("reco_pixels", (3, 64, 64), "reco_pixels"),
+])
+def test_make_world_model_rejects(obs_key, obs_shape, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        make_world_model(obs_key, obs_shape, 2, TINY)
+
+
+def _features_td(N=5, S=TINY.state_dim, D=TINY.belief_dim, requires_grad=False) -> TensorDict:
+    g = torch.Generator().manual_seed(0)
+    return TensorDict({keys.STATE: torch.randn(N, S, generator=g).requires_grad_(requires_grad),
+                       keys.BELIEF: torch.randn(N, D, generator=g).requires_grad_(requires_grad)}, [N])
+
+
+def test_make_value_writes_state_value(tiny_cfg):
+    value = make_value(tiny_cfg.state_dim + tiny_cfg.belief_dim, tiny_cfg)
+    assert value(_features_td())[keys.STATE_VALUE].shape == (5, 1)
+
+
+@pytest.mark.parametrize("exploration, deterministic", [
+    (ExplorationType.RANDOM, False), (ExplorationType.DETERMINISTIC, True), (ExplorationType.MODE, True),
+])
+def test_make_actor_exploration_modes(tiny_cfg, exploration, deterministic):
+    actor = make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 3, tiny_cfg)
+    td = _features_td()
+    with set_exploration_type(exploration):
+        a1 = actor(td.clone())[keys.ACTION]
+        a2 = actor(td.clone())[keys.ACTION]
+    assert a1.shape == (5, 3) and (a1.abs() < 1).all()
+    assert torch.equal(a1, a2) == deterministic
+
+
+def test_make_actor_detaches_its_features(tiny_cfg):
+    actor = make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 3, tiny_cfg)
+    td = _features_td(requires_grad=True)
+    actor(td)[keys.ACTION].sum().backward()
+    assert td[keys.STATE].grad is None and td[keys.BELIEF].grad is None
+    assert all(p.grad is not None for p in actor.parameters())
