@@ -1,0 +1,93 @@
+"""The real-environment policy: carries state/belief/prev_action, noise on in training and off in evaluation."""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
+
+from conftest import TINY
+from dreamer_trl.envs import make_dmc_env
+from dreamer_trl.policy import make_actor, make_policy, policy_carry_transform
+from dreamer_trl.world_model import make_world_model
+
+FEAT = TINY.state_dim + TINY.belief_dim
+
+
+def build(from_pixels=False, episode_frames=40, noise=0.3):
+    torch.manual_seed(0)
+    env = make_dmc_env("cartpole", "swingup", from_pixels=from_pixels, episode_frames=episode_frames, seed=0)
+    A = env.action_spec.shape[-1]
+    env.append_transform(policy_carry_transform(TINY.state_dim, TINY.belief_dim, A))
+    key = "pixels" if from_pixels else "observation"
+    wm = make_world_model(key, tuple(env.observation_spec[key].shape), A, TINY)
+    actor = make_actor(FEAT, A, TINY)
+    return env, wm, actor, make_policy(wm, actor, env.action_spec, noise)
+
+
+def test_env_with_carry_passes_check_env_specs():
+    env, *_ = build()
+    check_env_specs(env)
+
+
+def test_rollout_carries_prev_action_and_recurrent_state():
+    env, wm, actor, policy = build()
+    with set_exploration_type(ExplorationType.RANDOM):
+        td = env.rollout(30, policy=policy, break_when_any_done=False)
+    assert (td["prev_action"][0] == 0).all() and td["is_init"][0].item()
+    torch.testing.assert_close(td["prev_action"][1:20], td["action"][:19])
+    # the belief carried into step t+1 is the one computed at step t
+    torch.testing.assert_close(td["next", "belief"][:-1], td["belief"][:-1])
+    assert not torch.allclose(td["belief"][1], td["belief"][2])
+    assert (td["action"].abs() <= 1).all()
+
+
+def test_episode_restart_resets_the_carry():
+    env, wm, actor, policy = build(episode_frames=20)  # 10 agent steps per episode
+    collector = Collector(env, policy, frames_per_batch=25, total_frames=25)
+    data = next(iter(collector))
+    collector.shutdown()
+    starts = data["is_init"].squeeze(-1).nonzero().flatten().tolist()
+    assert starts == [0, 10, 20]
+    for t in starts:
+        assert (data["prev_action"][t] == 0).all()
+
+
+def test_policy_step_matches_the_rssm_and_actor():
+    env, wm, actor, policy = build(noise=0.0)
+    rssm = wm.get_transition_model_operator()[0].rssm
+    encoder = wm.get_transition_model_operator()[0].encoder
+    td = env.reset()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        torch.manual_seed(3)
+        out = policy(td.clone())
+        torch.manual_seed(3)
+        s, h = rssm.observe_step(td["state"], td["belief"], td["prev_action"], encoder(td["observation"]),
+                                 td["is_init"])
+    torch.testing.assert_close(out["state"], s)
+    torch.testing.assert_close(out["action"], actor.module.net(torch.cat([s, h], -1), deterministic=True))
+
+
+def test_exploration_noise_only_in_training():
+    env, wm, actor, policy = build(noise=0.3)
+    td = env.reset()
+
+    def act(kind, seed):
+        torch.manual_seed(seed)
+        with set_exploration_type(kind):
+            return policy(td.clone())["action"]
+
+    # evaluation: actor mode, no noise (equal across different random streams up to the posterior sample)
+    base = policy.module[0]
+    torch.manual_seed(0)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        mode = base(td.clone())["action"]
+    torch.testing.assert_close(act(ExplorationType.DETERMINISTIC, 0), mode)
+    assert not torch.allclose(act(ExplorationType.RANDOM, 0), mode)
+
+
+def test_pixel_policy_accepts_uint8_frames():
+    env, wm, actor, policy = build(from_pixels=True, episode_frames=10)
+    td = env.rollout(3, policy=policy)
+    assert td["pixels"].dtype == torch.uint8 and td["action"].shape == (3, 1)

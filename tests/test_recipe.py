@@ -1,0 +1,139 @@
+"""recipes/dreamer_dmc.py end to end on real dm_control (debug preset), and its early failures."""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import dreamer_trl as dt  # noqa: E402
+from dreamer_trl.config import parse_args, to_dict  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
+# Metrics the recipe logs (CSVLogger writes logs/scalars/<name>.csv, one "step,value" row per call).
+EXPECTED_METRICS = ["eval/return", "train/updates", "train/episodes", "train/episode_return", "loss/actor",
+                    "loss/value", "grad_norm/model", "grad_norm/actor", "grad_norm/value", "time/env_steps_per_s"]
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("dreamer_dmc", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _argv(run_dir, *extra) -> list[str]:
+    # One torch thread: on 2 shared cores two intra-op threads make the tiny convs ~4x slower.
+    return ["--preset", "debug", "--run_dir", str(run_dir), "--run_name", "run", "--progress", "false",
+            "--threads", "1", *extra]
+
+
+def _run(run_dir, *extra) -> tuple[dict, list[str]]:
+    """Run the recipe's main; torch's global thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    argv = _argv(run_dir, *extra)
+    try:
+        return _load_recipe().main(argv), argv
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _read_csv(path: Path) -> list[tuple[int, float]]:
+    rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
+    return [(int(float(step)), float(value)) for step, value in rows]
+
+
+@pytest.fixture(scope="module")
+def pixel_run(tmp_path_factory):
+    summary, argv = _run(tmp_path_factory.mktemp("pixels"))
+    return summary, argv, Path(summary["run_dir"])
+
+
+@pytest.mark.slow
+def test_pixel_run_summary(pixel_run):
+    summary, _, run_dir = pixel_run
+    assert summary["env_steps"] == 800
+    assert summary["updates"] == 6  # 2 updates at each of env steps 400 (after prefill), 600 and 800
+    assert math.isfinite(summary["final_eval_return"])
+    assert [step for step, _ in summary["evaluations"]] == [400, 800]
+    assert summary["evaluations"][-1][1] == summary["final_eval_return"]
+    assert json.loads((run_dir / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+@pytest.mark.slow
+def test_pixel_run_config_json_is_the_resolved_config(pixel_run):
+    _, argv, run_dir = pixel_run
+    cfg, preset = parse_args(argv)
+    written = json.loads((run_dir / "config.json").read_text())
+    assert written == json.loads(json.dumps({"preset": preset, **to_dict(cfg)}))
+    assert written["preset"] == "debug" and written["run"]["progress"] is False
+    assert written["env"]["from_pixels"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", EXPECTED_METRICS)
+def test_pixel_run_csv_metrics(pixel_run, metric):
+    summary, _, run_dir = pixel_run
+    rows = _read_csv(run_dir / "logs" / "scalars" / f"{metric}.csv")
+    assert rows, metric
+    assert all(math.isfinite(v) for _, v in rows), rows
+    assert all(0 < step <= summary["env_steps"] for step, _ in rows)
+    if metric == "train/updates":
+        assert rows[-1] == (800, summary["updates"])
+    if metric == "eval/return":
+        assert rows == [tuple(e) for e in summary["evaluations"]]
+
+
+@pytest.mark.slow
+def test_pixel_run_checkpoint_loads_into_fresh_modules(pixel_run):
+    summary, argv, run_dir = pixel_run
+    cfg, _ = parse_args(argv)
+    state, meta = dt.load_checkpoint(run_dir / "checkpoint")
+    assert Path(summary["checkpoint"]) == run_dir / "checkpoint"
+    assert meta["env_steps"] == 800 and meta["updates"] > 0 and meta["updates"] == summary["updates"]
+    assert meta["config"] == json.loads(json.dumps(to_dict(cfg)))
+    assert set(state) == {"world_model", "actor", "value", "optimizers"}
+    assert set(state["optimizers"]) == {"model", "actor", "value"}
+
+    feature_dim = cfg.model.state_dim + cfg.model.belief_dim
+    action_dim = 1  # cartpole
+    dt.make_world_model("pixels", (3, 64, 64), action_dim, cfg.model).load_state_dict(state["world_model"])
+    dt.make_actor(feature_dim, action_dim, cfg.model).load_state_dict(state["actor"])
+    dt.make_value(feature_dim, cfg.model).load_state_dict(state["value"])
+    for group in state["optimizers"].values():
+        assert all(s["step"] == summary["updates"] for s in group["state"].values())
+
+
+@pytest.mark.slow
+def test_state_observation_run(tmp_path):
+    summary, argv = _run(tmp_path, "--from_pixels", "false")
+    cfg, _ = parse_args(argv)
+    run_dir = Path(summary["run_dir"])
+    assert summary["env_steps"] == 800 and summary["updates"] > 0
+    assert math.isfinite(summary["final_eval_return"])
+    assert json.loads((run_dir / "config.json").read_text())["env"]["from_pixels"] is False
+    assert (run_dir / "logs" / "scalars" / "eval" / "return.csv").is_file()
+    state, meta = dt.load_checkpoint(run_dir / "checkpoint")
+    assert meta["env_steps"] == 800 and meta["config"]["env"]["from_pixels"] is False
+    obs_dim, action_dim = 5, 1  # cartpole: position (3) + velocity (2)
+    dt.make_world_model("observation", (obs_dim,), action_dim, cfg.model).load_state_dict(state["world_model"])
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--task", "nonexistent_task"], "nonexistent_task"),
+    (["--task", "cartpole"], "cartpole"),
+    (["--batch_size", "0"], "batch_size"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
+    with pytest.raises((SystemExit, ValueError)) as exc:
+        _run(tmp_path, *extra)
+    message = str(exc.value) if isinstance(exc.value, ValueError) else capsys.readouterr().err
+    assert fragment in message
+    if isinstance(exc.value, SystemExit):
+        assert exc.value.code != 0
+    assert list(tmp_path.iterdir()) == []  # no run directory, no replay files
