@@ -223,7 +223,8 @@ def validate(cfg: DreamerConfig) -> None:
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
     """``--preset NAME`` then ``--FIELD VALUE`` overrides; ``--help`` lists every field."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                         help="starting configuration (default: paper)")
     template = DreamerConfig()

@@ -122,10 +122,6 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch, fail_in
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug: save_checkpoint renames the old checkpoint to .<name>.old before moving the staging "
-    "directory in; an exception in between makes the except clause delete the staging directory and "
-    "leave no checkpoint at `path` (the old one survives only as the hidden .<name>.old)"))
 def test_crash_during_swap_keeps_previous_checkpoint(tmp_path, monkeypatch):
     target = tmp_path / "ckpt"
     save_checkpoint(target, _state(0), _meta(0))
@@ -142,6 +138,17 @@ def test_crash_during_swap_keeps_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     loaded, meta = load_checkpoint(target)
     assert meta in (_meta(0), _meta(1))
+
+
+def test_killed_between_renames_loads_the_previous_checkpoint(tmp_path):
+    """SIGKILL after the old checkpoint was moved aside and before the new one moved in."""
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+    target.rename(tmp_path / ".ckpt.old")
+    loaded, meta = load_checkpoint(target)
+    assert meta == _meta(0)
+    save_checkpoint(target, _state(1), _meta(1))
+    assert load_checkpoint(target)[1] == _meta(1) and not (tmp_path / ".ckpt.old").exists()
 
 
 def test_crash_on_first_save_leaves_nothing(tmp_path, monkeypatch):
