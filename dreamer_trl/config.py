@@ -8,6 +8,7 @@ sub-configs so the command line can override any of them by name: ``--batch_size
 from __future__ import annotations
 
 import argparse
+import sys
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -97,6 +98,13 @@ class RunConfig:
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
     progress: bool = _f(True, "show a progress bar")
     tensorboard: bool = _f(True, "also log to TensorBoard (CSV is always written)")
+    resume: str = _f("", "run directory (or checkpoint directory) to continue; its config is used")
+    checkpoint_every: int = _f(100_000, "env steps between checkpoints (model, optimizers, RNG, replay)")
+    checkpoints_kept: int = _f(2, "how many of the newest checkpoints to keep")
+    stop_at_env_steps: int = _f(0, "end this process after the checkpoint at this many env steps (0: never)")
+    max_nonfinite_updates: int = _f(10, "consecutive non-finite updates (all skipped) before the run stops")
+    max_physics_errors: int = _f(5, "MuJoCo physics errors tolerated within physics_error_window episodes")
+    physics_error_window: int = _f(100, "episodes over which physics errors are counted")
 
 
 @dataclass
@@ -189,6 +197,29 @@ def to_dict(cfg: DreamerConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def from_dict(data: dict) -> DreamerConfig:
+    """Inverse of :func:`to_dict`; unknown groups or fields are refused by name."""
+    cfg = DreamerConfig()
+    for group, values in data.items():
+        if not hasattr(cfg, group) or not dataclasses.is_dataclass(getattr(cfg, group)):
+            raise ValueError(f"unknown config group {group!r}")
+        for name, value in values.items():
+            set_field(cfg, name, value)
+    return cfg
+
+
+# Fields that may change when a run is resumed; any other difference is refused.
+RESUMABLE = {"total_env_steps", "run_dir", "run_name", "resume", "device", "threads", "progress", "tensorboard",
+             "checkpoint_every", "checkpoints_kept", "stop_at_env_steps", "max_nonfinite_updates",
+             "max_physics_errors", "physics_error_window", "eval_every", "eval_episodes", "buffer_dir"}
+
+
+def config_differences(saved: DreamerConfig, new: DreamerConfig) -> dict[str, tuple]:
+    """{field: (saved value, new value)} for every field that differs."""
+    a, b = _fields(saved), _fields(new)
+    return {k: (getattr(a[k][0], k), getattr(b[k][0], k)) for k in a if getattr(a[k][0], k) != getattr(b[k][0], k)}
+
+
 def validate(cfg: DreamerConfig) -> None:
     """Reject impossible values before any work starts, naming the field and the expected value."""
     s, e, l = cfg.schedule, cfg.env, cfg.loss
@@ -206,6 +237,10 @@ def validate(cfg: DreamerConfig) -> None:
         (s.train_every >= e.action_repeat, "train_every", f">= action_repeat = {e.action_repeat}", s.train_every),
         (s.prefill_env_steps >= e.action_repeat * s.seq_len, "prefill_env_steps",
          f">= action_repeat * seq_len = {e.action_repeat * s.seq_len}", s.prefill_env_steps),
+        (s.total_env_steps % s.train_every == 0, "total_env_steps", f"a multiple of train_every = {s.train_every}",
+         s.total_env_steps),
+        (s.prefill_env_steps % s.train_every == 0, "prefill_env_steps",
+         f"a multiple of train_every = {s.train_every}", s.prefill_env_steps),
         (s.total_env_steps > s.prefill_env_steps, "total_env_steps", f"> prefill_env_steps = {s.prefill_env_steps}",
          s.total_env_steps),
         (0.0 <= l.gamma <= 1.0, "gamma", "in [0, 1]", l.gamma),
@@ -219,6 +254,18 @@ def validate(cfg: DreamerConfig) -> None:
             raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
     if "_" not in e.task:
         raise ValueError(f"config field 'task' must be domain_task (e.g. cheetah_run), got {e.task!r}")
+    from dreamer_trl.envs import split_task  # imports dm_control: only once the cheap checks passed
+
+    split_task(e.task)
+    r = cfg.run
+    for name in ("checkpoint_every", "checkpoints_kept"):
+        if getattr(r, name) < 1:
+            raise ValueError(f"config field {name!r} must be >= 1, got {getattr(r, name)!r}")
+    if r.checkpoint_every % s.train_every:
+        raise ValueError(f"config field 'checkpoint_every' must be a multiple of train_every = {s.train_every}, "
+                         f"got {r.checkpoint_every}")
+    if r.stop_at_env_steps < 0 or r.max_nonfinite_updates < 0:
+        raise ValueError("config fields 'stop_at_env_steps' and 'max_nonfinite_updates' must be >= 0")
 
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
@@ -239,16 +286,45 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> tuple[Dr
         bad = unknown[0].lstrip("-").split("=")[0]
         close = difflib.get_close_matches(bad, names, n=3)
         parser.error(f"unknown config field {bad!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    overrides = {k: v for k, v in vars(args).items() if k != "preset"}
     preset = args.preset
-    cfg = PRESETS[preset]()
-    for name, value in vars(args).items():
-        if name != "preset":
-            try:
-                set_field(cfg, name, value)
-            except ValueError as err:
-                parser.error(str(err))
     try:
+        if overrides.get("resume"):
+            given = sys.argv[1:] if argv is None else argv
+            explicit = any(a == "--preset" or a.startswith("--preset=") for a in given)
+            cfg, preset = _resumed_config(overrides, preset if explicit else None)
+        else:
+            cfg = PRESETS[preset]()
+            for name, value in overrides.items():
+                set_field(cfg, name, value)
         validate(cfg)
     except ValueError as err:
         parser.error(str(err))
     return cfg, preset
+
+
+def _resumed_config(overrides: dict, preset: str | None) -> tuple[DreamerConfig, str]:
+    """The saved config of the run to resume, with only the RESUMABLE fields overridden."""
+    import json
+    from pathlib import Path
+
+    from dreamer_trl.checkpoint import checkpoint_dirs, verify_checkpoint
+
+    path = Path(overrides["resume"])
+    found = checkpoint_dirs(path / "checkpoints") if (path / "checkpoints").is_dir() else [verify_checkpoint(path)]
+    if not found:
+        raise ValueError(f"config field 'resume': no complete checkpoint under {path / 'checkpoints'}")
+    meta = json.loads((found[-1] / "meta.json").read_text())
+    saved = from_dict(meta["config"])
+    cfg = from_dict(meta["config"])
+    if preset is not None and preset != meta["preset"]:
+        raise ValueError(f"resuming a run of preset {meta['preset']!r} with --preset {preset!r}")
+    for name, value in overrides.items():
+        set_field(cfg, name, value)
+    bad = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE}
+    if bad:
+        listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(bad.items()))
+        raise ValueError(f"cannot resume {path} with a different config ({listed}); only "
+                         f"{', '.join(sorted(RESUMABLE))} may change")
+    cfg.run.resume = str(found[-1])
+    return cfg, meta["preset"]

@@ -12,10 +12,11 @@ from their trajectory (always its oldest rows), which leaves the rest contiguous
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 
@@ -26,7 +27,7 @@ from dreamer_trl.keys import (
 
 _KEPT_UNDER_NEXT = {REWARD, DONE, TERMINATED, TRUNCATED}
 # The policy's recurrent carry: recomputed by the world model during training.
-_DROPPED = {STATE, BELIEF, ENCODED_LATENTS}
+_DROPPED = {STATE, BELIEF, ENCODED_LATENTS, "episode_reward"}
 
 
 def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
@@ -197,3 +198,53 @@ def bytes_per_frame(rb: TensorDictReplayBuffer) -> float:
         raise ValueError("the replay buffer storage is empty: nothing written yet")
     leaves = storage._storage.values(include_nested=True, leaves_only=True)
     return float(sum(leaf.element_size() * leaf[0].numel() for leaf in leaves))
+
+
+def save_buffer(rb: SequenceReplayBuffer, path: str | Path) -> None:
+    """Copy the stored rows (memory-mapped files, JSON metadata) and the write cursor into ``path``."""
+    path = Path(path)
+    n = len(rb)
+    meta = {"len": n, "capacity": rb.capacity, "writer": {"cursor": rb._writer._cursor,
+            "write_count": rb._writer._write_count}, "sampler": rb._sampler.state_dict()}
+    if n:
+        rb.storage._storage[:n].memmap(path / "rows", num_threads=0, copy_existing=True)
+    (path / "buffer.json").write_text(json.dumps(meta))
+
+
+def load_buffer(rb: SequenceReplayBuffer, path: str | Path) -> None:
+    """Restore what :func:`save_buffer` wrote into an empty buffer of the same capacity (no pickle)."""
+    path = Path(path)
+    meta = json.loads((path / "buffer.json").read_text())
+    if meta["capacity"] != rb.capacity:
+        raise ValueError(f"buffer_capacity {rb.capacity} differs from the checkpoint's {meta['capacity']}")
+    if meta["len"]:
+        rows = TensorDict.load_memmap(path / "rows", allow_pickle=False)
+        rb.storage.set(torch.arange(meta["len"]), rows)
+    rb._writer._cursor = meta["writer"]["cursor"]
+    rb._writer._write_count = meta["writer"]["write_count"]
+    rb._sampler.load_state_dict(meta["sampler"])
+
+
+def mark_last_row_truncated(rb: SequenceReplayBuffer) -> None:
+    """End the open episode at the newest stored row (done and truncated), e.g. at a save point."""
+    if len(rb) == 0:
+        return
+    newest = (rb._writer._cursor - 1) % rb.capacity
+    rows = rb.storage._storage
+    for key in (("next", DONE), ("next", TRUNCATED)):
+        if key in rows.keys(include_nested=True):
+            rows.get(key)[newest] = True
+
+
+def check_disk_space(directory: str | Path, capacity: int, row_bytes: int, margin: float = 1.1) -> None:
+    """Refuse to start when ``directory`` cannot hold ``capacity`` rows (a full disk under a memory-mapped
+    buffer kills the process with SIGBUS hours later, RELIABILITY.md P8)."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    need = int(capacity * row_bytes * margin)
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise ValueError(f"buffer_capacity {capacity} needs about {need / 2**30:.2f} GiB in {directory} "
+                         f"({row_bytes} bytes per row), but only {free / 2**30:.2f} GiB are free")

@@ -17,6 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from dm_control import suite  # noqa: E402
+from dm_control.rl.control import PhysicsError  # noqa: E402
 from tensordict import TensorDict, TensorDictBase  # noqa: E402
 from torchrl.data import Bounded, Categorical, Composite, Unbounded  # noqa: E402
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv  # noqa: E402
@@ -85,6 +86,8 @@ class DMCEnv(EnvBase):
         action_repeat: int = 2,
         episode_frames: int = 1000,
         seed: int = 0,
+        max_physics_errors: int = 5,
+        physics_error_window: int = 100,
         device="cpu",
     ):
         _validate_task(domain, task)
@@ -106,6 +109,12 @@ class DMCEnv(EnvBase):
             domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
         )
         self._frames = 0
+        # Physics faults (RELIABILITY.md P5): each truncates its episode; too many within the last
+        # `physics_error_window` episodes abort.
+        self.physics_errors, self.episodes = 0, 0
+        self._fault_episodes: list[int] = []
+        self.max_physics_errors, self.physics_error_window = max_physics_errors, physics_error_window
+        self._last_obs: dict = {}
 
         action_spec = self._env.action_spec()
         low, high = action_spec.minimum, action_spec.maximum
@@ -143,6 +152,11 @@ class DMCEnv(EnvBase):
         """The wrapped ``dm_control.rl.control.Environment``."""
         return self._env
 
+    def render(self, size: int | None = None) -> np.ndarray:
+        """The current physics state from this env's camera, uint8 ``[size, size, 3]`` (default image_size)."""
+        size = size or self.image_size
+        return self._env.physics.render(height=size, width=size, camera_id=self.camera_id)
+
     def _observe(self, time_step) -> dict:
         if self.from_pixels:
             frame = self._env.physics.render(
@@ -168,8 +182,21 @@ class DMCEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         time_step = self._env.reset()
         self._frames = 0
-        out = {**self._observe(time_step), **self._flags(False, False)}
+        self.episodes += 1
+        self._last_obs = self._observe(time_step)
+        out = {**self._last_obs, **self._flags(False, False)}
         return TensorDict(out, batch_size=self.batch_size, device=self.device)
+
+    def _physics_fault(self, error: Exception) -> None:
+        self.physics_errors += 1
+        self._fault_episodes = [e for e in self._fault_episodes if e > self.episodes - self.physics_error_window]
+        self._fault_episodes.append(self.episodes)
+        if len(self._fault_episodes) > self.max_physics_errors:
+            raise RuntimeError(
+                f"{len(self._fault_episodes)} MuJoCo physics errors within the last {self.physics_error_window} "
+                f"episodes of {self.domain}/{self.task} (max_physics_errors={self.max_physics_errors}); "
+                f"last: {error}"
+            ) from error
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get(ACTION)
@@ -178,9 +205,14 @@ class DMCEnv(EnvBase):
         action = action.detach().cpu().numpy().astype(np.float64)
         if self._rescale_actions:
             action = self._action_low + (action + 1.0) * (self._action_high - self._action_low) / 2
-        reward, terminated, truncated = 0.0, False, False
+        reward, terminated, truncated, time_step = 0.0, False, False, None
         for _ in range(self.action_repeat):
-            time_step = self._env.step(action)
+            try:
+                time_step = self._env.step(action)
+            except PhysicsError as error:  # unstable simulation: end the episode here, as truncated
+                self._physics_fault(error)
+                truncated = True
+                break
             self._frames += 1
             reward += time_step.reward or 0.0
             if time_step.last():
@@ -190,8 +222,10 @@ class DMCEnv(EnvBase):
             if self._frames >= self.episode_frames:
                 truncated = True
                 break
+        if time_step is not None:
+            self._last_obs = self._observe(time_step)
         out = {
-            **self._observe(time_step),
+            **self._last_obs,
             REWARD: torch.tensor([reward], dtype=torch.float32, device=self.device),
             **self._flags(terminated, truncated),
         }
@@ -213,6 +247,8 @@ def make_dmc_env(
     action_repeat: int = 2,
     episode_frames: int = 1000,
     seed: int = 0,
+    max_physics_errors: int = 5,
+    physics_error_window: int = 100,
     device="cpu",
 ) -> EnvBase:
     """Build a DMC task as in DreamerV1 (64x64 RGB, action repeat 2, Hafner et al. 2020).
@@ -231,6 +267,8 @@ def make_dmc_env(
         action_repeat=action_repeat,
         episode_frames=episode_frames,
         seed=seed,
+        max_physics_errors=max_physics_errors,
+        physics_error_window=physics_error_window,
         device=device,
     )
     return TransformedEnv(env, InitTracker())

@@ -3,6 +3,10 @@
 As in the official code, the three losses are computed on the same batch with the current weights, each
 loss's gradient reaches only its own parameters (``backward(inputs=...)``), and then the three
 optimizers step in order (Dreamer Algorithm 1; Adam eps 1e-7, global-norm clip 100).
+
+Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not finite, no optimizer steps
+(weights and Adam moments stay as they were), the update is counted as skipped, and after
+``max_nonfinite`` skips in a row :class:`NonFiniteError` names the offending terms.
 """
 from __future__ import annotations
 
@@ -18,17 +22,25 @@ def _params(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+class NonFiniteError(RuntimeError):
+    """Raised after too many consecutive non-finite updates."""
+
+
 class DreamerUpdate:
     """Owns the three losses and optimizers; ``update(batch)`` returns detached metrics.
 
     Args:
         model_loss, actor_loss, value_loss: the three LossModules.
         cfg: learning rates, Adam epsilon and clip norm.
+        max_nonfinite: consecutive skipped updates tolerated before raising (0: never raise).
     """
 
     def __init__(self, model_loss: WorldModelLoss, actor_loss: ActorLoss, value_loss: ValueLoss,
-                 cfg: OptimConfig | None = None):
+                 cfg: OptimConfig | None = None, max_nonfinite: int = 10):
         cfg = cfg or OptimConfig()
+        self.max_nonfinite = max_nonfinite
+        self.skipped = 0  # total skipped updates
+        self.skip_streak = 0
         self.model_loss, self.actor_loss, self.value_loss = model_loss, actor_loss, value_loss
         self.model_params = _params(model_loss.world_model)
         self.actor_params = _params(actor_loss.actor)
@@ -62,9 +74,22 @@ class DreamerUpdate:
         for name, loss in out["total"].items():
             self.optimizers[name].zero_grad(set_to_none=True)
             loss.backward(inputs=self.groups[name])
-        for name, opt in self.optimizers.items():
+        for name in self.optimizers:
             metrics[f"grad_norm/{name}"] = nn.utils.clip_grad_norm_(self.groups[name], self.clip).detach()
-            opt.step()
+        bad = [k for k, v in metrics.items() if not torch.isfinite(v).all()]
+        if bad:
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            self.skip_streak += 1
+            if self.max_nonfinite and self.skip_streak >= self.max_nonfinite:
+                raise NonFiniteError(f"{self.skip_streak} consecutive updates with non-finite values "
+                                     f"(last: {', '.join(bad)}); the weights were not changed by any of them")
+        else:
+            self.skip_streak = 0
+            for opt in self.optimizers.values():
+                opt.step()
+        metrics["train/skipped_updates"] = torch.tensor(float(self.skipped))
         return metrics
 
     def state_dict(self) -> dict:

@@ -1,12 +1,14 @@
 """Train Dreamer V1 (Hafner et al., ICLR 2020) on a DeepMind Control Suite task.
 
-    python recipes/dreamer_dmc.py --preset state                 # CPU: proprioceptive cartpole_swingup
+    python recipes/dreamer_dmc.py --preset state                      # CPU: proprioceptive cartpole_swingup
     python recipes/dreamer_dmc.py --preset paper --task walker_walk   # GPU: pixels, paper defaults
-    python recipes/dreamer_dmc.py --help                         # every config field
+    python recipes/dreamer_dmc.py --resume runs/RUN                   # continue from the latest checkpoint
+    python recipes/dreamer_dmc.py --help                              # every config field
 
 Loop (Dreamer Algorithm 1): prefill with random actions; then every ``train_every`` env steps run
 ``updates_per_train`` updates (world model, actor, value) and keep collecting with the noisy policy;
 a noise-free evaluation every ``eval_every`` env steps. Env steps are frames after action repeat.
+Every ``checkpoint_every`` env steps, and on SIGTERM/SIGINT, the whole run is checkpointed.
 """
 from __future__ import annotations
 
@@ -22,20 +24,23 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchrl.collectors import Collector  # noqa: E402
 from torchrl.envs import RewardSum  # noqa: E402
-from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type  # noqa: E402
+from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type, step_mdp  # noqa: E402
 from torchrl.record.loggers import CSVLogger, TensorboardLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.config import DreamerConfig, parse_args, to_dict  # noqa: E402
+from dreamer_trl.data import check_disk_space  # noqa: E402
 
 
 def make_env(cfg: DreamerConfig, seed: int):
     """The DMC env plus the transforms that carry the policy's recurrent state."""
     domain, task = dt.split_task(cfg.env.task)
     env = dt.make_dmc_env(domain, task, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
-                          action_repeat=cfg.env.action_repeat, episode_frames=cfg.env.episode_frames, seed=seed)
+                          action_repeat=cfg.env.action_repeat, episode_frames=cfg.env.episode_frames, seed=seed,
+                          max_physics_errors=cfg.run.max_physics_errors,
+                          physics_error_window=cfg.run.physics_error_window)
     env.append_transform(dt.policy_carry_transform(cfg.model.state_dim, cfg.model.belief_dim,
                                                    env.action_spec.shape[-1]))
     env.append_transform(RewardSum())
@@ -43,6 +48,8 @@ def make_env(cfg: DreamerConfig, seed: int):
 
 
 def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
+    if cfg.run.resume:
+        return Path(cfg.run.resume).parent.parent  # RUN/checkpoints/STEP
     name = cfg.run.run_name or f"{cfg.env.task}-{preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.run.run_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -50,13 +57,21 @@ def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
     return run_dir
 
 
-def evaluate(env, policy, episodes: int) -> float:
-    """Mean return of noise-free episodes (actor mode, no exploration noise)."""
+def evaluate(env, policy, episodes: int, device, stop) -> float | None:
+    """Mean return of noise-free episodes (actor mode, no exploration noise); None if ``stop()`` interrupts."""
     returns = []
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(episodes):
-            rollout = env.rollout(max_steps=10**6, policy=policy, break_when_any_done=True)
-            returns.append(rollout[keys.NEXT_REWARD].sum().item())
+            td, total = env.reset(), 0.0
+            while not stop():
+                td = env.step(policy(td.to(device)).to("cpu"))
+                total += td[keys.NEXT_REWARD].item()
+                if td["next", "done"].item():
+                    break
+                td = step_mdp(td)
+            else:
+                return None
+            returns.append(total)
     return float(np.mean(returns))
 
 
@@ -82,7 +97,8 @@ def main(argv=None) -> dict:
     actor = dt.make_actor(feature_dim, action_dim, cfg.model).to(device)
     value = dt.make_value(feature_dim, cfg.model).to(device)
     policy = dt.make_policy(world_model, actor, env.action_spec.to(device), cfg.loss.exploration_noise)
-    policy(env.fake_tensordict().to(device))
+    with torch.no_grad():
+        policy(env.fake_tensordict().to(device))
 
     model_loss = dt.WorldModelLoss(world_model, kl_scale=cfg.loss.kl_scale, free_nats=cfg.loss.free_nats)
     if obs_key == keys.OBSERVATION:
@@ -90,11 +106,14 @@ def main(argv=None) -> dict:
     actor_loss = dt.ActorLoss(actor, value, imagination_env, horizon=cfg.loss.horizon, gamma=cfg.loss.gamma,
                               lmbda=cfg.loss.lmbda)
     value_loss = dt.ValueLoss(value, gamma=cfg.loss.gamma)
-    updater = dt.DreamerUpdate(model_loss, actor_loss, value_loss, cfg.optim)
+    updater = dt.DreamerUpdate(model_loss, actor_loss, value_loss, cfg.optim, cfg.run.max_nonfinite_updates)
 
     run_dir = make_run_dir(cfg, preset)
-    buffer_dir = cfg.run.buffer_dir or str(run_dir / "replay")
-    buffer = dt.make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=buffer_dir, device=device)
+    buffer_dir = Path(cfg.run.buffer_dir or run_dir / "replay")
+    row_bytes = int(np.prod(obs_shape)) * (1 if cfg.env.from_pixels else 4) + 8 * action_dim + 32
+    check_disk_space(buffer_dir, s.buffer_capacity * (2 + cfg.run.checkpoints_kept), row_bytes)
+    buffer = dt.make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
+                                   device=device)
     loggers = [CSVLogger(exp_name="", log_dir=str(run_dir / "logs"))]
     if cfg.run.tensorboard:
         loggers.append(TensorboardLogger(exp_name="", log_dir=str(run_dir / "tensorboard")))
@@ -104,48 +123,96 @@ def main(argv=None) -> dict:
             for logger in loggers:
                 logger.log_scalar(name, float(value_), step=step)
 
-    collector = Collector(
-        env, policy, frames_per_batch=s.train_every // a, total_frames=s.total_env_steps // a,
-        init_random_frames=s.prefill_env_steps // a, policy_device=device, env_device="cpu",
-        storing_device="cpu", exploration_type=ExplorationType.RANDOM,
-    )
-    env_steps = updates = episodes = 0
-    last_eval, evals, start = float("nan"), [], time.perf_counter()
-    bar = tqdm(total=s.total_env_steps, unit="env step", disable=not cfg.run.progress, dynamic_ncols=True)
-    for data in collector:
-        buffer.extend(data)
-        new_steps = data.numel() * a
-        env_steps += new_steps
-        finished = data["next", "done"].squeeze(-1)
-        for ret in data["next", "episode_reward"][finished].flatten().tolist():
-            log({"train/episode_return": ret}, env_steps)
-        episodes += int(finished.sum())
-        if env_steps >= s.prefill_env_steps:
-            for _ in range(s.updates_per_train):
-                metrics = updater.update(buffer.sample())
-                updates += 1
-            log({**metrics, "train/updates": updates}, env_steps)
-        if env_steps // s.eval_every > (env_steps - new_steps) // s.eval_every or env_steps >= s.total_env_steps:
-            last_eval = evaluate(eval_env, policy, s.eval_episodes)
-            evals.append((env_steps, last_eval))
-            log({"eval/return": last_eval}, env_steps)
-        elapsed = time.perf_counter() - start
-        log({"time/env_steps_per_s": env_steps / elapsed, "train/episodes": episodes}, env_steps)
-        bar.update(new_steps)
-        bar.set_postfix(updates=updates, eval_return=f"{last_eval:.1f}", steps_per_s=f"{env_steps / elapsed:.0f}")
-    bar.close()
-    collector.shutdown()
+    run_parts = dict(modules={"world_model": world_model, "actor": actor, "value": value}, updater=updater,
+                     buffer=buffer, envs={"train": env, "eval": eval_env})
+    c = {"env_steps": 0, "updates": 0, "episodes": 0, "traj_offset": 0, "pending_updates": 0, "eval_due": False,
+         "evals": [], "physics_errors": 0}
+    if cfg.run.resume:
+        c = dt.restore_run(cfg.run.resume, **run_parts, map_location=device)
+    checkpoints = run_dir / "checkpoints"
+    last_eval = c["evals"][-1][1] if c["evals"] else float("nan")
+    start, start_steps = time.perf_counter(), c["env_steps"]
+    bar = tqdm(total=s.total_env_steps, initial=c["env_steps"], unit="env step", disable=not cfg.run.progress,
+               dynamic_ncols=True)
 
-    state = {"world_model": world_model.state_dict(), "actor": actor.state_dict(), "value": value.state_dict(),
-             "optimizers": updater.state_dict()}
-    meta = {"config": to_dict(cfg), "preset": preset, "env_steps": env_steps, "updates": updates,
-            "evaluations": evals}
-    ckpt = dt.save_checkpoint(run_dir / "checkpoint", state, meta)
-    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "env_steps": env_steps, "updates": updates,
-               "final_eval_return": last_eval, "evaluations": evals,
-               "wall_clock_s": round(time.perf_counter() - start, 1)}
+    with dt.Preemption() as preempt:
+        stop = lambda: preempt.requested is not None  # noqa: E731
+
+        def run_due_work() -> None:
+            nonlocal last_eval
+            metrics = None
+            while c["pending_updates"] > 0 and not stop():
+                metrics = updater.update(buffer.sample())
+                c["updates"] += 1
+                c["pending_updates"] -= 1
+            if metrics is not None:
+                log({**metrics, "train/updates": c["updates"]}, c["env_steps"])
+            if c["eval_due"] and not stop():
+                result = evaluate(eval_env, policy, s.eval_episodes, device, stop)
+                if result is not None:
+                    last_eval, c["eval_due"] = result, False
+                    c["evals"].append((c["env_steps"], result))
+                    log({"eval/return": result}, c["env_steps"])
+
+        def checkpoint() -> Path:
+            path = dt.save_run(checkpoints / f"{c['env_steps']:010d}", **run_parts, counters=c,
+                               config=to_dict(cfg), preset=preset)
+            dt.prune_checkpoints(checkpoints, cfg.run.checkpoints_kept)
+            return path
+
+        ckpt = cfg.run.resume
+        while c["env_steps"] < s.total_env_steps:
+            run_due_work()  # left over from a preempted segment
+            if stop():
+                ckpt = checkpoint()
+                break
+            segment_end = min((c["env_steps"] // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every,
+                              s.total_env_steps)
+            collector = Collector(
+                env, policy, frames_per_batch=s.train_every // a, total_frames=(segment_end - c["env_steps"]) // a,
+                init_random_frames=max(0, s.prefill_env_steps - c["env_steps"]) // a, policy_device=device,
+                env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
+            )
+            max_traj = c["traj_offset"] - 1
+            for data in collector:
+                data["collector", "traj_ids"] += c["traj_offset"]
+                max_traj = max(max_traj, int(data["collector", "traj_ids"].max()))
+                buffer.extend(data)
+                new_steps = data.numel() * a
+                c["env_steps"] += new_steps
+                finished = data["next", "done"].squeeze(-1)
+                for ret in data["next", "episode_reward"][finished].flatten().tolist():
+                    log({"train/episode_return": ret}, c["env_steps"])
+                c["episodes"] += int(finished.sum())
+                if c["env_steps"] >= s.prefill_env_steps:
+                    c["pending_updates"] += s.updates_per_train
+                crossed = c["env_steps"] // s.eval_every > (c["env_steps"] - new_steps) // s.eval_every
+                c["eval_due"] = c["eval_due"] or crossed or c["env_steps"] >= s.total_env_steps
+                run_due_work()
+                c["physics_errors"] = env.base_env.physics_errors
+                elapsed = time.perf_counter() - start
+                rate = (c["env_steps"] - start_steps) / elapsed
+                log({"time/env_steps_per_s": rate, "time/updates_per_s": c["updates"] / elapsed,
+                     "train/episodes": c["episodes"], "train/physics_errors": c["physics_errors"]}, c["env_steps"])
+                bar.update(new_steps)
+                bar.set_postfix(updates=c["updates"], eval_return=f"{last_eval:.1f}", steps_per_s=f"{rate:.0f}")
+                if stop():
+                    break
+            collector.shutdown(close_env=False)
+            c["traj_offset"] = max_traj + 1
+            ckpt = checkpoint()
+            if stop() or (cfg.run.stop_at_env_steps and c["env_steps"] >= cfg.run.stop_at_env_steps):
+                break
+    bar.close()
+    if preempt.requested is not None:
+        print(f"preempted: checkpoint at {c['env_steps']} env steps in {ckpt}; resume with --resume {run_dir}")
+        raise SystemExit(preempt.exit_code)
+
+    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "env_steps": c["env_steps"],
+               "updates": c["updates"], "skipped_updates": updater.skipped, "final_eval_return": last_eval,
+               "evaluations": c["evals"], "wall_clock_s": round(time.perf_counter() - start, 1)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"done: {env_steps} env steps, {updates} updates, final eval return {last_eval:.1f}, "
+    print(f"done: {c['env_steps']} env steps, {c['updates']} updates, final eval return {last_eval:.1f}, "
           f"{summary['wall_clock_s']} s; files in {run_dir}")
     return summary
 

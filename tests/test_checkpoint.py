@@ -1,4 +1,5 @@
 """dreamer_trl.checkpoint: round trips, atomic overwrite, and refusing pickled code."""
+import json
 import os
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_round_trip(tmp_path):
     state, meta = _state(), _meta()
     out = save_checkpoint(tmp_path / "ckpt", state, meta)
     assert out == tmp_path / "ckpt"
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "state.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "meta.json", "state.pt"]
     loaded, loaded_meta = load_checkpoint(out)
     _assert_same(state, loaded)
     assert loaded_meta == meta
@@ -90,7 +91,7 @@ def test_overwrite_keeps_the_new_checkpoint_complete(tmp_path):
     loaded, meta = load_checkpoint(target)
     _assert_same(_state(1), loaded)
     assert meta == _meta(1)
-    assert sorted(p.name for p in target.iterdir()) == ["meta.json", "state.pt"]
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "meta.json", "state.pt"]
     assert _leftovers(tmp_path) == []
 
 
@@ -191,6 +192,10 @@ def test_refuses_pickled_code(tmp_path, wrap):
     target, marker = tmp_path / "ckpt", tmp_path / "pwned"
     save_checkpoint(target, {"x": torch.zeros(1)}, {"ok": True})
     torch.save(wrap(_Payload(marker)), target / "state.pt")
+    # a crafted checkpoint comes with a matching manifest
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = (target / "state.pt").stat().st_size
+    (target / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception) as exc:
         load_checkpoint(target)
     assert not isinstance(exc.value, FileNotFoundError)

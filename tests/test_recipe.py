@@ -93,11 +93,11 @@ def test_pixel_run_csv_metrics(pixel_run, metric):
 def test_pixel_run_checkpoint_loads_into_fresh_modules(pixel_run):
     summary, argv, run_dir = pixel_run
     cfg, _ = parse_args(argv)
-    state, meta = dt.load_checkpoint(run_dir / "checkpoint")
-    assert Path(summary["checkpoint"]) == run_dir / "checkpoint"
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert Path(summary["checkpoint"]).parent == run_dir / "checkpoints"
     assert meta["env_steps"] == 800 and meta["updates"] > 0 and meta["updates"] == summary["updates"]
     assert meta["config"] == json.loads(json.dumps(to_dict(cfg)))
-    assert set(state) == {"world_model", "actor", "value", "optimizers"}
+    assert set(state) == {"world_model", "actor", "value", "optimizers", "rng"}
     assert set(state["optimizers"]) == {"model", "actor", "value"}
 
     feature_dim = cfg.model.state_dim + cfg.model.belief_dim
@@ -118,7 +118,7 @@ def test_state_observation_run(tmp_path):
     assert math.isfinite(summary["final_eval_return"])
     assert json.loads((run_dir / "config.json").read_text())["env"]["from_pixels"] is False
     assert (run_dir / "logs" / "scalars" / "eval" / "return.csv").is_file()
-    state, meta = dt.load_checkpoint(run_dir / "checkpoint")
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
     assert meta["env_steps"] == 800 and meta["config"]["env"]["from_pixels"] is False
     obs_dim, action_dim = 5, 1  # cartpole: position (3) + velocity (2)
     dt.make_world_model("observation", (obs_dim,), action_dim, cfg.model).load_state_dict(state["world_model"])

@@ -1,0 +1,145 @@
+"""Evaluate a trained Dreamer checkpoint: noise-free episodes, their return, and videos.
+
+    python recipes/evaluate.py --checkpoint runs/RUN --episodes 10           # the run's newest checkpoint
+    python recipes/evaluate.py --checkpoint runs/RUN/checkpoints/0000060000 --episodes 1 --video_dir docs/
+
+Rebuilds the env, world model and actor from the config stored in the checkpoint (tensors loaded with
+``torch.load(weights_only=True)``: no pickled code runs), prints ``return: mean ± std over N episodes``
+and writes ``episode_<i>.mp4``/``.gif``; for pixel models also the open-loop imagination strip
+(``open_loop.png``/``.mp4``/``.gif``: 5 observed frames, then the prior alone with the recorded actions).
+Runs on the CPU by default, whatever device trained the checkpoint.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import dreamer_trl as dt  # noqa: E402
+from dreamer_trl import keys  # noqa: E402
+from dreamer_trl.checkpoint import MANIFEST, checkpoint_dirs  # noqa: E402
+from dreamer_trl.config import DreamerConfig  # noqa: E402
+from dreamer_trl.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
+
+OPEN_LOOP_CONTEXT, OPEN_LOOP_LENGTH = 5, 50  # Dreamer Fig. 5: observe 5 frames, predict 45
+
+
+def config_from_dict(d: dict) -> DreamerConfig:
+    """A DreamerConfig from ``to_dict`` output; fields missing from ``d`` keep their defaults."""
+    cfg = DreamerConfig()
+    for group in dataclasses.fields(cfg):
+        sub = getattr(cfg, group.name)
+        known = {f.name for f in dataclasses.fields(sub)}
+        setattr(cfg, group.name, type(sub)(**{k: v for k, v in d.get(group.name, {}).items() if k in known}))
+    return cfg
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A checkpoint directory from a checkpoint, a ``checkpoints/`` directory or a run directory (newest)."""
+    if not path.is_dir():
+        raise SystemExit(f"error: checkpoint directory {path} does not exist")
+    if (path / "meta.json").exists() or (path / MANIFEST).exists():
+        return path
+    for candidate in (path, path / "checkpoints"):
+        found = checkpoint_dirs(candidate)
+        if found:
+            return found[-1]
+    if (path / "checkpoint").is_dir():  # runs written before periodic checkpoints
+        return path / "checkpoint"
+    raise SystemExit(f"error: no checkpoint in {path} (expected meta.json, or checkpoints/STEP/ below it)")
+
+
+def load(path: Path, device: torch.device) -> tuple[Path, DreamerConfig, dict]:
+    """(checkpoint dir, config, module state dicts); a missing or incomplete checkpoint exits with an error.
+
+    Reads both layouts the training recipe has written: ``state["modules"][name]`` (run checkpoints)
+    and ``state[name]``; checkpoints from before manifests (state.pt and meta.json only) are read
+    without the size check.
+    """
+    checkpoint = find_checkpoint(path)
+    try:
+        state, meta = dt.load_checkpoint(checkpoint, map_location=device)
+    except FileNotFoundError as err:
+        legacy = [checkpoint / "state.pt", checkpoint / "meta.json"]
+        if MANIFEST not in str(err) or not all(f.is_file() for f in legacy):
+            raise SystemExit(f"error: {err}") from None
+        print(f"note: {checkpoint} predates checkpoint manifests; reading it without the size check")
+        state = torch.load(legacy[0], map_location=device, weights_only=True)
+        meta = json.loads(legacy[1].read_text())
+    modules = state.get("modules", state)
+    missing = [k for k in ("world_model", "actor") if k not in modules] + (["config"] if "config" not in meta else [])
+    if missing:
+        raise SystemExit(f"error: checkpoint {checkpoint} is incomplete: {', '.join(missing)} missing")
+    return checkpoint, config_from_dict(meta["config"]), modules
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory (holding config.json) above a checkpoint, else the checkpoint's parent."""
+    for parent in checkpoint.resolve().parents:
+        if (parent / "config.json").is_file():
+            return parent
+    return checkpoint.resolve().parent
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a run directory (its newest checkpoint)")
+    parser.add_argument("--episodes", type=int, default=10, help="noise-free episodes to run")
+    parser.add_argument("--video_dir", default="", help="where videos go (default: RUN_DIR/eval)")
+    parser.add_argument("--video_size", type=int, default=64, help="video frame side in pixels (rendered)")
+    parser.add_argument("--videos", type=int, default=1, help="episodes to write as video (0: none)")
+    parser.add_argument("--seed", type=int, default=None, help="env seed (default: the run's seed + 10000, "
+                        "as the recipe's evaluation env)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    checkpoint, cfg, state = load(Path(args.checkpoint), device)
+    seed = cfg.run.seed + 10_000 if args.seed is None else args.seed
+    torch.manual_seed(seed)
+
+    domain, task = dt.split_task(cfg.env.task)
+    env = dt.make_dmc_env(domain, task, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
+                          action_repeat=cfg.env.action_repeat, episode_frames=cfg.env.episode_frames, seed=seed)
+    action_dim = env.action_spec.shape[-1]
+    env.append_transform(dt.policy_carry_transform(cfg.model.state_dim, cfg.model.belief_dim, action_dim))
+    obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
+    world_model = dt.make_world_model(obs_key, tuple(env.observation_spec[obs_key].shape), action_dim, cfg.model)
+    actor = dt.make_actor(cfg.model.state_dim + cfg.model.belief_dim, action_dim, cfg.model)
+    world_model.load_state_dict(state["world_model"])
+    actor.load_state_dict(state["actor"])
+    world_model, actor = world_model.to(device).eval(), actor.to(device).eval()
+    policy = dt.make_policy(world_model, actor, env.action_spec.to(device), cfg.loss.exploration_noise)
+
+    video_dir = Path(args.video_dir) if args.video_dir else run_dir_of(checkpoint) / "eval"
+    returns, videos = [], []
+    for i in range(args.episodes):
+        ret, frames = record_episode(env, policy, video_size=args.video_size)
+        returns.append(ret)
+        print(f"episode {i}: return {ret:.1f} ({len(frames) - 1} agent steps)")
+        if i < args.videos:
+            videos += write_video(frames, video_dir / f"episode_{i}")
+    if obs_key == keys.PIXELS:
+        length = min(OPEN_LOOP_LENGTH, cfg.env.episode_frames // cfg.env.action_repeat)
+        out = open_loop(world_model, real_sequences(env, policy, batch_size=4, length=length), OPEN_LOOP_CONTEXT)
+        videos += write_open_loop(out, video_dir / "open_loop")
+        print("open-loop MSE per imagined step:", " ".join(f"{v:.4f}" for v in out["mse_per_step"].tolist()))
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    print(f"return: {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
+    for path in videos:
+        print(path)
+    return {"returns": returns, "mean": mean, "std": std, "videos": [str(p) for p in videos]}
+
+
+if __name__ == "__main__":
+    main()
