@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import json  # noqa: E402
+import random  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -81,8 +82,9 @@ def main(argv=None) -> dict:
         else torch.device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    torch.manual_seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
     s, a = cfg.schedule, cfg.env.action_repeat
 
     # Environments and networks; one smoke call on a fake tensordict shows wiring errors before collection.

@@ -203,3 +203,74 @@ def test_refuses_pickled_code(tmp_path, wrap):
     # Control: the payload is live, an unrestricted unpickler runs it.
     torch.load(target / "state.pt", weights_only=False)
     assert marker.exists()
+
+
+_CHILD = r"""
+import resource, signal, sys, torch
+from dreamer_trl.checkpoint import save_checkpoint
+target, mode = sys.argv[1], sys.argv[2]
+if mode == "fsize":
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+print("saving", flush=True)
+save_checkpoint(target, {"big": torch.ones(64 << 20, dtype=torch.uint8)}, {"n": 1})
+print("saved", flush=True)
+"""
+
+
+def _run_child(target, mode):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(target), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_during_save_leaves_the_last_good_checkpoint(tmp_path):
+    import signal
+
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+    child = _run_child(target, "kill")
+    assert child.stdout.readline().strip() == "saving"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    loaded, meta = load_checkpoint(target)
+    assert meta in (_meta(0), {"n": 1})
+    if meta == _meta(0):
+        _assert_same(_state(0), loaded)
+
+
+def test_file_size_limit_makes_the_save_fail_cleanly(tmp_path):
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, _state(0), _meta(0))
+    child = _run_child(target, "fsize")
+    out, err = child.communicate(timeout=120)
+    assert child.returncode != 0 and "saved" not in out
+    assert "File too large" in err or "EFBIG" in err or "error" in err.lower()
+    loaded, meta = load_checkpoint(target)
+    assert meta == _meta(0)
+    _assert_same(_state(0), loaded)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_truncated_file_is_detected_by_the_manifest(tmp_path):
+    target = save_checkpoint(tmp_path / "ckpt", _state(0), _meta(0))
+    data = (target / "state.pt").read_bytes()
+    (target / "state.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileNotFoundError, match="state.pt has .* the manifest says"):
+        load_checkpoint(target)
+
+
+def test_no_unsafe_load_in_the_sources():
+    """P7: every torch.load uses weights_only=True; nothing unpickles."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("dreamer_trl/*.py"), *root.glob("recipes/*.py")]:
+        text = path.read_text()
+        assert not re.search(r"\bpickle\.loads?\(|\bdill\b|cloudpickle\.loads?", text), path
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (path, call)
+        assert "allow_pickle=True" not in text, path

@@ -180,6 +180,11 @@ BAD_INPUTS = {
     "not_a_bool": (["--from_pixels", "maybe"], ["from_pixels", "bool", "maybe"]),
     "unknown_preset": (["--preset", "huge"], ["preset", "huge", "paper"]),
     "missing_value": (["--batch_size"], ["batch_size"]),
+    "unknown_task": (["--task", "cheetah_fly"], ["cheetah_fly", "cheetah_run"]),
+    "checkpoint_not_on_schedule": (["--checkpoint_every", "1500"], ["checkpoint_every", "multiple of train_every"]),
+    "total_not_on_schedule": (["--total_env_steps", "10500"], ["total_env_steps", "multiple of train_every"]),
+    "no_checkpoint_kept": (["--checkpoints_kept", "0"], ["checkpoints_kept", ">= 1"]),
+    "abbreviated_flag": (["--batch", "7"], ["batch"]),
 }
 
 

@@ -222,3 +222,38 @@ def test_error_when_no_trajectory_is_long_enough(tmp_path):
     rb.extend(episode_stream([3, 5, 2]))
     with pytest.raises(ValueError, match=r"seq_len=8.*longest stored: 5"):
         rb.sample()
+
+
+def test_save_and_load_buffer_round_trip(tmp_path):
+    from dreamer_trl.data import load_buffer, mark_last_row_truncated, save_buffer
+
+    rb = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "a"))
+    for traj, n in enumerate([15, 20, 12]):  # wraps around the 40-row storage
+        rows = TensorDict({"observation": torch.randn(n, 3), "action": torch.randn(n, 1),
+                           "is_init": torch.arange(n)[:, None] == 0,
+                           ("collector", "traj_ids"): torch.full((n,), traj),
+                           ("next", "reward"): torch.randn(n, 1), ("next", "done"): torch.zeros(n, 1, dtype=torch.bool),
+                           ("next", "truncated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
+        rb.extend(rows)
+    mark_last_row_truncated(rb)
+    newest = (rb._writer._cursor - 1) % 40
+    assert rb.storage._storage["next", "truncated"][newest].item()
+    save_buffer(rb, tmp_path / "saved")
+    other = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "b"))
+    load_buffer(other, tmp_path / "saved")
+    assert len(other) == len(rb) and other._writer._cursor == rb._writer._cursor
+    assert (other.storage._storage[:40] == rb.storage._storage[:40]).all()
+    torch.manual_seed(0)
+    x = rb.sample()
+    torch.manual_seed(0)
+    assert (other.sample() == x).all()
+    with pytest.raises(ValueError, match="buffer_capacity 50 differs"):
+        load_buffer(make_replay_buffer(50, 2, 4), tmp_path / "saved")
+
+
+def test_disk_preflight_refuses_a_capacity_that_does_not_fit(tmp_path):
+    from dreamer_trl.data import check_disk_space
+
+    check_disk_space(tmp_path / "new" / "dir", 1000, 12_400)
+    with pytest.raises(ValueError, match=r"buffer_capacity 1000000000000 needs about .* GiB .* free"):
+        check_disk_space(tmp_path, 10**12, 12_400)

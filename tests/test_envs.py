@@ -218,3 +218,41 @@ def test_non_finite_action_raises():
 def test_invalid_arguments_raise(kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         make_dmc_env(**kwargs)
+
+
+def _faulty(env, fail_at_calls):
+    """Make dm_control's step raise PhysicsError on the given call numbers."""
+    from dm_control.rl.control import PhysicsError
+
+    base = env.base_env if hasattr(env, "base_env") else env
+    real_step, calls = base.dm_env.step, {"n": 0}
+
+    def step(action):
+        calls["n"] += 1
+        if calls["n"] in fail_at_calls:
+            raise PhysicsError("simulated instability")
+        return real_step(action)
+
+    base.dm_env.step = step
+    return base
+
+
+def test_physics_error_truncates_the_episode_and_the_env_recovers():
+    env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0)
+    base = _faulty(env, {5})
+    td = env.rollout(30, break_when_any_done=False)
+    done = td["next", "done"].squeeze(-1)
+    first_end = int(done.nonzero()[0])
+    assert first_end == 2  # agent step 3 holds physics calls 5-6 with action repeat 2
+    assert td["next", "truncated"][first_end].item() and not td["next", "terminated"][first_end].item()
+    assert torch.isfinite(td["next", "observation"]).all()
+    assert td["is_init"][first_end + 1].item()  # reset after the fault
+    assert base.physics_errors == 1
+
+
+def test_repeated_physics_errors_abort_with_a_clear_message():
+    env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0,
+                       max_physics_errors=2, physics_error_window=10)
+    _faulty(env, set(range(1, 1000)))
+    with pytest.raises(RuntimeError, match="physics errors within the last 10 episodes"):
+        env.rollout(10, break_when_any_done=False)

@@ -98,3 +98,38 @@ def test_optimizer_state_round_trip():
     other = build()
     other.load_state_dict(copy.deepcopy(upd.state_dict()))
     assert other.optimizers["model"].state_dict()["state"].keys() == upd.optimizers["model"].state_dict()["state"].keys()
+
+
+def _state(upd):
+    params = {k: snapshot(m) for k, m in modules(upd).items()}
+    return params, copy.deepcopy(upd.state_dict())
+
+
+def test_one_nonfinite_update_is_skipped_and_changes_nothing():
+    upd = build()
+    upd.update(make_batch())  # Adam has state now
+    params, opt_state = _state(upd)
+    bad = make_batch()
+    bad["next", "reward"][0, 2] = float("nan")
+    metrics = upd.update(bad)
+    assert upd.skipped == 1 and upd.skip_streak == 1 and metrics["train/skipped_updates"] == 1
+    for name, m in modules(upd).items():
+        assert not any(changed(params[name], m)), name
+    after = upd.state_dict()
+    for name in opt_state:
+        for i, s in opt_state[name]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, after[name]["state"][i][k]), (name, i, k)
+    upd.update(make_batch())
+    assert upd.skip_streak == 0 and upd.skipped == 1
+
+
+def test_a_streak_of_nonfinite_updates_stops_the_run_naming_the_terms():
+    upd = build()
+    upd.max_nonfinite = 3
+    bad = make_batch()
+    bad["next", "reward"][:] = float("inf")
+    upd.update(bad)
+    upd.update(bad)
+    with pytest.raises(Exception, match="3 consecutive.*loss/model_reward"):
+        upd.update(bad)
