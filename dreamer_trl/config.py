@@ -98,6 +98,7 @@ class RunConfig:
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
     progress: bool = _f(True, "show a progress bar")
     tensorboard: bool = _f(True, "also log to TensorBoard (CSV is always written)")
+    wandb_project: str = _f("", "also log to this Weights & Biases project (needs wandb installed)")
     resume: str = _f("", "run directory (or checkpoint directory) to continue; its config is used")
     checkpoint_every: int = _f(100_000, "env steps between checkpoints (model, optimizers, RNG, replay)")
     checkpoints_kept: int = _f(2, "how many of the newest checkpoints to keep")
@@ -210,6 +211,7 @@ def from_dict(data: dict) -> DreamerConfig:
 
 # Fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE = {"total_env_steps", "run_dir", "run_name", "resume", "device", "threads", "progress", "tensorboard",
+             "wandb_project",
              "checkpoint_every", "checkpoints_kept", "stop_at_env_steps", "max_nonfinite_updates",
              "max_physics_errors", "physics_error_window", "eval_every", "eval_episodes", "buffer_dir"}
 

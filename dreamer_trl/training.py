@@ -75,7 +75,7 @@ class DreamerUpdate:
             self.optimizers[name].zero_grad(set_to_none=True)
             loss.backward(inputs=self.groups[name])
         for name in self.optimizers:
-            metrics[f"grad_norm/{name}"] = nn.utils.clip_grad_norm_(self.groups[name], self.clip).detach()
+            metrics[f"train/grad_norm_{name}"] = nn.utils.clip_grad_norm_(self.groups[name], self.clip).detach()
         bad = [k for k, v in metrics.items() if not torch.isfinite(v).all()]
         if bad:
             for opt in self.optimizers.values():

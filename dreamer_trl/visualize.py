@@ -61,11 +61,13 @@ def _device(module) -> torch.device:
     return next(iter(module.parameters()), torch.empty(0)).device
 
 
-def record_episode(env, policy, max_steps: int | None = None, video_size: int = 64) -> tuple[float, np.ndarray]:
+def record_episode(env, policy, max_steps: int | None = None, video_size: int = 64,
+                   stop=None) -> tuple[float, np.ndarray] | None:
     """Run one noise-free episode (actor mode, no exploration noise) and keep a frame per agent step.
 
     Pixel envs reuse their "pixels" observation when it has ``video_size``; otherwise the physics
-    is rendered at ``video_size``. Returns (sum of ("next", "reward"), frames).
+    is rendered at ``video_size`` (``video_size=0``: no frames). Returns (sum of ("next", "reward"),
+    frames), or None when ``stop()`` became true before the episode ended (preemption).
 
     Shapes:
         frames: uint8 ``[T + 1, video_size, video_size, 3]``, T agent steps (frame 0 is the reset).
@@ -74,16 +76,20 @@ def record_episode(env, policy, max_steps: int | None = None, video_size: int = 
     total, frames = 0.0, []
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         td = env.reset()
-        frames.append(_frame(env, td, video_size))
+        if video_size:
+            frames.append(_frame(env, td, video_size))
         for _ in range(max_steps if max_steps is not None else 10**9):
+            if stop is not None and stop():
+                return None
             td = policy(td.to(device)).to(env.device)
             td = env.step(td)
             total += td.get(keys.NEXT_REWARD).sum().item()
-            frames.append(_frame(env, td.get("next"), video_size))
+            if video_size:
+                frames.append(_frame(env, td.get("next"), video_size))
             if td.get(("next", keys.DONE)).any():
                 break
             td = step_mdp(td)
-    return total, np.stack(frames)
+    return total, (np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8))
 
 
 def real_sequences(env, policy, batch_size: int = 4, length: int = 50) -> TensorDictBase:
@@ -115,6 +121,7 @@ def write_video(frames: np.ndarray, path_stem: str | Path, fps: int = 30, gif: b
 
     The mp4 is upscaled by ``scale`` (default: to at least 256 pixels a side) and padded to multiples
     of 16; the GIF (for viewers without a video player, e.g. a README) is upscaled by ``gif_scale``.
+    The GIF writer (pillow) merges identical consecutive frames into one longer frame; timing is kept.
 
     Shapes:
         frames: uint8 ``[T, Hh, W, 3]``.
@@ -126,7 +133,7 @@ def write_video(frames: np.ndarray, path_stem: str | Path, fps: int = 30, gif: b
     stem.parent.mkdir(parents=True, exist_ok=True)
     mp4 = stem.with_name(stem.name + ".mp4")
     imageio.mimwrite(mp4, _fit_for_encoder(frames, scale), format="FFMPEG", fps=fps, codec="libx264",
-                     pixelformat="yuv420p", macro_block_size=1, output_params=["-crf", "20"])
+                     pixelformat="yuv420p", macro_block_size=1, quality=6)  # quality 6: x264 crf 20
     paths = [mp4]
     if gif:
         path = stem.with_name(stem.name + ".gif")
@@ -234,7 +241,8 @@ def write_open_loop(out: dict[str, torch.Tensor], path_stem: str | Path, max_seq
 
 def _tensorboard_gif(logger: TensorboardLogger, name: str, frames: np.ndarray, step: int, fps: int) -> None:
     # torchrl's log_video goes through torch's add_video, which needs moviepy < 2 (moviepy.editor).
-    # This writes the same summary add_video writes, an animated GIF image, encoded by imageio instead.
+    # This writes the summary add_video writes, an animated GIF image, encoded by imageio instead, through
+    # the SummaryWriter's file writer as add_video does (_get_file_writer: private but long-standing).
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     buffer = io.BytesIO()

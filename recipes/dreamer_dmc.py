@@ -21,11 +21,12 @@ import random  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchrl.collectors import Collector  # noqa: E402
 from torchrl.envs import RewardSum  # noqa: E402
-from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type, step_mdp  # noqa: E402
+from torchrl.envs.utils import ExplorationType, check_env_specs  # noqa: E402
 from torchrl.record.loggers import CSVLogger, TensorboardLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -33,6 +34,9 @@ import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.config import DreamerConfig, parse_args, to_dict  # noqa: E402
 from dreamer_trl.data import check_disk_space  # noqa: E402
+from dreamer_trl.visualize import (  # noqa: E402
+    log_image, log_video, open_loop, record_episode, write_open_loop, write_video,
+)
 
 
 def make_env(cfg: DreamerConfig, seed: int):
@@ -58,22 +62,27 @@ def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
     return run_dir
 
 
-def evaluate(env, policy, episodes: int, device, stop) -> float | None:
-    """Mean return of noise-free episodes (actor mode, no exploration noise); None if ``stop()`` interrupts."""
-    returns = []
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(episodes):
-            td, total = env.reset(), 0.0
-            while not stop():
-                td = env.step(policy(td.to(device)).to("cpu"))
-                total += td[keys.NEXT_REWARD].item()
-                if td["next", "done"].item():
-                    break
-                td = step_mdp(td)
-            else:
-                return None
-            returns.append(total)
-    return float(np.mean(returns))
+def evaluate(env, policy, episodes: int, stop) -> tuple[float, np.ndarray] | None:
+    """Mean return of noise-free episodes and the first one's frames; None if ``stop()`` interrupts."""
+    returns, frames = [], None
+    for i in range(episodes):
+        result = record_episode(env, policy, video_size=64 if i == 0 else 0, stop=stop)
+        if result is None:
+            return None
+        returns.append(result[0])
+        frames = result[1] if i == 0 else frames
+    return float(np.mean(returns)), frames
+
+
+def show_world_model(world_model, buffer, obs_key: str, videos: Path, loggers, step: int) -> dict:
+    """Open-loop prediction (Dreamer Fig. 5) on replayed sequences: error per horizon step, and for pixels
+    the true | predicted | error strip as an image and a video."""
+    batch = buffer.sample()[:4]
+    out = open_loop(world_model, batch, context=min(5, batch.shape[-1] - 1))
+    if obs_key == keys.PIXELS:
+        paths = write_open_loop(out, videos / f"open_loop_{step:010d}")
+        log_image(loggers, "eval/open_loop", imageio.imread(paths[0]), step)
+    return {f"eval/open_loop_mse_h{h:02d}": v for h, v in enumerate(out["mse_per_step"].tolist(), 1)}
 
 
 def main(argv=None) -> dict:
@@ -119,6 +128,11 @@ def main(argv=None) -> dict:
     loggers = [CSVLogger(exp_name="", log_dir=str(run_dir / "logs"))]
     if cfg.run.tensorboard:
         loggers.append(TensorboardLogger(exp_name="", log_dir=str(run_dir / "tensorboard")))
+    if cfg.run.wandb_project:
+        from torchrl.record.loggers import WandbLogger
+
+        loggers.append(WandbLogger(exp_name=run_dir.name, project=cfg.run.wandb_project, save_dir=str(run_dir)))
+    videos = run_dir / "videos"
 
     def log(metrics: dict, step: int) -> None:
         for name, value_ in metrics.items():
@@ -149,12 +163,18 @@ def main(argv=None) -> dict:
                 c["pending_updates"] -= 1
             if metrics is not None:
                 log({**metrics, "train/updates": c["updates"]}, c["env_steps"])
+            bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
+                            updates=c["updates"], eval_return=f"{last_eval:.1f}")
             if c["eval_due"] and not stop():
-                result = evaluate(eval_env, policy, s.eval_episodes, device, stop)
+                bar.set_postfix_str(f"evaluating ({s.eval_episodes} noise-free episodes)")
+                result = evaluate(eval_env, policy, s.eval_episodes, stop)
                 if result is not None:
-                    last_eval, c["eval_due"] = result, False
-                    c["evals"].append((c["env_steps"], result))
-                    log({"eval/return": result}, c["env_steps"])
+                    (last_eval, frames), c["eval_due"], step = result, False, c["env_steps"]
+                    c["evals"].append((step, last_eval))
+                    write_video(frames, videos / f"eval_{step:010d}")
+                    log_video(loggers, "eval/video", frames, step)
+                    log({"eval/return": last_eval, **show_world_model(world_model, buffer, obs_key, videos,
+                                                                       loggers, step)}, step)
 
         def checkpoint() -> Path:
             path = dt.save_run(checkpoints / f"{c['env_steps']:010d}", **run_parts, counters=c,
@@ -197,7 +217,8 @@ def main(argv=None) -> dict:
                 log({"time/env_steps_per_s": rate, "time/updates_per_s": c["updates"] / elapsed,
                      "train/episodes": c["episodes"], "train/physics_errors": c["physics_errors"]}, c["env_steps"])
                 bar.update(new_steps)
-                bar.set_postfix(updates=c["updates"], eval_return=f"{last_eval:.1f}", steps_per_s=f"{rate:.0f}")
+                bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
+                                updates=c["updates"], eval_return=f"{last_eval:.1f}", steps_per_s=f"{rate:.0f}")
                 if stop():
                     break
             collector.shutdown(close_env=False)
@@ -215,7 +236,8 @@ def main(argv=None) -> dict:
                "evaluations": c["evals"], "wall_clock_s": round(time.perf_counter() - start, 1)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"done: {c['env_steps']} env steps, {c['updates']} updates, final eval return {last_eval:.1f}, "
-          f"{summary['wall_clock_s']} s; files in {run_dir}")
+          f"{summary['wall_clock_s']} s\n  run directory: {run_dir}\n  checkpoint: {ckpt}\n  videos: {videos}\n"
+          f"  metrics: {run_dir / 'logs'}; plots: python recipes/plot_runs.py {run_dir} --out {run_dir / 'plots'}")
     return summary
 
 

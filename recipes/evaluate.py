@@ -16,8 +16,6 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -26,20 +24,10 @@ import torch  # noqa: E402
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.checkpoint import MANIFEST, checkpoint_dirs  # noqa: E402
-from dreamer_trl.config import DreamerConfig  # noqa: E402
+from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
 from dreamer_trl.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
 
 OPEN_LOOP_CONTEXT, OPEN_LOOP_LENGTH = 5, 50  # Dreamer Fig. 5: observe 5 frames, predict 45
-
-
-def config_from_dict(d: dict) -> DreamerConfig:
-    """A DreamerConfig from ``to_dict`` output; fields missing from ``d`` keep their defaults."""
-    cfg = DreamerConfig()
-    for group in dataclasses.fields(cfg):
-        sub = getattr(cfg, group.name)
-        known = {f.name for f in dataclasses.fields(sub)}
-        setattr(cfg, group.name, type(sub)(**{k: v for k, v in d.get(group.name, {}).items() if k in known}))
-    return cfg
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -52,33 +40,20 @@ def find_checkpoint(path: Path) -> Path:
         found = checkpoint_dirs(candidate)
         if found:
             return found[-1]
-    if (path / "checkpoint").is_dir():  # runs written before periodic checkpoints
-        return path / "checkpoint"
     raise SystemExit(f"error: no checkpoint in {path} (expected meta.json, or checkpoints/STEP/ below it)")
 
 
 def load(path: Path, device: torch.device) -> tuple[Path, DreamerConfig, dict]:
-    """(checkpoint dir, config, module state dicts); a missing or incomplete checkpoint exits with an error.
-
-    Reads both layouts the training recipe has written: ``state["modules"][name]`` (run checkpoints)
-    and ``state[name]``; checkpoints from before manifests (state.pt and meta.json only) are read
-    without the size check.
-    """
+    """(checkpoint dir, config, state); a missing or incomplete checkpoint exits with an error."""
     checkpoint = find_checkpoint(path)
     try:
         state, meta = dt.load_checkpoint(checkpoint, map_location=device)
     except FileNotFoundError as err:
-        legacy = [checkpoint / "state.pt", checkpoint / "meta.json"]
-        if MANIFEST not in str(err) or not all(f.is_file() for f in legacy):
-            raise SystemExit(f"error: {err}") from None
-        print(f"note: {checkpoint} predates checkpoint manifests; reading it without the size check")
-        state = torch.load(legacy[0], map_location=device, weights_only=True)
-        meta = json.loads(legacy[1].read_text())
-    modules = state.get("modules", state)
-    missing = [k for k in ("world_model", "actor") if k not in modules] + (["config"] if "config" not in meta else [])
+        raise SystemExit(f"error: {err}") from None
+    missing = [k for k in ("world_model", "actor") if k not in state] + (["config"] if "config" not in meta else [])
     if missing:
         raise SystemExit(f"error: checkpoint {checkpoint} is incomplete: {', '.join(missing)} missing")
-    return checkpoint, config_from_dict(meta["config"]), modules
+    return checkpoint, from_dict(meta["config"]), state
 
 
 def run_dir_of(checkpoint: Path) -> Path:

@@ -17,7 +17,7 @@ from dreamer_trl.config import parse_args, to_dict  # noqa: E402
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
 # Metrics the recipe logs (CSVLogger writes logs/scalars/<name>.csv, one "step,value" row per call).
 EXPECTED_METRICS = ["eval/return", "train/updates", "train/episodes", "train/episode_return", "loss/actor",
-                    "loss/value", "grad_norm/model", "grad_norm/actor", "grad_norm/value", "time/env_steps_per_s"]
+                    "loss/value", "train/grad_norm_model", "train/grad_norm_actor", "train/grad_norm_value", "time/env_steps_per_s"]
 
 
 def _load_recipe():

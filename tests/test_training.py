@@ -89,7 +89,7 @@ def test_update_returns_finite_metrics_and_learns_on_a_fixed_batch():
         last = upd.update(batch)
     assert all(torch.isfinite(v) for v in last.values())
     assert last["loss/model_reco"] < first["loss/model_reco"]
-    assert {"loss/model_kl", "loss/model_reward", "loss/actor", "loss/value", "grad_norm/model"} <= set(last)
+    assert {"loss/model_kl", "loss/model_reward", "loss/actor", "loss/value", "train/grad_norm_model"} <= set(last)
 
 
 def test_optimizer_state_round_trip():

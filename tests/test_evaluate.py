@@ -1,0 +1,108 @@
+"""recipes/evaluate.py on debug checkpoints written by recipes/dreamer_dmc.py (real dm_control)."""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
+import io  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import imageio.v2 as imageio  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _with_one_thread(fn, argv):
+    # One torch thread: on 2 shared cores two intra-op threads make the tiny convs ~4x slower.
+    threads = torch.get_num_threads()
+    try:
+        return fn(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(run_dir: Path, from_pixels: bool) -> Path:
+    """A debug run; returns its (final) checkpoint directory."""
+    argv = ["--preset", "debug", "--from_pixels", str(from_pixels).lower(), "--run_dir", str(run_dir),
+            "--run_name", "run", "--progress", "false", "--threads", "1"]
+    return Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
+
+
+def _evaluate(checkpoint: Path, video_dir: Path, *extra) -> dict:
+    argv = ["--checkpoint", str(checkpoint), "--episodes", "1", "--video_dir", str(video_dir), "--threads", "1",
+            *extra]
+    return _with_one_thread(_load("evaluate").main, argv)
+
+
+@pytest.fixture(scope="module")
+def state_checkpoint(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("state"), from_pixels=False)
+
+
+@pytest.fixture(scope="module")
+def state_evaluation(state_checkpoint) -> tuple[dict, str]:
+    """evaluate.py on the run directory (its newest checkpoint), default video dir, 32-pixel frames."""
+    run_dir = state_checkpoint.parents[1]   # RUN/checkpoints/STEP
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        result = _evaluate(run_dir, "", "--video_size", "32")
+    return result, out.getvalue()
+
+
+def _check_printed_return(out: str, result: dict) -> None:
+    match = re.search(r"^return: (-?[\d.]+) ± ([\d.]+) over 1 episodes$", out, re.M)
+    assert match, out
+    assert float(match.group(1)) == pytest.approx(result["mean"], abs=0.05) and result["std"] == 0.0
+
+
+@pytest.mark.slow
+def test_evaluate_prints_return(state_evaluation):
+    result, out = state_evaluation
+    _check_printed_return(out, result)
+    assert len(result["returns"]) == 1 and "open-loop" not in out   # no open-loop strip for state models
+
+
+@pytest.mark.slow
+def test_evaluate_writes_playable_videos(state_evaluation, state_checkpoint):
+    result, _ = state_evaluation
+    mp4, gif = map(Path, result["videos"])
+    assert (mp4.name, gif.name) == ("episode_0.mp4", "episode_0.gif")
+    assert mp4.parent == state_checkpoint.parents[1].resolve() / "eval"
+    frames = imageio.mimread(mp4, format="FFMPEG", memtest=False)
+    assert len(frames) == 101 and frames[0].shape == (256, 256, 3)   # 200 frames / action repeat 2, + reset
+    assert imageio.mimread(gif)[0].shape[:2] == (32, 32)
+
+
+def test_evaluate_missing_or_incomplete_checkpoint(state_checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        _evaluate(tmp_path / "nope", tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(state_checkpoint, broken)
+    (broken / "state.pt").unlink()
+    with pytest.raises(SystemExit, match="state.pt is missing"):
+        _evaluate(broken, tmp_path)
+
+
+@pytest.mark.slow
+def test_evaluate_pixel_checkpoint_writes_open_loop(tmp_path, capsys):
+    checkpoint = _train(tmp_path / "run", from_pixels=True)
+    result = _evaluate(checkpoint, tmp_path / "videos")
+    out = capsys.readouterr().out
+    _check_printed_return(out, result)
+    assert "open-loop MSE per imagined step" in out
+    names = [Path(p).name for p in result["videos"]]
+    assert names == ["episode_0.mp4", "episode_0.gif", "open_loop.png", "open_loop.mp4", "open_loop.gif"]
+    strip = imageio.imread(tmp_path / "videos" / "open_loop.png")
+    assert strip.shape == (2 * 3 * 64, 50 * 64, 3)   # 100-step debug episodes give 2 windows of 50
+    assert len(imageio.mimread(tmp_path / "videos" / "open_loop.mp4", format="FFMPEG", memtest=False)) == 50
