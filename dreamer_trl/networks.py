@@ -49,10 +49,11 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(4 * depth, 8 * depth, 4, 2), nn.ReLU(),
         )
         self.out_dim = 8 * depth * 4
+        self.to(memory_format=torch.channels_last)  # NHWC convs: faster on CPU (oneDNN) and GPU (cuDNN)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x, batch = _flatten_batch(preprocess_pixels(pixels), 3)
-        return self.net(x).reshape(*batch, -1)
+        return self.net(x.contiguous(memory_format=torch.channels_last)).reshape(*batch, -1)
 
 
 class ConvDecoder(nn.Module):
@@ -67,11 +68,13 @@ class ConvDecoder(nn.Module):
             nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ReLU(),
             nn.ConvTranspose2d(depth, out_channels, 6, 2),
         )
+        self.net.to(memory_format=torch.channels_last)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x, batch = _flatten_batch(features, 1)
-        x = self.net(self.fc(x)[:, :, None, None])  # (N, 1024, 1, 1) -> (N, 3, 64, 64)
-        return x.reshape(*batch, *x.shape[1:])
+        x = self.fc(x)[:, :, None, None].contiguous(memory_format=torch.channels_last)  # (N, 1024, 1, 1)
+        x = self.net(x)                                                                 # (N, 3, 64, 64)
+        return x.contiguous().reshape(*batch, *x.shape[1:])
 
 
 class MLPEncoder(nn.Module):

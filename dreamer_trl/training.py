@@ -54,26 +54,33 @@ class DreamerUpdate:
         }
         self.groups = {"model": self.model_params, "actor": self.actor_params, "value": self.value_params}
 
-    def losses(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """The three objectives on one ``[B, T]`` batch: {"model": ..., "actor": ..., "value": ...} and metrics."""
+    def _backward(self, name: str, loss: torch.Tensor) -> None:
+        self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward(inputs=self.groups[name])
+
+    def losses(self, batch: TensorDictBase, backward: bool = False) -> dict[str, torch.Tensor]:
+        """The three objectives on one ``[B, T]`` batch: {"total": {"model", "actor", "value"}, "metrics"}.
+
+        With ``backward``, each loss is back-propagated into its own parameters right after its forward
+        pass, so the world model's graph is freed before imagination (same gradients, less memory).
+        """
         model_td, posterior = self.model_loss(batch)
+        model = sum(v for k, v in model_td.items() if k.startswith("loss_"))
+        if backward:
+            self._backward("model", model)
         actor_td, imagined = self.actor_loss(posterior)
+        if backward:
+            self._backward("actor", actor_td["loss_actor"])
         value_td, _ = self.value_loss(imagined)
-        total = {
-            "model": sum(v for k, v in model_td.items() if k.startswith("loss_")),
-            "actor": actor_td["loss_actor"],
-            "value": value_td["loss_value"],
-        }
+        if backward:
+            self._backward("value", value_td["loss_value"])
+        total = {"model": model, "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}
         metrics = {f"loss/{k.removeprefix('loss_')}": v.detach() for td in (model_td, actor_td, value_td)
                    for k, v in td.items()}
         return {"total": total, "metrics": metrics}
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        out = self.losses(batch)
-        metrics = out["metrics"]
-        for name, loss in out["total"].items():
-            self.optimizers[name].zero_grad(set_to_none=True)
-            loss.backward(inputs=self.groups[name])
+        metrics = self.losses(batch, backward=True)["metrics"]
         for name in self.optimizers:
             metrics[f"train/grad_norm_{name}"] = nn.utils.clip_grad_norm_(self.groups[name], self.clip).detach()
         bad = [k for k, v in metrics.items() if not torch.isfinite(v).all()]

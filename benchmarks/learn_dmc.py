@@ -1,0 +1,217 @@
+"""Learning on CPU: evaluation return against env steps, dreamer_trl and TorchRL's Dreamer at the same settings.
+
+    python benchmarks/learn_dmc.py --impl ours    --task cartpole_swingup --env_steps 60000 --seed 0 --out runs/learn/ours-swingup-s0
+    python benchmarks/learn_dmc.py --impl torchrl --task cartpole_swingup --env_steps 60000 --seed 0 --out runs/learn/trl-swingup-s0
+    python benchmarks/learn_dmc.py --plot runs/learn/* --png benchmarks/learn_cartpole.png
+
+Settings are the ``state`` preset (proprioceptive observations, model 16/128/128, MLPs 200, batch 8x32,
+prefill 5000, 100 updates per 1000 env steps, noise-free evaluation every 10k env steps); any config
+field can be overridden by name after the script's own flags (``--batch_size 16``).
+
+- ``ours`` runs ``recipes/dreamer_dmc.py``'s ``main`` (loaded with importlib) and reads its evaluations.
+- ``torchrl`` trains TorchRL's Dreamer V1 (``benchmarks/torchrl_dreamer.py``) on the same env
+  (``dreamer_trl.make_dmc_env``, state observations), with the same schedule, sizes, learning rates and
+  loss hyperparameters. Acting uses TorchRL's recipe policy wiring (encoder -> RSSMPosterior -> actor ->
+  RSSMPrior for the next belief, AdditiveGaussianModule noise 0.3); evaluation is noise-free (actor mode).
+
+Both write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
+after action repeat.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from tensordict.nn import TensorDictModule, TensorDictSequential  # noqa: E402
+from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp  # noqa: E402
+from torchrl.modules import AdditiveGaussianModule  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dreamer_trl as dt  # noqa: E402
+from dreamer_trl.config import DreamerConfig, parse_args  # noqa: E402
+
+RECIPE = HERE.parent / "recipes" / "dreamer_dmc.py"
+
+
+def write_curve(out: Path, evaluations: list[tuple[int, float]], summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "curve.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env_steps", "eval_return"])
+        w.writerows(evaluations)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def run_ours(argv: list[str], out: Path) -> list[tuple[int, float]]:
+    spec = importlib.util.spec_from_file_location("dreamer_dmc", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    summary = recipe.main([*argv, "--run_dir", str(out), "--run_name", "run", "--progress", "false",
+                           "--tensorboard", "false"])
+    return [(int(s), float(r)) for s, r in summary["evaluations"]]
+
+
+def make_torchrl_policy(trl, action_spec, noise: float) -> tuple[TensorDictSequential, TensorDictSequential]:
+    """The recipe's real-env policy (``_dreamer_make_actors``' actor_real), and the same with exploration noise.
+
+    Reads "observation" ``[O, 1, 1]``, "state", "belief"; writes "state" (posterior s_t), "action",
+    "next_belief" (h_{t+1} from the prior)."""
+    p = trl.parts
+    actor_real = TensorDictSequential(
+        TensorDictModule(p["encoder"], in_keys=["observation"], out_keys=["encoded_latents"]),
+        TensorDictModule(p["posterior"], in_keys=["belief", "encoded_latents"], out_keys=["_", "_", "state"]),
+        trl.actor,
+        TensorDictModule(p["prior"], in_keys=["state", "belief", "action"], out_keys=["_", "_", "_", "next_belief"]),
+    )
+    noisy = TensorDictSequential(actor_real, AdditiveGaussianModule(
+        spec=action_spec, sigma_init=1.0, sigma_end=1.0, annealing_num_steps=1, mean=0.0, std=noise))
+    return actor_real, noisy
+
+
+def run_torchrl(cfg: DreamerConfig, out: Path) -> list[tuple[int, float]]:
+    from torchrl_dreamer import make_replay_buffer, make_torchrl_dreamer
+
+    s, a, m = cfg.schedule, cfg.env.action_repeat, cfg.model
+    domain, task = dt.split_task(cfg.env.task)
+    make_env = lambda seed: dt.make_dmc_env(domain, task, from_pixels=False, action_repeat=a,
+                                            episode_frames=cfg.env.episode_frames, seed=seed)
+    env, eval_env = make_env(cfg.run.seed), make_env(cfg.run.seed + 10_000)
+    obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
+    trl = make_torchrl_dreamer("observation", obs_dim, action_dim, m, cfg.loss, cfg.optim)
+    policy, noisy_policy = make_torchrl_policy(trl, env.action_spec, cfg.loss.exploration_noise)
+    buffer = make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(out / "replay"))
+
+    def start(env_):
+        td = env_.reset()
+        td["state"], td["belief"] = torch.zeros(m.state_dim), torch.zeros(m.belief_dim)
+        return td
+
+    def act(td, module) -> TensorDict:
+        obs = td.select("state", "belief")
+        obs["observation"] = td["observation"][..., None, None]
+        with torch.no_grad():
+            module(obs)
+        td["state"], td["action"] = obs["state"], obs["action"]
+        return obs["next_belief"]
+
+    def evaluate() -> float:
+        td, total = start(eval_env), 0.0
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            while True:
+                next_belief = act(td, policy)
+                td = eval_env.step(td)
+                total += td["next", "reward"].item()
+                if td["next", "done"].item():
+                    return total
+                td = step_mdp(td)
+                td["belief"] = next_belief
+
+    evaluations, rows = [], []
+    env_steps = episode = 0
+    td = start(env)
+    while env_steps < s.total_env_steps:
+        if env_steps < s.prefill_env_steps:
+            td["action"] = env.action_spec.rand()
+            next_belief = td["belief"]
+        else:
+            with set_exploration_type(ExplorationType.RANDOM):
+                next_belief = act(td, noisy_policy)
+        td = env.step(td)
+        rows.append(TensorDict({
+            "observation": td["observation"][..., None, None], "state": td["state"], "belief": td["belief"],
+            "action": td["action"], "episode": torch.tensor(episode),
+            "next": {"observation": td["next", "observation"][..., None, None], "reward": td["next", "reward"],
+                     "done": td["next", "done"], "terminated": td["next", "terminated"]},
+        }, []))
+        env_steps += a
+        if td["next", "done"].item():
+            episode += 1
+            td = start(env)
+        else:
+            td = step_mdp(td)
+            td["belief"] = next_belief
+        if env_steps % s.train_every == 0 or env_steps >= s.total_env_steps:
+            buffer.extend(torch.stack(rows))
+            rows = []
+            if env_steps >= s.prefill_env_steps:
+                for _ in range(s.updates_per_train):
+                    trl.update(buffer.sample().reshape(-1, s.seq_len))
+            if env_steps % s.eval_every == 0 or env_steps >= s.total_env_steps:
+                evaluations.append((env_steps, evaluate()))
+                print(f"torchrl: {env_steps} env steps, eval return {evaluations[-1][1]:.1f}", flush=True)
+    return evaluations
+
+
+def plot(dirs: list[str], png: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("--plot needs matplotlib: pip install matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for d in dirs:
+        rows = list(csv.DictReader(open(Path(d) / "curve.csv")))
+        meta = json.loads((Path(d) / "summary.json").read_text()) if (Path(d) / "summary.json").exists() else {}
+        label = f"{meta.get('impl', '?')} {meta.get('task', '')} s{meta.get('seed', '?')}" if meta else Path(d).name
+        ax.plot([int(r["env_steps"]) for r in rows], [float(r["eval_return"]) for r in rows], marker="o", label=label)
+    ax.set_xlabel("env steps (frames after action repeat)")
+    ax.set_ylabel("noise-free evaluation return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
+
+
+def main(argv=None) -> dict | None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impl", choices=["ours", "torchrl"])
+    p.add_argument("--task", default="cartpole_swingup")
+    p.add_argument("--env_steps", type=int, default=60_000, help="env steps to train for")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="directory for curve.csv and summary.json")
+    p.add_argument("--preset", default="state", help="starting configuration (default: state)")
+    p.add_argument("--plot", nargs="+", metavar="DIR", help="plot these curve directories into --png")
+    p.add_argument("--png", default="learn_curves.png")
+    args, overrides = p.parse_known_args(argv)
+    if args.plot:
+        plot(args.plot, args.png)
+        return None
+    if not (args.impl and args.out):
+        p.error("--impl and --out are required to train")
+    config_argv = ["--preset", args.preset, "--task", args.task, "--total_env_steps", str(args.env_steps),
+                   "--seed", str(args.seed), *overrides]
+    cfg, _ = parse_args(config_argv, description=__doc__)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    start = time.perf_counter()
+    evaluations = run_ours(config_argv, out) if args.impl == "ours" else run_torchrl(cfg, out)
+    summary = {"impl": args.impl, "task": args.task, "seed": args.seed, "env_steps": args.env_steps,
+               "config_argv": config_argv, "evaluations": evaluations,
+               "wall_clock_s": round(time.perf_counter() - start, 1)}
+    write_curve(out, evaluations, summary)
+    print(f"{args.impl}: {evaluations} in {summary['wall_clock_s']} s; wrote {out / 'curve.csv'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

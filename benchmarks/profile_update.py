@@ -1,0 +1,253 @@
+"""Where the time of one dreamer_trl update goes, and what acting on the largest share from outside gives.
+
+    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --threads 2
+    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --variants baseline channels_last
+
+Manual timers, no library edits: the forward methods of the networks inside the world model, actor and
+value are wrapped on their instances, and module backward hooks time the encoder's and decoder's
+backward. Parts, for one ``DreamerUpdate.update`` (same operations, timed step by step):
+
+- forward: encoder, RSSM observe loop, decoder, reward head + KL + likelihoods (rest of the model loss),
+  imagination rollout (prior steps and actor calls), reward/value heads on the imagined states and the
+  lambda-return, value loss;
+- backward: decoder, encoder, rest of the world model (RSSM loop, reward head), actor (through the
+  imagination), value; then the optimizers (clip + Adam).
+
+``--variants`` times the whole update for modifications applied from the outside to a freshly built
+model: ``channels_last`` (encoder/decoder weights in channels-last memory format), ``decoder_linear``
+(the decoder's first transposed conv acts on a 1x1 input: replaced by an equal Linear + reshape),
+``compile`` (``torch.compile`` of the encoder and decoder networks), ``backward_early`` (each loss's
+backward right after its forward, the three optimizer steps still at the end: the same gradients and
+update, but the world model's graph is freed before imagination starts). ``--no_profile`` skips the table,
+so that the printed peak RSS (VmHWM) belongs to the variants alone.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dreamer_trl as dt  # noqa: E402
+from bench_update import make_ours, peak_rss_mb, synthetic_batch  # noqa: E402
+from dreamer_trl.config import PRESETS  # noqa: E402
+from dreamer_trl.world_model import world_model_parts  # noqa: E402
+
+
+class Timers:
+    def __init__(self):
+        self.acc: dict[str, float] = {}
+        self.marks: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.acc[name] = self.acc.get(name, 0.0) + seconds
+
+    def wrap(self, obj, method: str, name: str) -> None:
+        """Times every call of ``obj.method`` (patched on the instance only)."""
+        inner = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = inner(*args, **kwargs)
+            self.add(name, time.perf_counter() - start)
+            return out
+
+        setattr(obj, method, timed)
+
+    def backward_span(self, module: nn.Module, name: str, until_end_of: str | None = None) -> None:
+        """Times the backward through ``module``: from the gradient of its output to that of its input.
+
+        With ``until_end_of``, the span ends when that enclosing backward call returns (for modules whose
+        input needs no gradient, e.g. the encoder on pixels)."""
+        module.register_full_backward_pre_hook(lambda m, g: self.marks.__setitem__(name, time.perf_counter()))
+        if until_end_of is None:
+            module.register_full_backward_hook(
+                lambda m, gi, go: self.add(name, time.perf_counter() - self.marks.pop(name)))
+        else:
+            self.__dict__.setdefault("ends", {})[until_end_of] = name
+
+
+def profiled_update(upd: dt.DreamerUpdate, batch, timers: Timers) -> None:
+    """``DreamerUpdate.update`` with a timer around each stage (see ``bench_update.ours_timed_update``)."""
+    t = time.perf_counter
+    start = t()
+    model_td, posterior = upd.model_loss(batch)
+    t1 = t()
+    actor_td, imagined = upd.actor_loss(posterior)
+    t2 = t()
+    value_td, _ = upd.value_loss(imagined)
+    t3 = t()
+    timers.add("fwd/model_loss", t1 - start)
+    timers.add("fwd/actor_loss", t2 - t1)
+    timers.add("fwd/value_loss", t3 - t2)
+    total = {"model": sum(v for k, v in model_td.items() if k.startswith("loss_")),
+             "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}
+    for name, loss in total.items():
+        upd.optimizers[name].zero_grad(set_to_none=True)
+        s = t()
+        loss.backward(inputs=upd.groups[name])
+        end = t()
+        timers.add(f"bwd/{name}", end - s)
+        span = timers.__dict__.get("ends", {}).get(name)
+        if span and span in timers.marks:
+            timers.add(span, end - timers.marks.pop(span))
+    s = t()
+    for name, opt in upd.optimizers.items():
+        nn.utils.clip_grad_norm_(upd.groups[name], upd.clip)
+        opt.step()
+    timers.add("optimizer", t() - s)
+    timers.add("total", t() - start)
+
+
+def profile(args, cfg) -> dict[str, float]:
+    upd, _ = make_ours(args, cfg)
+    parts = world_model_parts(upd.model_loss.world_model)
+    timers = Timers()
+    # The encoder's input (pixels) needs no gradient: its hook then fires at the output gradient, as intended.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    timers.wrap(parts["encoder"], "forward", "fwd/encoder")
+    timers.wrap(parts["rssm"], "observe", "fwd/rssm_observe")
+    timers.wrap(parts["decoder"], "forward", "fwd/decoder")
+    timers.wrap(parts["rssm"], "imagine", "fwd/imagination")
+    timers.backward_span(parts["decoder"], "bwd/decoder")
+    timers.backward_span(parts["encoder"], "bwd/encoder", until_end_of="model")
+    batch = synthetic_batch(args.batch, args.seq, args.action_dim, args.obs, args.obs_dim, "cpu")
+    for _ in range(args.warmup):
+        upd.update(batch)
+    runs = []
+    for _ in range(args.updates):
+        timers.acc = {}
+        profiled_update(upd, batch, timers)
+        runs.append(dict(timers.acc))
+    med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+    wm_fwd_parts = ("fwd/encoder", "fwd/rssm_observe", "fwd/decoder")
+    table = {
+        "encoder fwd": med["fwd/encoder"],
+        "RSSM observe loop fwd": med["fwd/rssm_observe"],
+        "decoder fwd": med["fwd/decoder"],
+        "reward head, KL, likelihoods fwd": med["fwd/model_loss"] - sum(med[k] for k in wm_fwd_parts),
+        "imagination rollout fwd (prior + actor)": med["fwd/imagination"],
+        "reward/value heads, lambda-return, value loss fwd":
+            med["fwd/actor_loss"] - med["fwd/imagination"] + med["fwd/value_loss"],
+        "decoder bwd": med.get("bwd/decoder", 0.0),
+        "encoder bwd": med.get("bwd/encoder", 0.0),
+        "RSSM loop, reward head bwd": med["bwd/model"] - med.get("bwd/decoder", 0.0) - med.get("bwd/encoder", 0.0),
+        "actor bwd (through imagination)": med["bwd/actor"],
+        "value bwd": med["bwd/value"],
+        "optimizers (clip + Adam)": med["optimizer"],
+    }
+    table["total"] = med["total"]
+    return table
+
+
+class LinearFromPoint(nn.Module):
+    """A ConvTranspose2d applied to a 1x1 input, as the equal Linear: ``[N, Cin, 1, 1] -> [N, Cout, k, k]``."""
+
+    def __init__(self, conv: nn.ConvTranspose2d):
+        super().__init__()
+        cin, cout, k, _ = conv.weight.shape
+        self.shape = (cout, k, k)
+        self.linear = nn.Linear(cin, cout * k * k)
+        with torch.no_grad():
+            self.linear.weight.copy_(conv.weight.reshape(cin, -1).t())
+            self.linear.bias.copy_(conv.bias[:, None, None].expand(cout, k, k).reshape(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).reshape(-1, *self.shape)
+
+
+def decoder_linear(upd) -> None:
+    decoder = world_model_parts(upd.model_loss.world_model)["decoder"]
+    decoder.net[0] = LinearFromPoint(decoder.net[0])
+    upd.groups["model"][:] = [p for p in upd.model_loss.world_model.parameters() if p.requires_grad]
+    upd.optimizers["model"] = torch.optim.Adam(upd.groups["model"], lr=upd.optimizers["model"].defaults["lr"],
+                                               eps=upd.optimizers["model"].defaults["eps"])
+
+
+def compile_convs(upd) -> None:
+    parts = world_model_parts(upd.model_loss.world_model)
+    parts["encoder"].net.compile()
+    parts["decoder"].net.compile()
+
+
+# Adopted in the library after measuring here: channels-last convs, backward right after each forward.
+VARIANTS = {"baseline": lambda upd: None, "decoder_linear": decoder_linear, "compile": compile_convs}
+
+
+def time_variant(args, cfg, name: str) -> float:
+    torch.manual_seed(0)
+    upd, _ = make_ours(args, cfg)
+    for part in name.split("+"):
+        VARIANTS[part](upd)
+    batch = synthetic_batch(args.batch, args.seq, args.action_dim, args.obs, args.obs_dim, "cpu")
+    for _ in range(args.warmup):
+        upd.update(batch)
+    times = []
+    for _ in range(args.updates):
+        start = time.perf_counter()
+        upd.update(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    p.add_argument("--obs", default="pixels", choices=["pixels", "observation"])
+    p.add_argument("--obs_dim", type=int, default=5)
+    p.add_argument("--action_dim", type=int, default=6)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=50)
+    p.add_argument("--updates", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--variants", nargs="*", default=[], metavar="VARIANT",
+                   help=f"also time the whole update under these outside modifications: {', '.join(VARIANTS)}; "
+                        "combine with '+', e.g. channels_last+backward_early")
+    p.add_argument("--no_profile", action="store_true", help="only time the variants")
+    args = p.parse_args(argv)
+    for name in args.variants:
+        unknown = [part for part in name.split("+") if part not in VARIANTS]
+        if unknown:
+            p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    args.device = "cpu"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = PRESETS[args.preset]()
+    out = {}
+    if not args.no_profile:
+        out["profile"] = print_profile(args, cfg)
+    if args.variants:
+        times = {name: time_variant(args, cfg, name) for name in args.variants}
+        base = times.get("baseline")
+        for name, sec in times.items():
+            rel = f" ({base / sec:.2f}x vs baseline)" if base else ""
+            print(f"variant {name}: median {1e3 * sec:.0f} ms/update{rel}")
+        out["variants"] = times
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+    return out
+
+
+def print_profile(args, cfg) -> dict[str, float]:
+    table = profile(args, cfg)
+    total = table["total"]
+    print(f"dreamer_trl update profile: preset={args.preset} obs={args.obs} batch={args.batch}x{args.seq} "
+          f"threads={torch.get_num_threads()}, median of {args.updates} after {args.warmup} warm-up")
+    print("| part | ms | share |\n|---|---|---|")
+    for name, sec in table.items():
+        print(f"| {name} | {1e3 * sec:.0f} | {100 * sec / total:.0f}% |")
+    accounted = sum(v for k, v in table.items() if k != "total")
+    print(f"(parts sum to {100 * accounted / total:.0f}% of the total)")
+    return table
+
+
+if __name__ == "__main__":
+    main()

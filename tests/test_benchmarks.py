@@ -1,0 +1,107 @@
+"""Fast smoke runs of every script in benchmarks/ (tiny sizes, a couple of iterations), so they cannot rot."""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import csv  # noqa: E402
+import importlib  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+TINY_LEARN = ["--prefill_env_steps", "200", "--train_every", "200", "--updates_per_train", "1", "--batch_size", "2",
+              "--seq_len", "8", "--eval_every", "200", "--episode_frames", "200", "--state_dim", "4", "--belief_dim",
+              "8", "--rssm_hidden", "8", "--mlp_hidden", "16", "--horizon", "3", "--buffer_capacity", "1000",
+              "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _script(name):
+    return importlib.import_module(name)
+
+
+def test_bench_update_both_impls_side_by_side(capsys):
+    results = _script("bench_update").main(["--preset", "debug", "--batch", "2", "--seq", "8", "--updates", "2",
+                                            "--warmup", "1", "--split_updates", "1", "--threads", "1", "--markdown"])
+    ours, trl = results["ours"], results["torchrl"]
+    assert ours["params"] == trl["params"]  # same sizes on both sides
+    assert set(ours["phase_ms"]) >= {"world_model", "actor", "value"} and set(trl["phase_ms"]) == {
+        "world_model", "actor", "value"}
+    assert ours["median_ms"] > 0 and trl["median_ms"] > 0 and ours["peak_rss_mb"] > 0
+    out = capsys.readouterr().out
+    assert "ratio torchrl/ours" in out and out.strip().splitlines()[-1].startswith("| debug pixels 2x8 |")
+
+
+@pytest.mark.parametrize("impl", ["ours", "torchrl"])
+def test_bench_update_vector_observations(impl):
+    r = _script("bench_update").main(["--impl", impl, "--preset", "debug", "--obs", "observation", "--action_dim", "1",
+                                      "--batch", "2", "--seq", "8", "--updates", "1", "--warmup", "1",
+                                      "--split_updates", "1", "--threads", "1"])[impl]
+    assert r["median_ms"] > 0 and r["params"]["world_model"] > 0
+
+
+def test_profile_update_table_and_variant(capsys):
+    out = _script("profile_update").main(["--preset", "debug", "--batch", "2", "--seq", "8", "--updates", "1",
+                                          "--warmup", "1", "--threads", "1", "--variants", "decoder_linear"])
+    table = out["profile"]
+    parts = sum(v for k, v in table.items() if k != "total")
+    assert table["encoder fwd"] > 0 and table["decoder bwd"] > 0 and table["encoder bwd"] > 0
+    assert 0.8 * table["total"] < parts < 1.2 * table["total"]
+    assert out["variants"]["decoder_linear"] > 0
+    assert "| RSSM observe loop fwd |" in capsys.readouterr().out
+
+
+def test_decoder_linear_equals_the_transposed_conv():
+    profile_update = _script("profile_update")
+    conv = torch.nn.ConvTranspose2d(16, 8, 5, 2)
+    x = torch.randn(3, 16, 1, 1)
+    torch.testing.assert_close(profile_update.LinearFromPoint(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bench_env_both_impls():
+    results = _script("bench_env").main(["--task", "cartpole_swingup", "--steps", "3", "--repeats", "1",
+                                         "--workers", "1"])
+    assert [r["impl"] for r in results] == ["ours", "torchrl"]
+    assert all(r["frames_per_s_per_env"] > 0 for r in results)
+    assert all(r["pixels"].startswith("(3, 64, 64)") for r in results)
+
+
+@pytest.mark.parametrize("impl", ["ours", "torchrl"])
+def test_bench_replay_bytes_per_frame(impl, capsys):
+    r = _script("bench_replay").main(["--frames", "500", "--chunk", "100", "--impl", impl])[impl]
+    assert r["frames"] == 500
+    # Ours: one uint8 frame per row plus small fields; TorchRL's layout: float32 pixels and next pixels.
+    expected = 3 * 64 * 64 if impl == "ours" else 2 * 4 * 3 * 64 * 64
+    assert expected <= r["bytes_per_frame"] < expected * 1.05
+
+
+@pytest.mark.parametrize("impl", ["ours", "torchrl"])
+def test_learn_dmc_smallest_budget(impl, tmp_path):
+    out = tmp_path / impl
+    summary = _script("learn_dmc").main(["--impl", impl, "--task", "cartpole_swingup", "--env_steps", "400",
+                                         "--seed", "0", "--out", str(out), *TINY_LEARN])
+    rows = list(csv.DictReader(open(out / "curve.csv")))
+    assert [int(r["env_steps"]) for r in rows] == [200, 400]
+    assert all(abs(float(r["eval_return"])) < 1e4 for r in rows)
+    assert summary["evaluations"][-1][0] == 400
+
+
+def test_learn_dmc_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    learn_dmc = _script("learn_dmc")
+    for name, ret in (("a", 1.0), ("b", 2.0)):
+        learn_dmc.write_curve(tmp_path / name, [(200, ret), (400, ret + 1)],
+                              {"impl": name, "task": "cartpole_swingup", "seed": 0})
+    png = tmp_path / "curves.png"
+    learn_dmc.main(["--plot", str(tmp_path / "a"), str(tmp_path / "b"), "--png", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
