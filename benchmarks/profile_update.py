@@ -1,7 +1,7 @@
 """Where the time of one dreamer_trl update goes, and what acting on the largest share from outside gives.
 
     python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --threads 2
-    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --variants baseline channels_last
+    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --variants baseline decoder_linear compile
 
 Manual timers, no library edits: the forward methods of the networks inside the world model, actor and
 value are wrapped on their instances, and module backward hooks time the encoder's and decoder's
@@ -14,11 +14,10 @@ backward. Parts, for one ``DreamerUpdate.update`` (same operations, timed step b
   imagination), value; then the optimizers (clip + Adam).
 
 ``--variants`` times the whole update for modifications applied from the outside to a freshly built
-model: ``channels_last`` (encoder/decoder weights in channels-last memory format), ``decoder_linear``
-(the decoder's first transposed conv acts on a 1x1 input: replaced by an equal Linear + reshape),
-``compile`` (``torch.compile`` of the encoder and decoder networks), ``backward_early`` (each loss's
-backward right after its forward, the three optimizer steps still at the end: the same gradients and
-update, but the world model's graph is freed before imagination starts). ``--no_profile`` skips the table,
+model: ``decoder_linear`` (the decoder's first transposed conv acts on a 1x1 input: replaced by an equal
+Linear + reshape) and ``compile`` (``torch.compile`` of the encoder and decoder networks). Two earlier
+variants measured here were adopted by the library: channels-last convs and each loss's backward right
+after its forward (benchmarks/RESULTS.md). ``--no_profile`` skips the table,
 so that the printed peak RSS (VmHWM) belongs to the variants alone.
 """
 from __future__ import annotations
@@ -211,7 +210,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--variants", nargs="*", default=[], metavar="VARIANT",
                    help=f"also time the whole update under these outside modifications: {', '.join(VARIANTS)}; "
-                        "combine with '+', e.g. channels_last+backward_early")
+                        "combine with '+', e.g. decoder_linear+compile")
     p.add_argument("--no_profile", action="store_true", help="only time the variants")
     args = p.parse_args(argv)
     for name in args.variants:
