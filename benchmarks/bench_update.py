@@ -64,8 +64,8 @@ def make_ours(args, cfg):
 def ours_timed_update(upd: dt.DreamerUpdate, batch, timings: dict, sync) -> None:
     """``DreamerUpdate.update`` step by step, timing each loss's forward + backward and the optimizer steps.
 
-    Same operations in the same order as the library's update; its optimizer time is split evenly
-    afterwards (``optim`` is reported separately too)."""
+    Same operations in the same order as the library's update (each backward right after its forward,
+    the optimizer steps at the end; ``optim`` is reported separately)."""
     marks = [time.perf_counter()]
 
     def mark():
@@ -73,25 +73,22 @@ def ours_timed_update(upd: dt.DreamerUpdate, batch, timings: dict, sync) -> None
         marks.append(time.perf_counter())
 
     model_td, posterior = upd.model_loss(batch)
+    upd._backward("model", sum(v for k, v in model_td.items() if k.startswith("loss_")))
     mark()
     actor_td, imagined = upd.actor_loss(posterior)
+    upd._backward("actor", actor_td["loss_actor"])
     mark()
     value_td, _ = upd.value_loss(imagined)
+    upd._backward("value", value_td["loss_value"])
     mark()
-    total = {"model": sum(v for k, v in model_td.items() if k.startswith("loss_")),
-             "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}
-    for name, loss in total.items():
-        upd.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward(inputs=upd.groups[name])
-        mark()
     for name, opt in upd.optimizers.items():
         torch.nn.utils.clip_grad_norm_(upd.groups[name], upd.clip)
         opt.step()
     mark()
-    d = [b - a for a, b in zip(marks, marks[1:])]  # fwd model, actor, value; bwd model, actor, value; optim
+    d = [b - a for a, b in zip(marks, marks[1:])]  # model, actor, value (forward + backward); optim
     for i, name in enumerate(PHASES):
-        timings.setdefault(name, []).append(d[i] + d[3 + i])
-    timings.setdefault("optim", []).append(d[6])
+        timings.setdefault(name, []).append(d[i])
+    timings.setdefault("optim", []).append(d[3])
 
 
 def peak_rss_mb() -> float:

@@ -74,7 +74,7 @@ class ConvDecoder(nn.Module):
         x, batch = _flatten_batch(features, 1)
         x = self.fc(x)[:, :, None, None].contiguous(memory_format=torch.channels_last)  # (N, 1024, 1, 1)
         x = self.net(x)                                                                 # (N, 3, 64, 64)
-        return x.contiguous().reshape(*batch, *x.shape[1:])
+        return x.unflatten(0, batch) if len(batch) else x[0]  # a view: no copy out of channels-last
 
 
 class MLPEncoder(nn.Module):

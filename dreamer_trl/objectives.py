@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
@@ -120,7 +121,11 @@ class WorldModelLoss(LossModule):
         obs = tensordict.get(k.observation)
         target = preprocess_pixels(obs)
         event_dims = obs.dim() - tensordict.batch_dims
-        reco = _gaussian_nll(target, tensordict.get(k.reco_observation), event_dims).mean()
+        # -log N(o | mean, 1) summed over the event dims, averaged over rows; fused to spare temporaries
+        rows = target.shape[: target.dim() - event_dims].numel()
+        dims = target.shape[target.dim() - event_dims:].numel()
+        reco = 0.5 * F.mse_loss(tensordict.get(k.reco_observation), target, reduction="sum") / rows \
+            + dims * _HALF_LOG_2PI
         reward_nll = _gaussian_nll(tensordict.get(k.reward)[..., :-1, :], tensordict.get(k.reward_pred)[..., 1:, :], 1)
         valid = (~tensordict.get(k.is_init)[..., 1:, :].bool()).squeeze(-1).to(reward_nll.dtype)
         reward = (reward_nll * valid).sum() / valid.sum().clamp_min(1)
