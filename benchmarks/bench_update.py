@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dreamer_trl as dt  # noqa: E402
+from dreamer_trl.acceleration import autocast_context, compile_networks  # noqa: E402
 from dreamer_trl.config import PRESETS  # noqa: E402
 
 PHASES = ("world_model", "actor", "value")
@@ -56,7 +57,11 @@ def make_ours(args, cfg):
         model_loss.set_keys(observation="observation", reco_observation="reco_observation")
     actor_loss = dt.ActorLoss(actor, value, dt.make_imagination_env(wm, args.device), horizon=cfg.loss.horizon,
                               gamma=cfg.loss.gamma, lmbda=cfg.loss.lmbda)
-    upd = dt.DreamerUpdate(model_loss, actor_loss, dt.ValueLoss(value, gamma=cfg.loss.gamma), cfg.optim)
+    precision = getattr(args, "precision", "fp32")
+    upd = dt.DreamerUpdate(model_loss, actor_loss, dt.ValueLoss(value, gamma=cfg.loss.gamma), cfg.optim,
+                           autocast=lambda: autocast_context(precision, args.device))
+    if getattr(args, "compile", False):
+        compile_networks(wm, actor, value, device=args.device)
     params = {"world_model": wm, "actor": actor, "value": value}
     return upd, params
 
@@ -174,6 +179,8 @@ def main(argv=None):
     p.add_argument("--split_updates", type=int, default=2, help="extra updates timed phase by phase")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile the networks (CUDA graphs on GPU)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="ours: autocast of the forwards")
     p.add_argument("--markdown", action="store_true", help="also print a RESULTS.md table row")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line (used by --impl both)")
     args = p.parse_args(argv)

@@ -104,6 +104,9 @@ class RunConfig:
     checkpoints_kept: int = _f(2, "how many of the newest checkpoints to keep")
     stop_at_env_steps: int = _f(0, "end this process after the checkpoint at this many env steps (0: never)")
     max_nonfinite_updates: int = _f(10, "consecutive non-finite updates (all skipped) before the run stops")
+    compile: bool = _f(False, "torch.compile the networks and RSSM steps (CUDA graphs on GPU); eager on failure")
+    compile_backend: str = _f("inductor", "torch.compile backend (aot_eager: capture without code generation)")
+    precision: str = _f("fp32", "fp32, or bf16: autocast of the loss forward passes (where the device has bf16)")
     max_physics_errors: int = _f(5, "MuJoCo physics errors tolerated within physics_error_window episodes")
     physics_error_window: int = _f(100, "episodes over which physics errors are counted")
 
@@ -211,7 +214,7 @@ def from_dict(data: dict) -> DreamerConfig:
 
 # Fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE = {"total_env_steps", "run_dir", "run_name", "resume", "device", "threads", "progress", "tensorboard",
-             "wandb_project",
+             "wandb_project", "compile", "compile_backend", "precision",
              "checkpoint_every", "checkpoints_kept", "stop_at_env_steps", "max_nonfinite_updates",
              "max_physics_errors", "physics_error_window", "eval_every", "eval_episodes", "buffer_dir"}
 
@@ -248,6 +251,7 @@ def validate(cfg: DreamerConfig) -> None:
         (0.0 <= l.gamma <= 1.0, "gamma", "in [0, 1]", l.gamma),
         (0.0 <= l.lmbda <= 1.0, "lmbda", "in [0, 1]", l.lmbda),
         (l.free_nats >= 0 and l.kl_scale >= 0, "free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
+        (cfg.run.precision in ("fp32", "bf16"), "precision", "fp32 or bf16", cfg.run.precision),
         (cfg.run.device in ("auto", "cpu") or cfg.run.device.startswith(("cuda", "mps")), "device",
          "auto, cpu, cuda[:i] or mps", cfg.run.device),
     ]

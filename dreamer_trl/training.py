@@ -10,6 +10,8 @@ Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not fin
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tensordict import TensorDictBase
 from torch import nn
@@ -33,11 +35,13 @@ class DreamerUpdate:
         model_loss, actor_loss, value_loss: the three LossModules.
         cfg: learning rates, Adam epsilon and clip norm.
         max_nonfinite: consecutive skipped updates tolerated before raising (0: never raise).
+        autocast: a callable returning the context for the forward passes (bf16 autocast); default none.
     """
 
     def __init__(self, model_loss: WorldModelLoss, actor_loss: ActorLoss, value_loss: ValueLoss,
-                 cfg: OptimConfig | None = None, max_nonfinite: int = 10):
+                 cfg: OptimConfig | None = None, max_nonfinite: int = 10, autocast=None):
         cfg = cfg or OptimConfig()
+        self.autocast = autocast or contextlib.nullcontext  # e.g. acceleration.autocast_context
         self.max_nonfinite = max_nonfinite
         self.skipped = 0  # total skipped updates
         self.skip_streak = 0
@@ -64,14 +68,17 @@ class DreamerUpdate:
         With ``backward``, each loss is back-propagated into its own parameters right after its forward
         pass, so the world model's graph is freed before imagination (same gradients, less memory).
         """
-        model_td, posterior = self.model_loss(batch)
-        model = sum(v for k, v in model_td.items() if k.startswith("loss_"))
+        with self.autocast():
+            model_td, posterior = self.model_loss(batch)
+        model = sum(v.float() for k, v in model_td.items() if k.startswith("loss_"))
         if backward:
             self._backward("model", model)
-        actor_td, imagined = self.actor_loss(posterior)
+        with self.autocast():
+            actor_td, imagined = self.actor_loss(posterior)
         if backward:
             self._backward("actor", actor_td["loss_actor"])
-        value_td, _ = self.value_loss(imagined)
+        with self.autocast():
+            value_td, _ = self.value_loss(imagined)
         if backward:
             self._backward("value", value_td["loss_value"])
         total = {"model": model, "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}

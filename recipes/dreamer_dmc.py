@@ -32,6 +32,7 @@ from tqdm import tqdm  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
+from dreamer_trl.acceleration import autocast_context, compile_networks  # noqa: E402
 from dreamer_trl.config import DreamerConfig, parse_args, to_dict  # noqa: E402
 from dreamer_trl.data import check_disk_space  # noqa: E402
 from dreamer_trl.visualize import (  # noqa: E402
@@ -117,7 +118,10 @@ def main(argv=None) -> dict:
     actor_loss = dt.ActorLoss(actor, value, imagination_env, horizon=cfg.loss.horizon, gamma=cfg.loss.gamma,
                               lmbda=cfg.loss.lmbda)
     value_loss = dt.ValueLoss(value, gamma=cfg.loss.gamma)
-    updater = dt.DreamerUpdate(model_loss, actor_loss, value_loss, cfg.optim, cfg.run.max_nonfinite_updates)
+    updater = dt.DreamerUpdate(model_loss, actor_loss, value_loss, cfg.optim, cfg.run.max_nonfinite_updates,
+                               autocast=lambda: autocast_context(cfg.run.precision, device))
+    if cfg.run.compile:
+        compile_networks(world_model, actor, value, backend=cfg.run.compile_backend, device=device)
 
     run_dir = make_run_dir(cfg, preset)
     buffer_dir = Path(cfg.run.buffer_dir or run_dir / "replay")

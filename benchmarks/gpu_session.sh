@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# GPU work of issue 5, for a session that has the device tool (an H100 or H200). Not run yet: pending.
+#
+# Here, once:   bash ../shared/tools/gpu_wheels.sh imageio imageio-ffmpeg tqdm tensorboard
+# Then each device `run` carries [".whl"] and executes:   bash benchmarks/gpu_session.sh STEP
+#   check    - the wheels import against the GPU's torch; one compiled bf16 update on CUDA (tests marked gpu)
+#   bench    - update ms for ours and TorchRL at 50x50 and 200x50, eager and compiled+bf16
+#   learn T  - pixels, paper preset, task T, resuming from $OUT-carried runs/ in 9-minute chunks
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl
+OUT=${OUT:-/tmp/out}
+case "${1:-check}" in
+  check)
+    python3 -c "import torch, tensordict, torchrl, dm_control, mujoco; print(torch.__version__, torch.cuda.get_device_name())"
+    python3 -m pytest -q -m gpu tests/test_acceleration.py ;;
+  bench)
+    for b in "50 50" "200 50"; do set -- $b
+      python3 benchmarks/bench_update.py --device cuda --obs pixels --batch "$1" --seq "$2" --updates 20 --markdown
+      python3 benchmarks/bench_update.py --device cuda --obs pixels --batch "$1" --seq "$2" --updates 20 --impl ours \
+        --compile --precision bf16 --markdown || true
+    done | tee "$OUT/bench.md" ;;
+  learn)
+    task=${2:?task}
+    timeout 540 python3 recipes/dreamer_dmc.py --preset paper --task "$task" --run_dir runs --run_name "$task" \
+      --total_env_steps 100000 --checkpoint_every 10000 --compile true --progress false \
+      $( [ -d "runs/$task/checkpoints" ] && echo --resume "runs/$task" ) || true
+    tar czf "$OUT/$task.tgz" "runs/$task/checkpoints" "runs/$task/logs" ;;
+esac
