@@ -93,8 +93,8 @@ def test_resume_of_a_missing_run_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
-    args = [*BASE, "--run_dir", str(tmp_path), "--run_name", "job", "--total_env_steps", "4000",
-            "--updates_per_train", "20", "--checkpoint_every", "4000"]
+    args = [*BASE, "--run_dir", str(tmp_path), "--run_name", "job", "--total_env_steps", "2000",
+            "--updates_per_train", "10", "--checkpoint_every", "2000"]
     proc = subprocess.Popen(RECIPE + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     updates_csv = tmp_path / "job" / "logs" / "scalars" / "train" / "updates.csv"
     deadline = time.time() + 120
@@ -108,12 +108,12 @@ def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
     [ckpt] = checkpoint_dirs(tmp_path / "job" / "checkpoints")
     _, meta = load_checkpoint(ckpt)
     stopped_at = meta["counters"]
-    assert 0 < stopped_at["env_steps"] < 4000
+    assert 0 < stopped_at["env_steps"] < 2000
     recipe("--resume", str(tmp_path / "job"), "--progress", "false")
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     # no gap, no duplicate: the same totals as an uninterrupted run of this schedule
-    phases = (4000 - 400) // 200 + 1
-    assert summary["env_steps"] == 4000 and summary["updates"] == phases * 20
+    phases = (2000 - 400) // 200 + 1
+    assert summary["env_steps"] == 2000 and summary["updates"] == phases * 10
     steps = [int(line.split(",")[0]) for line in
              (tmp_path / "job" / "logs" / "scalars" / "time" / "env_steps_per_s.csv").read_text().split()]
-    assert steps == list(range(200, 4001, 200))
+    assert steps == list(range(200, 2001, 200))
