@@ -236,15 +236,18 @@ def mark_last_row_truncated(rb: SequenceReplayBuffer) -> None:
             rows.get(key)[newest] = True
 
 
-def check_disk_space(directory: str | Path, capacity: int, row_bytes: int, margin: float = 1.1) -> None:
-    """Refuse to start when ``directory`` cannot hold ``capacity`` rows (a full disk under a memory-mapped
-    buffer kills the process with SIGBUS hours later, RELIABILITY.md P8)."""
+def check_disk_space(directory: str | Path, capacity: int, row_bytes: int, copies: int = 1,
+                     margin: float = 1.1) -> None:
+    """Refuse to start when ``directory`` cannot hold ``copies`` x ``capacity`` rows (the buffer and its
+    checkpoint copies); a full disk under a memory-mapped buffer kills the process with SIGBUS hours
+    later (RELIABILITY.md P8)."""
     directory = Path(directory)
     probe = directory
     while not probe.exists():
         probe = probe.parent
-    need = int(capacity * row_bytes * margin)
+    need = int(copies * capacity * row_bytes * margin)
     free = shutil.disk_usage(probe).free
     if need > free:
         raise ValueError(f"buffer_capacity {capacity} needs about {need / 2**30:.2f} GiB in {directory} "
-                         f"({row_bytes} bytes per row), but only {free / 2**30:.2f} GiB are free")
+                         f"({row_bytes} bytes per row, {copies} copies: the buffer and its checkpoints), "
+                         f"but only {free / 2**30:.2f} GiB are free")

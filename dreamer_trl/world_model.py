@@ -93,8 +93,8 @@ def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int,
     return WorldModelWrapper(transition, reward)
 
 
-def world_model_parts(world_model: WorldModelWrapper) -> dict[str, nn.Module]:
-    """The plain networks inside a world model built by :func:`make_world_model`."""
+def world_model_parts(world_model: WorldModelWrapper) -> dict:
+    """The plain networks inside a world model built by :func:`make_world_model`, and its "obs_key"."""
     observe = world_model.get_transition_model_operator()[0]
     decoder = world_model.get_transition_model_operator()[1].module.net
     return {

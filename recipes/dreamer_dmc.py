@@ -126,7 +126,7 @@ def main(argv=None) -> dict:
     run_dir = make_run_dir(cfg, preset)
     buffer_dir = Path(cfg.run.buffer_dir or run_dir / "replay")
     row_bytes = int(np.prod(obs_shape)) * (1 if cfg.env.from_pixels else 4) + 8 * action_dim + 32
-    check_disk_space(buffer_dir, s.buffer_capacity * (2 + cfg.run.checkpoints_kept), row_bytes)
+    check_disk_space(buffer_dir, s.buffer_capacity, row_bytes, copies=2 + cfg.run.checkpoints_kept)
     buffer = dt.make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
                                    device=device)
     loggers = [CSVLogger(exp_name="", log_dir=str(run_dir / "logs"))]
