@@ -78,7 +78,10 @@ def evaluate(env, policy, episodes: int, stop) -> tuple[float, np.ndarray] | Non
 def show_world_model(world_model, buffer, obs_key: str, videos: Path, loggers, step: int) -> dict:
     """Open-loop prediction (Dreamer Fig. 5) on replayed sequences: error per horizon step, and for pixels
     the true | predicted | error strip as an image and a video."""
-    batch = buffer.sample()[:4]
+    try:
+        batch = buffer.sample()[:4]
+    except ValueError:  # no stored episode fills a sequence yet
+        return {}
     out = open_loop(world_model, batch, context=min(5, batch.shape[-1] - 1))
     if obs_key == keys.PIXELS:
         paths = write_open_loop(out, videos / f"open_loop_{step:010d}")
