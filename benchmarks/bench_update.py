@@ -48,17 +48,10 @@ def synthetic_batch(B, T, A, obs_key, obs_dim, device):
 
 def make_ours(args, cfg):
     obs_shape = (3, 64, 64) if args.obs == "pixels" else (args.obs_dim,)
-    wm = dt.make_world_model(args.obs, obs_shape, args.action_dim, cfg.model).to(args.device)
-    feat = cfg.model.state_dim + cfg.model.belief_dim
-    actor = dt.make_actor(feat, args.action_dim, cfg.model).to(args.device)
-    value = dt.make_value(feat, cfg.model).to(args.device)
-    model_loss = dt.WorldModelLoss(wm, kl_scale=cfg.loss.kl_scale, free_nats=cfg.loss.free_nats)
-    if args.obs == "observation":
-        model_loss.set_keys(observation="observation", reco_observation="reco_observation")
-    actor_loss = dt.ActorLoss(actor, value, dt.make_imagination_env(wm, args.device), horizon=cfg.loss.horizon,
-                              gamma=cfg.loss.gamma, lmbda=cfg.loss.lmbda)
+    agent = dt.make_agent(args.obs, obs_shape, args.action_dim, cfg.model, cfg.loss, args.device)
+    wm, actor, value = agent.world_model, agent.actor, agent.value
     precision = getattr(args, "precision", "fp32")
-    upd = dt.DreamerUpdate(model_loss, actor_loss, dt.ValueLoss(value, gamma=cfg.loss.gamma), cfg.optim,
+    upd = dt.DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, cfg.optim,
                            autocast=lambda: autocast_context(precision, args.device))
     if getattr(args, "compile", False):
         compile_networks(wm, actor, value, device=args.device)

@@ -1,4 +1,5 @@
 """dreamer_trl: Dreamer (Hafner et al., ICLR 2020) as TorchRL components."""
+from dreamer_trl.builders import Agent, make_agent, make_env
 from dreamer_trl.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from dreamer_trl.config import DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, ScheduleConfig
 from dreamer_trl.data import make_replay_buffer
@@ -17,5 +18,5 @@ __all__ = [
     "ModelConfig", "OptimConfig", "RSSM", "ScheduleConfig", "ValueLoss", "WorldModelLoss", "lambda_return",
     "load_checkpoint", "make_actor", "make_dmc_env", "make_imagination_env", "make_policy", "make_replay_buffer",
     "make_value", "make_world_model", "policy_carry_transform", "save_checkpoint", "split_task",
-    "Preemption", "prune_checkpoints", "restore_run", "save_run",
+    "Agent", "make_agent", "make_env", "Preemption", "prune_checkpoints", "restore_run", "save_run",
 ]

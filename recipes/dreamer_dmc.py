@@ -25,7 +25,6 @@ import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchrl.collectors import Collector  # noqa: E402
-from torchrl.envs import RewardSum  # noqa: E402
 from torchrl.envs.utils import ExplorationType, check_env_specs  # noqa: E402
 from torchrl.record.loggers import CSVLogger, TensorboardLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -38,19 +37,6 @@ from dreamer_trl.data import check_disk_space  # noqa: E402
 from dreamer_trl.visualize import (  # noqa: E402
     log_image, log_video, open_loop, record_episode, write_open_loop, write_video,
 )
-
-
-def make_env(cfg: DreamerConfig, seed: int):
-    """The DMC env plus the transforms that carry the policy's recurrent state."""
-    domain, task = dt.split_task(cfg.env.task)
-    env = dt.make_dmc_env(domain, task, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
-                          action_repeat=cfg.env.action_repeat, episode_frames=cfg.env.episode_frames, seed=seed,
-                          max_physics_errors=cfg.run.max_physics_errors,
-                          physics_error_window=cfg.run.physics_error_window)
-    env.append_transform(dt.policy_carry_transform(cfg.model.state_dim, cfg.model.belief_dim,
-                                                   env.action_spec.shape[-1]))
-    env.append_transform(RewardSum())
-    return env
 
 
 def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
@@ -101,27 +87,21 @@ def main(argv=None) -> dict:
     s, a = cfg.schedule, cfg.env.action_repeat
 
     # Environments and networks; one smoke call on a fake tensordict shows wiring errors before collection.
-    env, eval_env = make_env(cfg, cfg.run.seed), make_env(cfg, cfg.run.seed + 10_000)
+    faults = dict(max_physics_errors=cfg.run.max_physics_errors, physics_error_window=cfg.run.physics_error_window)
+    env = dt.make_env(cfg.env, cfg.model, cfg.run.seed, **faults)
+    eval_env = dt.make_env(cfg.env, cfg.model, cfg.run.seed + 10_000, **faults)
     check_env_specs(env)
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     obs_shape = tuple(env.observation_spec[obs_key].shape)
     action_dim = env.action_spec.shape[-1]
-    world_model = dt.make_world_model(obs_key, obs_shape, action_dim, cfg.model).to(device)
-    imagination_env = dt.make_imagination_env(world_model, device=device)
-    feature_dim = cfg.model.state_dim + cfg.model.belief_dim
-    actor = dt.make_actor(feature_dim, action_dim, cfg.model).to(device)
-    value = dt.make_value(feature_dim, cfg.model).to(device)
+    agent = dt.make_agent(obs_key, obs_shape, action_dim, cfg.model, cfg.loss, device)
+    world_model, actor, value = agent.world_model, agent.actor, agent.value
     policy = dt.make_policy(world_model, actor, env.action_spec.to(device), cfg.loss.exploration_noise)
     with torch.no_grad():
         policy(env.fake_tensordict().to(device))
 
-    model_loss = dt.WorldModelLoss(world_model, kl_scale=cfg.loss.kl_scale, free_nats=cfg.loss.free_nats)
-    if obs_key == keys.OBSERVATION:
-        model_loss.set_keys(observation=keys.OBSERVATION, reco_observation=keys.RECO_OBSERVATION)
-    actor_loss = dt.ActorLoss(actor, value, imagination_env, horizon=cfg.loss.horizon, gamma=cfg.loss.gamma,
-                              lmbda=cfg.loss.lmbda)
-    value_loss = dt.ValueLoss(value, gamma=cfg.loss.gamma)
-    updater = dt.DreamerUpdate(model_loss, actor_loss, value_loss, cfg.optim, cfg.run.max_nonfinite_updates,
+    updater = dt.DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, cfg.optim,
+                               cfg.run.max_nonfinite_updates,
                                autocast=lambda: autocast_context(cfg.run.precision, device))
     if cfg.run.compile:
         compile_networks(world_model, actor, value, backend=cfg.run.compile_backend, device=device)

@@ -83,14 +83,11 @@ def main(argv=None) -> dict:
     seed = cfg.run.seed + 10_000 if args.seed is None else args.seed
     torch.manual_seed(seed)
 
-    domain, task = dt.split_task(cfg.env.task)
-    env = dt.make_dmc_env(domain, task, from_pixels=cfg.env.from_pixels, image_size=cfg.env.image_size,
-                          action_repeat=cfg.env.action_repeat, episode_frames=cfg.env.episode_frames, seed=seed)
+    env = dt.make_env(cfg.env, cfg.model, seed)
     action_dim = env.action_spec.shape[-1]
-    env.append_transform(dt.policy_carry_transform(cfg.model.state_dim, cfg.model.belief_dim, action_dim))
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
-    world_model = dt.make_world_model(obs_key, tuple(env.observation_spec[obs_key].shape), action_dim, cfg.model)
-    actor = dt.make_actor(cfg.model.state_dim + cfg.model.belief_dim, action_dim, cfg.model)
+    agent = dt.make_agent(obs_key, tuple(env.observation_spec[obs_key].shape), action_dim, cfg.model, cfg.loss)
+    world_model, actor = agent.world_model, agent.actor
     world_model.load_state_dict(state["world_model"])
     actor.load_state_dict(state["actor"])
     world_model, actor = world_model.to(device).eval(), actor.to(device).eval()
