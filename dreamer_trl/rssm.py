@@ -75,12 +75,9 @@ class RSSM(nn.Module):
         return mean, std, mean + std * torch.randn_like(mean)
 
     def observe_step(self, state, belief, prev_action, embed, is_init):
-        """One filtering step as the acting policy uses it; equals one iteration of :meth:`observe`."""
-        keep = (~is_init).to(state.dtype)
-        state, belief, prev_action = state * keep, belief * keep, prev_action * keep
-        belief = self._belief_step(self.img_in(torch.cat([state, prev_action], -1)), belief)
-        _, _, state = self.posterior_step(belief, self.obs_embed(embed))
-        return state, belief
+        """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
+        out = self.observe(embed.unsqueeze(-2), prev_action.unsqueeze(-2), is_init.unsqueeze(-2), state, belief)
+        return out["state"].squeeze(-2), out["belief"].squeeze(-2)
 
     def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
                 state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
