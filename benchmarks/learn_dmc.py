@@ -13,6 +13,9 @@ field can be overridden by name after the script's own flags (``--batch_size 16`
   (``dreamer_trl.make_dmc_env``, state observations), with the same schedule, sizes, learning rates and
   loss hyperparameters. Acting uses TorchRL's recipe policy wiring (encoder -> RSSMPosterior -> actor ->
   RSSMPrior for the next belief, AdditiveGaussianModule noise 0.3); evaluation is noise-free (actor mode).
+  Its free nats stay at its recipe's 3 (``--torchrl_free_nats``): TorchRL clamps each element's KL, so
+  its prior keeps learning from the elements above the threshold, whereas our batch-mean clamp (the
+  official code's) at 3 would switch the prior's training off at this size; the state preset uses 0.
 
 Both write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
 after action repeat.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -81,7 +85,7 @@ def make_torchrl_policy(trl, action_spec, noise: float) -> tuple[TensorDictSeque
     return actor_real, noisy
 
 
-def run_torchrl(cfg: DreamerConfig, out: Path) -> list[tuple[int, float]]:
+def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[int, float]]:
     from torchrl_dreamer import make_replay_buffer, make_torchrl_dreamer
 
     s, a, m = cfg.schedule, cfg.env.action_repeat, cfg.model
@@ -90,7 +94,8 @@ def run_torchrl(cfg: DreamerConfig, out: Path) -> list[tuple[int, float]]:
                                             episode_frames=cfg.env.episode_frames, seed=seed)
     env, eval_env = make_env(cfg.run.seed), make_env(cfg.run.seed + 10_000)
     obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
-    trl = make_torchrl_dreamer("observation", obs_dim, action_dim, m, cfg.loss, cfg.optim)
+    loss = dataclasses.replace(cfg.loss, free_nats=free_nats)
+    trl = make_torchrl_dreamer("observation", obs_dim, action_dim, m, loss, cfg.optim)
     policy, noisy_policy = make_torchrl_policy(trl, env.action_spec, cfg.loss.exploration_noise)
     buffer = make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(out / "replay"))
 
@@ -188,6 +193,8 @@ def main(argv=None) -> dict | None:
     p.add_argument("--preset", default="state", help="starting configuration (default: state)")
     p.add_argument("--plot", nargs="+", metavar="DIR", help="plot these curve directories into --png")
     p.add_argument("--png", default="learn_curves.png")
+    p.add_argument("--torchrl_free_nats", type=float, default=3.0,
+                   help="TorchRL's free nats (its recipe's 3; it clamps each KL element, not the batch mean)")
     args, overrides = p.parse_known_args(argv)
     if args.plot:
         plot(args.plot, args.png)
@@ -204,9 +211,10 @@ def main(argv=None) -> dict | None:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     start = time.perf_counter()
-    evaluations = run_ours(config_argv, out) if args.impl == "ours" else run_torchrl(cfg, out)
+    evaluations = run_ours(config_argv, out) if args.impl == "ours" else run_torchrl(cfg, out, args.torchrl_free_nats)
     summary = {"impl": args.impl, "task": args.task, "seed": args.seed, "env_steps": args.env_steps,
                "config_argv": config_argv, "evaluations": evaluations,
+               **({"torchrl_free_nats": args.torchrl_free_nats} if args.impl == "torchrl" else {}),
                "wall_clock_s": round(time.perf_counter() - start, 1)}
     write_curve(out, evaluations, summary)
     print(f"{args.impl}: {evaluations} in {summary['wall_clock_s']} s; wrote {out / 'curve.csv'}")

@@ -134,6 +134,8 @@ class WorldModelLoss(LossModule):
             loss_model_reco=reco,
             loss_model_reward=reward,
             kl=kl.mean().detach(),
+            # 1 when the clamp is active: the prior, trained only by this term, gets no gradient
+            kl_clamped=(kl.mean() < self.free_nats).to(kl.dtype).detach(),
         )
         return loss, tensordict.detach()
 
