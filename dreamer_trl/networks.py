@@ -72,9 +72,23 @@ class ConvDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x, batch = _flatten_batch(features, 1)
-        x = self.fc(x)[:, :, None, None].contiguous(memory_format=torch.channels_last)  # (N, 1024, 1, 1)
-        x = self.net(x)                                                                 # (N, 3, 64, 64)
+        x = self._first_deconv(self.fc(x))           # (N, 128, 5, 5), channels-last
+        x = self.net[1:](x)                          # (N, 3, 64, 64)
         return x.unflatten(0, batch) if len(batch) else x[0]  # a view: no copy out of channels-last
+
+    def _first_deconv(self, x: torch.Tensor) -> torch.Tensor:
+        """``net[0]`` (a transposed conv) applied to ``x`` viewed as ``[N, 1024, 1, 1]``, computed as one GEMM.
+
+        On a 1x1 input a transposed conv is a dense layer onto the k x k map,
+        ``y[n, c, i, j] = b[c] + sum_d x[n, d] w[d, c, i, j]``; the GEMM is about 5x faster than the
+        convolution kernel on CPU. Same parameters (and state_dict) as the convolution; the output is laid
+        out channels-last for the next layer.
+        """
+        conv = self.net[0]
+        w = conv.weight                                   # (1024, C, k, k)
+        k, c = w.shape[-1], w.shape[1]
+        y = F.linear(x, w.permute(2, 3, 1, 0).reshape(k * k * c, w.shape[0]), conv.bias.repeat(k * k))
+        return y.view(-1, k, k, c).permute(0, 3, 1, 2)
 
 
 class MLPEncoder(nn.Module):

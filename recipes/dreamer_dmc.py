@@ -141,6 +141,16 @@ def main(argv=None) -> dict:
     with dt.Preemption() as preempt:
         stop = lambda: preempt.requested is not None  # noqa: E731
 
+        clamped = {"streak": 0}
+
+        def warn_if_prior_untrained(is_clamped: float, kl: float) -> None:
+            """Warn once when the KL has sat below the free nats for 10 training phases in a row."""
+            clamped["streak"] = clamped["streak"] + 1 if is_clamped else 0
+            if clamped["streak"] == 10:
+                tqdm.write(f"warning: the batch-mean KL ({kl:.2f} nats) has stayed below free_nats "
+                           f"({cfg.loss.free_nats}) for 10 training phases, so the prior gets no gradient and "
+                           "imagination runs on an untrained prior; try a lower --free_nats (the state preset uses 0)")
+
         def run_due_work() -> None:
             nonlocal last_eval
             metrics = None
@@ -150,6 +160,7 @@ def main(argv=None) -> dict:
                 c["pending_updates"] -= 1
             if metrics is not None:
                 log({**metrics, "train/updates": c["updates"]}, c["env_steps"])
+                warn_if_prior_untrained(float(metrics["loss/kl_clamped"]), float(metrics["loss/kl"]))
             bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
                             updates=c["updates"], eval_return=f"{last_eval:.1f}")
             if c["eval_due"] and not stop():

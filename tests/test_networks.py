@@ -96,6 +96,25 @@ def test_conv_decoder_shape(batch, depth, feat):
     assert out.shape == (*batch, 3, 64, 64) and out.dtype == torch.float32
 
 
+def test_conv_decoder_first_layer_gemm_equals_the_transposed_conv():
+    """Reference: the decoder's GEMM form of its first layer gives the transposed conv's output and gradients."""
+    torch.manual_seed(0)
+    dec = ConvDecoder(40, 4)
+    feats = _features(6, 40)
+
+    def by_conv(features):
+        return dec.net(dec.fc(features)[:, :, None, None])
+
+    y, y_ref = dec(feats), by_conv(feats)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    first = dec.net[0]
+    g = torch.autograd.grad(y.square().sum(), [first.weight, first.bias, dec.fc.weight])
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [first.weight, first.bias, dec.fc.weight])
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert isinstance(first, nn.ConvTranspose2d)  # same parameters and state_dict keys as the conv form
+
+
 @pytest.mark.parametrize("batch", [(4,), (2, 3)])
 def test_mlp_encoder_decoder_shapes(batch):
     obs_dim, feat = 5, 12

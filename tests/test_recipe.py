@@ -17,7 +17,8 @@ from dreamer_trl.config import parse_args, to_dict  # noqa: E402
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
 # Metrics the recipe logs (CSVLogger writes logs/scalars/<name>.csv, one "step,value" row per call).
 EXPECTED_METRICS = ["eval/return", "train/updates", "train/episodes", "train/episode_return", "loss/actor",
-                    "loss/value", "train/grad_norm_model", "train/grad_norm_actor", "train/grad_norm_value", "time/env_steps_per_s"]
+                    "loss/value", "train/grad_norm_model", "train/grad_norm_actor", "train/grad_norm_value", "time/env_steps_per_s",
+                    "loss/kl", "loss/kl_clamped"]
 
 
 def _load_recipe():
@@ -122,6 +123,15 @@ def test_state_observation_run(tmp_path):
     assert meta["env_steps"] == 800 and meta["config"]["env"]["from_pixels"] is False
     obs_dim, action_dim = 5, 1  # cartpole: position (3) + velocity (2)
     dt.make_world_model("observation", (obs_dim,), action_dim, cfg.model).load_state_dict(state["world_model"])
+
+
+@pytest.mark.slow
+def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
+    # 10 training phases with the batch-mean KL below 1000 free nats: the clamp never lets a gradient through.
+    _run(tmp_path, "--from_pixels", "false", "--free_nats", "1000", "--train_every", "40",
+         "--updates_per_train", "1", "--eval_every", "400", "--checkpoint_every", "400")
+    out = capsys.readouterr().out
+    assert out.count("stayed below free_nats (1000.0)") == 1, out
 
 
 @pytest.mark.parametrize("extra, fragment", [
