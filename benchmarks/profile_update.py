@@ -1,7 +1,7 @@
 """Where the time of one dreamer_trl update goes, and what acting on the largest share from outside gives.
 
     python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --threads 2
-    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --variants baseline decoder_linear compile
+    python benchmarks/profile_update.py --batch 16 --seq 50 --updates 3 --variants baseline subpixel_last compile
 
 Manual timers, no library edits: the forward methods of the networks inside the world model, actor and
 value are wrapped on their instances, and module backward hooks time the encoder's and decoder's
@@ -14,10 +14,11 @@ backward. Parts, for one ``DreamerUpdate.update`` (same operations, timed step b
   imagination), value; then the optimizers (clip + Adam).
 
 ``--variants`` times the whole update for modifications applied from the outside to a freshly built
-model: ``decoder_linear`` (the decoder's first transposed conv acts on a 1x1 input: replaced by an equal
-Linear + reshape) and ``compile`` (``torch.compile`` of the encoder and decoder networks). Two earlier
-variants measured here were adopted by the library: channels-last convs and each loss's backward right
-after its forward (benchmarks/RESULTS.md). ``--no_profile`` skips the table,
+model: ``subpixel_last`` (the decoder's last transposed conv, kernel 6 stride 2, as a 3x3 convolution to
+four times the channels and a pixel shuffle) and ``compile`` (``torch.compile`` of the encoder and decoder
+networks). Three earlier variants measured here were adopted by the library: channels-last convs, each
+loss's backward right after its forward, and the decoder's first transposed conv as a GEMM
+(benchmarks/RESULTS.md). ``--no_profile`` skips the table,
 so that the printed peak RSS (VmHWM) belongs to the variants alone.
 """
 from __future__ import annotations
@@ -147,28 +148,29 @@ def profile(args, cfg) -> dict[str, float]:
     return table
 
 
-class LinearFromPoint(nn.Module):
-    """A ConvTranspose2d applied to a 1x1 input, as the equal Linear: ``[N, Cin, 1, 1] -> [N, Cout, k, k]``."""
+class SubpixelDeconv(nn.Module):
+    """A stride-2 ConvTranspose2d with an even kernel k, as a k/2 x k/2 convolution to 4x the channels and a
+    pixel shuffle (the four output phases; same sums, same parameters)."""
 
     def __init__(self, conv: nn.ConvTranspose2d):
         super().__init__()
-        cin, cout, k, _ = conv.weight.shape
-        self.shape = (cout, k, k)
-        self.linear = nn.Linear(cin, cout * k * k)
-        with torch.no_grad():
-            self.linear.weight.copy_(conv.weight.reshape(cin, -1).t())
-            self.linear.bias.copy_(conv.bias[:, None, None].expand(cout, k, k).reshape(-1))
+        assert conv.stride == (2, 2) and conv.kernel_size[0] % 2 == 0 and conv.padding == (0, 0)
+        self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1)).reshape(-1, *self.shape)
+        w = self.conv.weight                                     # (Cin, Cout, k, k), k = 2h
+        cin, cout, k, _ = w.shape
+        h = k // 2
+        # output row 2m + p takes input row m - j through tap 2j + p: a correlation with the flipped taps
+        w = w.reshape(cin, cout, h, 2, h, 2).flip(2, 4).permute(1, 3, 5, 0, 2, 4).reshape(4 * cout, cin, h, h)
+        y = nn.functional.conv2d(x, w.contiguous(memory_format=torch.channels_last),
+                                 self.conv.bias.repeat_interleave(4), padding=h - 1)
+        return nn.functional.pixel_shuffle(y, 2)
 
 
-def decoder_linear(upd) -> None:
+def subpixel_last(upd) -> None:
     decoder = world_model_parts(upd.model_loss.world_model)["decoder"]
-    decoder.net[0] = LinearFromPoint(decoder.net[0])
-    upd.groups["model"][:] = [p for p in upd.model_loss.world_model.parameters() if p.requires_grad]
-    upd.optimizers["model"] = torch.optim.Adam(upd.groups["model"], lr=upd.optimizers["model"].defaults["lr"],
-                                               eps=upd.optimizers["model"].defaults["eps"])
+    decoder.net[-1] = SubpixelDeconv(decoder.net[-1])
 
 
 def compile_convs(upd) -> None:
@@ -177,8 +179,9 @@ def compile_convs(upd) -> None:
     parts["decoder"].net.compile()
 
 
-# Adopted in the library after measuring here: channels-last convs, backward right after each forward.
-VARIANTS = {"baseline": lambda upd: None, "decoder_linear": decoder_linear, "compile": compile_convs}
+# Adopted in the library after measuring here: channels-last convs, backward right after each forward,
+# the decoder's first transposed conv as a GEMM.
+VARIANTS = {"baseline": lambda upd: None, "subpixel_last": subpixel_last, "compile": compile_convs}
 
 
 def time_variant(args, cfg, name: str) -> float:
@@ -210,7 +213,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--variants", nargs="*", default=[], metavar="VARIANT",
                    help=f"also time the whole update under these outside modifications: {', '.join(VARIANTS)}; "
-                        "combine with '+', e.g. decoder_linear+compile")
+                        "combine with '+', e.g. subpixel_last+compile")
     p.add_argument("--no_profile", action="store_true", help="only time the variants")
     args = p.parse_args(argv)
     for name in args.variants:

@@ -52,20 +52,20 @@ def test_bench_update_vector_observations(impl):
 
 def test_profile_update_table_and_variant(capsys):
     out = _script("profile_update").main(["--preset", "debug", "--batch", "2", "--seq", "8", "--updates", "1",
-                                          "--warmup", "1", "--threads", "1", "--variants", "decoder_linear"])
+                                          "--warmup", "1", "--threads", "1", "--variants", "subpixel_last"])
     table = out["profile"]
     parts = sum(v for k, v in table.items() if k != "total")
     assert table["encoder fwd"] > 0 and table["decoder bwd"] > 0 and table["encoder bwd"] > 0
     assert 0.8 * table["total"] < parts < 1.2 * table["total"]
-    assert out["variants"]["decoder_linear"] > 0
+    assert out["variants"]["subpixel_last"] > 0
     assert "| RSSM observe loop fwd |" in capsys.readouterr().out
 
 
-def test_decoder_linear_equals_the_transposed_conv():
+def test_subpixel_deconv_equals_the_transposed_conv():
     profile_update = _script("profile_update")
-    conv = torch.nn.ConvTranspose2d(16, 8, 5, 2)
-    x = torch.randn(3, 16, 1, 1)
-    torch.testing.assert_close(profile_update.LinearFromPoint(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+    conv = torch.nn.ConvTranspose2d(8, 3, 6, 2)
+    x = torch.randn(3, 8, 7, 7)
+    torch.testing.assert_close(profile_update.SubpixelDeconv(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
 
 
 def test_bench_env_both_impls():
