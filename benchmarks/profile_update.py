@@ -173,6 +173,13 @@ def subpixel_last(upd) -> None:
     decoder.net[-1] = SubpixelDeconv(decoder.net[-1])
 
 
+def subpixel_even(upd) -> None:
+    """Both kernel-6 transposed convs (the last two) as convolution + pixel shuffle."""
+    decoder = world_model_parts(upd.model_loss.world_model)["decoder"]
+    for i in (-3, -1):
+        decoder.net[i] = SubpixelDeconv(decoder.net[i])
+
+
 def compile_convs(upd) -> None:
     parts = world_model_parts(upd.model_loss.world_model)
     parts["encoder"].net.compile()
@@ -181,7 +188,8 @@ def compile_convs(upd) -> None:
 
 # Adopted in the library after measuring here: channels-last convs, backward right after each forward,
 # the decoder's first transposed conv as a GEMM.
-VARIANTS = {"baseline": lambda upd: None, "subpixel_last": subpixel_last, "compile": compile_convs}
+VARIANTS = {"baseline": lambda upd: None, "subpixel_last": subpixel_last, "subpixel_even": subpixel_even,
+            "compile": compile_convs}
 
 
 def time_variant(args, cfg, name: str) -> float:

@@ -55,6 +55,6 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     if obs_key == keys.OBSERVATION:
         model_loss.set_keys(observation=keys.OBSERVATION, reco_observation=keys.RECO_OBSERVATION)
     actor_loss = ActorLoss(actor, value, imagination_env, horizon=loss_cfg.horizon, gamma=loss_cfg.gamma,
-                           lmbda=loss_cfg.lmbda)
+                           lmbda=loss_cfg.lmbda, share_value=True)
     return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss,
                  ValueLoss(value, gamma=loss_cfg.gamma))

@@ -148,6 +148,11 @@ class ActorLoss(LossModule):
     V_lambda is computed for the imagined states s_1..s_{H-1}; s_H bootstraps. Gradients flow through
     the dynamics into the actions; apply them to the actor's parameters only (``backward(inputs=...)``).
     Returns the imagined states, "lambda_target" and "discount" (detached) for :class:`ValueLoss`.
+
+    With ``share_value=True`` the returned data also holds the value head's predictions v(s_1..s_{H-1})
+    with their graph, so :class:`ValueLoss` reuses them instead of a second forward pass over the same
+    states (same numbers, as in the official code, which evaluates the value head once on ``imag_feat``).
+    Back-propagate the actor loss with ``retain_graph=True`` then (``DreamerUpdate`` does).
     """
 
     @dataclass
@@ -169,8 +174,9 @@ class ActorLoss(LossModule):
     default_keys = _AcceptedKeys
 
     def __init__(self, actor: TensorDictModule, value: TensorDictModule, imagination_env: ImaginationEnv, *,
-                 horizon: int = 15, gamma: float = 0.99, lmbda: float = 0.95):
+                 horizon: int = 15, gamma: float = 0.99, lmbda: float = 0.95, share_value: bool = False):
         super().__init__()
+        self.share_value = share_value
         if horizon < 2:
             raise ValueError(f"horizon must be >= 2, got {horizon}")
         self.actor, self.value = actor, value
@@ -202,12 +208,18 @@ class ActorLoss(LossModule):
              keys.ACTION: roll[keys.ACTION][:, :-1], k.reward: reward[:, :-1], k.lambda_target: returns,
              "discount": discount.expand(n, -1, -1)},
             batch_size=[n, self.horizon - 1],
-        )
-        return loss, data.detach()
+        ).detach()
+        if self.share_value:
+            data.set(k.value, value[:, :-1])  # with its graph, for ValueLoss
+        return loss, data
 
 
 class ValueLoss(LossModule):
-    """E[sum_t gamma^t 1/2 (v(s_t) - V_lambda(s_t))^2] on stop-gradient imagined states (Dreamer Eq. 8)."""
+    """E[sum_t gamma^t 1/2 (v(s_t) - V_lambda(s_t))^2] on stop-gradient imagined states (Dreamer Eq. 8).
+
+    If the input already holds the value predictions with a graph (``ActorLoss(share_value=True)``),
+    they are used as they are; otherwise the value head runs on the detached states.
+    """
 
     @dataclass
     class _AcceptedKeys:
@@ -231,8 +243,12 @@ class ValueLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDictBase]:
         k = self.tensor_keys
-        data = self.value(tensordict.select(*self.value.in_keys, k.lambda_target).detach())
-        target = data.get(k.lambda_target)
+        shared = tensordict.get(k.value, None)
+        if shared is not None and shared.requires_grad:
+            data = tensordict.select(k.value, k.lambda_target)
+        else:
+            data = self.value(tensordict.select(*self.value.in_keys, k.lambda_target).detach())
+        target = data.get(k.lambda_target).detach()
         discount = discount_weights(target.shape[-2], self.gamma, target.device)
         loss = (discount * 0.5 * (data.get(k.value) - target) ** 2).mean()
         return TensorDict(loss_value=loss), data

@@ -58,9 +58,9 @@ class DreamerUpdate:
         }
         self.groups = {"model": self.model_params, "actor": self.actor_params, "value": self.value_params}
 
-    def _backward(self, name: str, loss: torch.Tensor) -> None:
+    def _backward(self, name: str, loss: torch.Tensor, retain_graph: bool = False) -> None:
         self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward(inputs=self.groups[name])
+        loss.backward(inputs=self.groups[name], retain_graph=retain_graph)
 
     def losses(self, batch: TensorDictBase, backward: bool = False) -> dict[str, torch.Tensor]:
         """The three objectives on one ``[B, T]`` batch: {"total": {"model", "actor", "value"}, "metrics"}.
@@ -76,7 +76,8 @@ class DreamerUpdate:
         with self.autocast():
             actor_td, imagined = self.actor_loss(posterior)
         if backward:
-            self._backward("actor", actor_td["loss_actor"])
+            # the value loss may reuse the value predictions of this graph (ActorLoss.share_value)
+            self._backward("actor", actor_td["loss_actor"], retain_graph=getattr(self.actor_loss, "share_value", False))
         with self.autocast():
             value_td, _ = self.value_loss(imagined)
         if backward:

@@ -15,12 +15,13 @@ from dreamer_trl.world_model import make_world_model
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
 
 
-def build(seed=0):
+def build(seed=0, share_value=False):
     torch.manual_seed(seed)
     wm = make_world_model("pixels", (3, 64, 64), A, TINY)
     actor, value = make_actor(FEAT, A, TINY), make_value(FEAT, TINY)
     env = make_imagination_env(wm)
-    return DreamerUpdate(WorldModelLoss(wm), ActorLoss(actor, value, env, horizon=4), ValueLoss(value), OptimConfig())
+    return DreamerUpdate(WorldModelLoss(wm), ActorLoss(actor, value, env, horizon=4, share_value=share_value),
+                         ValueLoss(value), OptimConfig())
 
 
 def snapshot(module):
@@ -63,10 +64,11 @@ def test_each_loss_changes_only_its_own_parameters(only):
             assert all(p.grad is None for p in m.parameters()), name
 
 
-def test_update_equals_three_separate_updates_from_the_same_weights():
+@pytest.mark.parametrize("share_value", [False, True])
+def test_update_equals_three_separate_updates_from_the_same_weights(share_value):
     """The full update matches applying each loss alone to a copy: no gradient leaks between losses."""
-    full = build()
-    alone = {name: build() for name in ("model", "actor", "value")}
+    full = build(share_value=share_value)
+    alone = {name: build(share_value=share_value) for name in ("model", "actor", "value")}
     batch = make_batch()
     torch.manual_seed(5)
     full.update(batch)
@@ -79,6 +81,21 @@ def test_update_equals_three_separate_updates_from_the_same_weights():
         upd.optimizers[name].step()
         for a, b in zip(modules(full)[name].parameters(), modules(upd)[name].parameters()):
             torch.testing.assert_close(a, b)
+
+
+def test_sharing_the_value_predictions_gives_the_same_update():
+    """ActorLoss(share_value=True): ValueLoss reuses the actor phase's value forward; same weights and Adam state
+    up to float summation order (the shared forward runs over H rows per start, the separate one over H-1)."""
+    shared, separate = build(share_value=True), build(share_value=False)
+    batch = make_batch()
+    for step in range(2):
+        for upd in (shared, separate):
+            torch.manual_seed(10 + step)
+            upd.update(batch)
+    for name in ("model", "actor", "value"):
+        for a, b in zip(modules(shared)[name].parameters(), modules(separate)[name].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(shared.state_dict(), separate.state_dict(), rtol=1e-4, atol=1e-6)
 
 
 def test_update_returns_finite_metrics_and_learns_on_a_fixed_batch():
