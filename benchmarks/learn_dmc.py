@@ -168,16 +168,26 @@ def plot(dirs: list[str], png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for d in dirs:
+    runs = []
+    for d in (d for d in dirs if Path(d).is_dir()):  # a glob like learning/* also matches the PNG
+        if not (Path(d) / "curve.csv").is_file():
+            sys.exit(f"{d} has no curve.csv (an unfinished run?)")
         rows = list(csv.DictReader(open(Path(d) / "curve.csv")))
         meta = json.loads((Path(d) / "summary.json").read_text()) if (Path(d) / "summary.json").exists() else {}
-        label = f"{meta.get('impl', '?')} {meta.get('task', '')} s{meta.get('seed', '?')}" if meta else Path(d).name
-        ax.plot([int(r["env_steps"]) for r in rows], [float(r["eval_return"]) for r in rows], marker="o", label=label)
-    ax.set_xlabel("env steps (frames after action repeat)")
-    ax.set_ylabel("noise-free evaluation return")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        runs.append((meta.get("task", Path(d).name), meta.get("impl", "?"), meta.get("seed", "?"),
+                     [int(r["env_steps"]) for r in rows], [float(r["eval_return"]) for r in rows]))
+    tasks = sorted({r[0] for r in runs})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    colors, markers = {"ours": "tab:blue", "torchrl": "tab:orange"}, "osD^v"
+    for ax, task in zip(axes[0], tasks):
+        for _, impl, seed, x, y in sorted(r for r in runs if r[0] == task):
+            ax.plot(x, y, color=colors.get(impl, "gray"), marker=markers[int(seed) % len(markers)] if
+                    str(seed).isdigit() else "o", label=f"{'dreamer_trl' if impl == 'ours' else impl} seed {seed}")
+        ax.set_title(task)
+        ax.set_xlabel("env steps (frames after action repeat)")
+        ax.set_ylabel("noise-free evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     print(f"wrote {png}")
