@@ -70,15 +70,7 @@ def ours_timed_update(upd: dt.DreamerUpdate, batch, timings: dict, sync) -> None
         sync()
         marks.append(time.perf_counter())
 
-    model_td, posterior = upd.model_loss(batch)
-    upd._backward("model", sum(v for k, v in model_td.items() if k.startswith("loss_")))
-    mark()
-    actor_td, imagined = upd.actor_loss(posterior)
-    upd._backward("actor", actor_td["loss_actor"])
-    mark()
-    value_td, _ = upd.value_loss(imagined)
-    upd._backward("value", value_td["loss_value"])
-    mark()
+    upd.losses(batch, backward=True, after_phase=lambda name: mark())
     for name, opt in upd.optimizers.items():
         torch.nn.utils.clip_grad_norm_(upd.groups[name], upd.clip)
         opt.step()

@@ -93,7 +93,8 @@ def profiled_update(upd: dt.DreamerUpdate, batch, timers: Timers) -> None:
     for name, loss in total.items():
         upd.optimizers[name].zero_grad(set_to_none=True)
         s = t()
-        loss.backward(inputs=upd.groups[name])
+        # the value loss reuses the actor phase's value predictions (ActorLoss.share_value)
+        loss.backward(inputs=upd.groups[name], retain_graph=name == "actor" and upd.actor_loss.share_value)
         end = t()
         timers.add(f"bwd/{name}", end - s)
         span = timers.__dict__.get("ends", {}).get(name)

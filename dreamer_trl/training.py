@@ -11,6 +11,7 @@ Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not fin
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 from tensordict import TensorDictBase
@@ -62,26 +63,32 @@ class DreamerUpdate:
         self.optimizers[name].zero_grad(set_to_none=True)
         loss.backward(inputs=self.groups[name], retain_graph=retain_graph)
 
-    def losses(self, batch: TensorDictBase, backward: bool = False) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TensorDictBase, backward: bool = False,
+               after_phase: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
         """The three objectives on one ``[B, T]`` batch: {"total": {"model", "actor", "value"}, "metrics"}.
 
         With ``backward``, each loss is back-propagated into its own parameters right after its forward
         pass, so the world model's graph is freed before imagination (same gradients, less memory).
+        ``after_phase(name)`` is called after each phase ("model", "actor", "value"), e.g. for timing.
         """
+        after_phase = after_phase or (lambda name: None)
         with self.autocast():
             model_td, posterior = self.model_loss(batch)
         model = sum(v.float() for k, v in model_td.items() if k.startswith("loss_"))
         if backward:
             self._backward("model", model)
+        after_phase("model")
         with self.autocast():
             actor_td, imagined = self.actor_loss(posterior)
         if backward:
             # the value loss may reuse the value predictions of this graph (ActorLoss.share_value)
             self._backward("actor", actor_td["loss_actor"], retain_graph=getattr(self.actor_loss, "share_value", False))
+        after_phase("actor")
         with self.autocast():
             value_td, _ = self.value_loss(imagined)
         if backward:
             self._backward("value", value_td["loss_value"])
+        after_phase("value")
         total = {"model": model, "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}
         metrics = {f"loss/{k.removeprefix('loss_')}": v.detach() for td in (model_td, actor_td, value_td)
                    for k, v in td.items()}
