@@ -33,8 +33,16 @@ def _flatten_batch(x: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torc
 
 
 def preprocess_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` to float ``[-0.5, 0.5]`` (official code: ``obs / 255 - 0.5``)."""
-    return pixels.float().div_(255.0).sub_(0.5) if pixels.dtype == torch.uint8 else pixels
+    """uint8 ``[0, 255]`` to float ``[-0.5, 0.5]`` (official code: ``obs / 255 - 0.5``); floats pass through.
+
+    Images ``[*N, C, H, W]`` come out channels-last in memory (the channel stride is 1), the layout of the
+    NHWC convolutions, so neither the encoder nor the reconstruction loss copies them again.
+    """
+    if pixels.dtype != torch.uint8:
+        return pixels
+    if pixels.dim() < 3:
+        return pixels.float().div_(255.0).sub_(0.5)
+    return pixels.movedim(-3, -1).contiguous().float().div_(255.0).sub_(0.5).movedim(-1, -3)
 
 
 class ConvEncoder(nn.Module):

@@ -115,11 +115,12 @@ class WorldModelLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDictBase]:
         k = self.tensor_keys
-        tensordict = self.world_model(tensordict.copy())
+        obs = tensordict.get(k.observation)
+        target = preprocess_pixels(obs)  # once, for the encoder and the reconstruction target
+        tensordict = self.world_model(tensordict.copy().set(k.observation, target))
+        tensordict.set(k.observation, obs)
         kl = gaussian_kl(tensordict.get(k.posterior_mean), tensordict.get(k.posterior_std),
                          tensordict.get(k.prior_mean), tensordict.get(k.prior_std))       # (B, T)
-        obs = tensordict.get(k.observation)
-        target = preprocess_pixels(obs)
         event_dims = obs.dim() - tensordict.batch_dims
         # -log N(o | mean, 1) summed over the event dims, averaged over rows; fused to spare temporaries
         rows = target.shape[: target.dim() - event_dims].numel()

@@ -57,6 +57,14 @@ def test_preprocess_pixels_range():
     assert out[0].item() == -0.5 and out[-1].item() == 0.5
 
 
+def test_preprocess_pixels_images_come_out_channels_last():
+    px = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8)  # [B, T, C, H, W]
+    out = preprocess_pixels(px)
+    torch.testing.assert_close(out, px.float() / 255 - 0.5, rtol=0, atol=0)
+    assert out.stride(-3) == 1  # channel stride 1: NHWC memory for the convolutions
+    assert out.reshape(-1, 3, 8, 8).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_preprocess_pixels_leaves_input_and_floats_alone():
     px = _pixels(2)
     before = px.clone()
