@@ -1,6 +1,6 @@
 """Train Dreamer V1 (Hafner et al., ICLR 2020) on a DeepMind Control Suite task.
 
-    python recipes/dreamer_dmc.py --preset state                      # CPU: proprioceptive cartpole_swingup
+    python recipes/dreamer_dmc.py --preset state                      # CPU: proprioceptive cartpole_balance
     python recipes/dreamer_dmc.py --preset paper --task walker_walk   # GPU: pixels, paper defaults
     python recipes/dreamer_dmc.py --resume runs/RUN                   # continue from the latest checkpoint
     python recipes/dreamer_dmc.py --help                              # every config field

@@ -1,6 +1,6 @@
 """Plot learning curves of one or several run directories (seeds of one task are averaged).
 
-    python recipes/plot_runs.py runs/cartpole_swingup-state-s0-* runs/cartpole_swingup-state-s1-* --out plots/
+    python recipes/plot_runs.py runs/cartpole_balance-state-s0-* runs/cartpole_balance-state-s1-* --out plots/
 
 Writes ``returns.png`` (noise-free evaluation return vs env steps, with published DreamerV1 points for
 known tasks) and ``losses.png`` (model KL, reconstruction, reward, actor and value losses).

@@ -139,7 +139,7 @@ def test_parse_args_preset(preset):
 def test_parse_args_state_preset():
     cfg, _ = parse_args(["--preset", "state"])
     assert cfg == config.state()
-    assert cfg.env.from_pixels is False and cfg.env.task == "cartpole_swingup"
+    assert cfg.env.from_pixels is False and cfg.env.task == "cartpole_balance"
 
 
 @pytest.mark.parametrize("argv", [["--batch_size", "16"], ["--batch_size=16"]])
