@@ -44,7 +44,12 @@ class Agent:
 
 def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
                device="cpu") -> Agent:
-    """World model, imagination env, actor, value and their losses, on ``device``."""
+    """World model, imagination env, actor, value and their losses, on ``device``.
+
+    The actor loss shares its value predictions with the value loss (``ActorLoss(share_value=True)``):
+    drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or back-propagate the actor loss with
+    ``retain_graph=True`` before the value loss.
+    """
     device = torch.device(device)
     world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
