@@ -141,6 +141,10 @@ def main(argv=None) -> dict:
     with dt.Preemption() as preempt:
         stop = lambda: preempt.requested is not None  # noqa: E731
 
+        def show_progress(**extra) -> None:
+            bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
+                            updates=c["updates"], eval_return=f"{last_eval:.1f}", **extra)
+
         clamped = {"streak": 0}
 
         def warn_if_prior_untrained(is_clamped: float, kl: float) -> None:
@@ -161,8 +165,7 @@ def main(argv=None) -> dict:
             if metrics is not None:
                 log({**metrics, "train/updates": c["updates"]}, c["env_steps"])
                 warn_if_prior_untrained(float(metrics["loss/kl_clamped"]), float(metrics["loss/kl"]))
-            bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
-                            updates=c["updates"], eval_return=f"{last_eval:.1f}")
+            show_progress()
             if c["eval_due"] and not stop():
                 bar.set_postfix_str(f"evaluating ({s.eval_episodes} noise-free episodes)")
                 result = evaluate(eval_env, policy, s.eval_episodes, stop)
@@ -215,8 +218,7 @@ def main(argv=None) -> dict:
                 log({"time/env_steps_per_s": rate, "time/updates_per_s": c["updates"] / elapsed,
                      "train/episodes": c["episodes"], "train/physics_errors": c["physics_errors"]}, c["env_steps"])
                 bar.update(new_steps)
-                bar.set_postfix(phase="prefill" if c["env_steps"] < s.prefill_env_steps else "train",
-                                updates=c["updates"], eval_return=f"{last_eval:.1f}", steps_per_s=f"{rate:.0f}")
+                show_progress(steps_per_s=f"{rate:.0f}")
                 if stop():
                     break
             collector.shutdown(close_env=False)
