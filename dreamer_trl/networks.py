@@ -150,7 +150,11 @@ class TanhNormalActor(nn.Module):
         self.min_std = min_std
 
     def dist_params(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = self.net(features).chunk(2, -1)
+        return self.squash(self.net(features))
+
+    def squash(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's raw output ``[*N, 2A]`` to the pre-tanh Gaussian's (mean, std)."""
+        mean, std = raw.chunk(2, -1)
         mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
         std = F.softplus(std + self.raw_init_std) + self.min_std
         return mean, std

@@ -5,7 +5,7 @@
 
 Rebuilds the env, world model and actor from the config stored in the checkpoint (tensors loaded with
 ``torch.load(weights_only=True)``: no pickled code runs), prints ``return: mean ± std over N episodes``
-and writes ``episode_<i>.mp4``/``.gif``; for pixel models also the open-loop imagination strip
+and the actor's pre-tanh mean and std over the visited states (saturation check), and writes ``episode_<i>.mp4``/``.gif``; for pixel models also the open-loop imagination strip
 (``open_loop.png``/``.mp4``/``.gif``: 5 observed frames, then the prior alone with the recorded actions).
 Runs on the CPU by default, whatever device trained the checkpoint.
 """
@@ -93,6 +93,11 @@ def main(argv=None) -> dict:
     world_model, actor = world_model.to(device).eval(), actor.to(device).eval()
     policy = dt.make_policy(world_model, actor, env.action_spec.to(device), cfg.loss.exploration_noise)
 
+    # The actor's pre-tanh Gaussian on every visited state: a mean at the bound of 5 with a tiny std is a
+    # saturated actor, whose gradient has all but vanished (benchmarks/RESULTS.md, "Learning on CPU").
+    actor_net, dist = actor.module.net, []
+    hook = actor_net.net.register_forward_hook(lambda m, i, out: dist.append(actor_net.squash(out.detach())))
+
     video_dir = Path(args.video_dir) if args.video_dir else run_dir_of(checkpoint) / "eval"
     returns, videos = [], []
     for i in range(args.episodes):
@@ -101,16 +106,23 @@ def main(argv=None) -> dict:
         print(f"episode {i}: return {ret:.1f} ({len(frames) - 1} agent steps)")
         if i < args.videos:
             videos += write_video(frames, video_dir / f"episode_{i}")
+    hook.remove()
     if obs_key == keys.PIXELS:
         length = min(OPEN_LOOP_LENGTH, cfg.env.episode_frames // cfg.env.action_repeat)
         out = open_loop(world_model, real_sequences(env, policy, batch_size=4, length=length), OPEN_LOOP_CONTEXT)
         videos += write_open_loop(out, video_dir / "open_loop")
         print("open-loop MSE per imagined step:", " ".join(f"{v:.4f}" for v in out["mse_per_step"].tolist()))
+    q = torch.tensor([0.05, 0.5, 0.95])
+    actor_mean = torch.cat([m.reshape(-1) for m, _ in dist]).quantile(q).tolist()
+    actor_std = torch.cat([s.reshape(-1) for _, s in dist]).quantile(q).tolist()
+    print("actor pre-tanh mean, 5/50/95%: " + " / ".join(f"{v:.3f}" for v in actor_mean)
+          + f" (bound {actor_net.mean_scale:g}); std: " + " / ".join(f"{v:.4f}" for v in actor_std))
     mean, std = float(np.mean(returns)), float(np.std(returns))
     print(f"return: {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
     for path in videos:
         print(path)
-    return {"returns": returns, "mean": mean, "std": std, "videos": [str(p) for p in videos]}
+    return {"returns": returns, "mean": mean, "std": std, "videos": [str(p) for p in videos],
+            "actor_mean_quantiles": actor_mean, "actor_std_quantiles": actor_std}
 
 
 if __name__ == "__main__":

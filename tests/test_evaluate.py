@@ -71,6 +71,9 @@ def test_evaluate_prints_return(state_evaluation):
     result, out = state_evaluation
     _check_printed_return(out, result)
     assert len(result["returns"]) == 1 and "open-loop" not in out   # no open-loop strip for state models
+    lo, mid, hi = result["actor_mean_quantiles"]
+    assert -5 <= lo <= mid <= hi <= 5 and "actor pre-tanh mean" in out   # within the mean scale of 5
+    assert all(s > 0 for s in result["actor_std_quantiles"])
 
 
 @pytest.mark.slow
