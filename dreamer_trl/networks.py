@@ -88,8 +88,8 @@ class ConvDecoder(nn.Module):
         """``net[0]`` (a transposed conv) applied to ``x`` viewed as ``[N, 1024, 1, 1]``, computed as one GEMM.
 
         On a 1x1 input a transposed conv is a dense layer onto the k x k map,
-        ``y[n, c, i, j] = b[c] + sum_d x[n, d] w[d, c, i, j]``; the GEMM is about 5x faster than the
-        convolution kernel on CPU. Same parameters (and state_dict) as the convolution; the output is laid
+        ``y[n, c, i, j] = b[c] + sum_d x[n, d] w[d, c, i, j]``; one GEMM is faster than the convolution
+        kernel for this shape on CPU. Same parameters (and state_dict) as the convolution; the output is laid
         out channels-last for the next layer.
         """
         conv = self.net[0]
