@@ -16,6 +16,27 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def keras_init_(module: nn.Module) -> nn.Module:
+    """The official code's initialisation (TF2 Keras defaults), in place; returns ``module``.
+
+    Dense, Conv2D and Conv2DTranspose kernels: Glorot-uniform, U(-b, b) with b = sqrt(6 / (fan_in + fan_out));
+    biases zero. GRU: input kernel Glorot-uniform, recurrent kernel orthogonal, biases zero. PyTorch's
+    defaults differ (Kaiming-uniform with a = sqrt(5), uniform biases, uniform GRU weights). Fans are
+    computed from PyTorch's layouts, which give the same bound as Keras's for every layer type here.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.GRUCell):
+            nn.init.xavier_uniform_(m.weight_ih)
+            nn.init.orthogonal_(m.weight_hh)
+            nn.init.zeros_(m.bias_ih)
+            nn.init.zeros_(m.bias_hh)
+    return module
+
+
 def mlp(in_dim: int, out_dim: int, hidden: int, layers: int, act: type[nn.Module] = nn.ELU) -> nn.Sequential:
     """``layers`` hidden Linear+activation blocks of width ``hidden``, then a linear output."""
     mods: list[nn.Module] = []
@@ -57,6 +78,7 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(4 * depth, 8 * depth, 4, 2), nn.ReLU(),
         )
         self.out_dim = 8 * depth * 4
+        keras_init_(self)
         self.to(memory_format=torch.channels_last)  # NHWC convs: faster on CPU (oneDNN) and GPU (cuDNN)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -76,6 +98,7 @@ class ConvDecoder(nn.Module):
             nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ReLU(),
             nn.ConvTranspose2d(depth, out_channels, 6, 2),
         )
+        keras_init_(self)
         self.net.to(memory_format=torch.channels_last)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -104,7 +127,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, obs_dim: int, hidden: int = 400, layers: int = 2, out_dim: int = 400):
         super().__init__()
-        self.net = mlp(obs_dim, out_dim, hidden, layers)
+        self.net = keras_init_(mlp(obs_dim, out_dim, hidden, layers))
         self.out_dim = out_dim
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
@@ -116,7 +139,7 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, feature_dim: int, obs_dim: int, hidden: int = 400, layers: int = 2):
         super().__init__()
-        self.net = mlp(feature_dim, obs_dim, hidden, layers)
+        self.net = keras_init_(mlp(feature_dim, obs_dim, hidden, layers))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
@@ -127,7 +150,7 @@ class ScalarHead(nn.Module):
 
     def __init__(self, feature_dim: int, hidden: int = 400, layers: int = 2):
         super().__init__()
-        self.net = mlp(feature_dim, 1, hidden, layers)
+        self.net = keras_init_(mlp(feature_dim, 1, hidden, layers))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
@@ -144,7 +167,7 @@ class TanhNormalActor(nn.Module):
     def __init__(self, feature_dim: int, action_dim: int, hidden: int = 400, layers: int = 4,
                  mean_scale: float = 5.0, init_std: float = 5.0, min_std: float = 1e-4):
         super().__init__()
-        self.net = mlp(feature_dim, 2 * action_dim, hidden, layers)
+        self.net = keras_init_(mlp(feature_dim, 2 * action_dim, hidden, layers))
         self.mean_scale = mean_scale
         self.raw_init_std = math.log(math.expm1(init_std))
         self.min_std = min_std

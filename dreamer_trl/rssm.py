@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamer_trl.networks import keras_init_
+
 
 class RSSM(nn.Module):
     """Gaussian RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step)."""
@@ -40,6 +42,20 @@ class RSSM(nn.Module):
         self.obs_belief = nn.Linear(belief_dim, hidden_dim, bias=False)
         self.obs_embed = nn.Linear(embed_dim, hidden_dim)
         self.obs_out = nn.Linear(hidden_dim, 2 * state_dim)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The official code's initialisation (:func:`~dreamer_trl.networks.keras_init_`).
+
+        The posterior's first layer is one Dense on concat(h_t, e_t) there; its two halves here share the
+        Glorot bound of the joint layer (fan_in = D + E).
+        """
+        keras_init_(self)
+        joint = torch.empty(self.obs_belief.out_features, self.obs_belief.in_features + self.obs_embed.in_features)
+        nn.init.xavier_uniform_(joint)
+        self.obs_belief.weight.copy_(joint[:, : self.belief_dim])
+        self.obs_embed.weight.copy_(joint[:, self.belief_dim :])
 
     @property
     def feature_dim(self) -> int:

@@ -306,3 +306,43 @@ def test_make_actor_detaches_its_features(tiny_cfg):
     actor(td)[keys.ACTION].sum().backward()
     assert td[keys.STATE].grad is None and td[keys.BELIEF].grad is None
     assert all(p.grad is not None for p in actor.parameters())
+
+
+def _glorot_bound(fan_in, fan_out):
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ConvEncoder(4), lambda: ConvDecoder(12, 4), lambda: MLPEncoder(5, 16, 2, 16),
+    lambda: MLPDecoder(12, 5, 16, 2), lambda: ScalarHead(12, 16, 3), lambda: TanhNormalActor(12, 2, 16, 4),
+])
+def test_networks_use_the_official_keras_initialisation(build):
+    """Glorot-uniform kernels (checked against the bound and the uniform variance b^2/3), zero biases."""
+    torch.manual_seed(0)
+    net = build()
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    assert layers
+    for m in layers:
+        w = m.weight
+        k = w[0, 0].numel() if w.dim() == 4 else 1
+        b = _glorot_bound(w.shape[1] * k, w.shape[0] * k)  # symmetric in the fans: any layout
+        assert w.abs().max() <= b
+        if w.numel() >= 500:
+            assert w.var().item() == pytest.approx(b * b / 3, rel=0.2)
+        assert m.bias is None or torch.count_nonzero(m.bias) == 0
+
+
+def test_rssm_initialisation_gru_orthogonal_and_joint_posterior_bound():
+    from dreamer_trl.rssm import RSSM
+
+    torch.manual_seed(0)
+    rssm = RSSM(action_dim=3, embed_dim=40, state_dim=6, belief_dim=20, hidden_dim=24)
+    w_hh = rssm.gru.weight_hh                                             # (3D, D): Keras kernel transposed
+    assert torch.allclose(w_hh.T @ w_hh, torch.eye(20), atol=1e-5)       # orthonormal columns
+    assert torch.count_nonzero(rssm.gru.bias_ih) == 0 and torch.count_nonzero(rssm.gru.bias_hh) == 0
+    assert rssm.gru.weight_ih.abs().max() <= _glorot_bound(24, 60)
+    # posterior first layer: one Dense on concat(h, e) in the official code, fan_in = D + E
+    joint = torch.cat([rssm.obs_belief.weight, rssm.obs_embed.weight], 1)
+    assert joint.abs().max() <= _glorot_bound(20 + 40, 24)
+    assert joint.var().item() == pytest.approx(_glorot_bound(60, 24) ** 2 / 3, rel=0.2)
+    assert torch.count_nonzero(rssm.obs_embed.bias) == 0
