@@ -52,11 +52,18 @@ class ModelConfig:
 class LossConfig:
     """Objectives (Dreamer Eq. 6-8, 10)."""
 
+    representation: str = _f("reconstruction", "world-model objective (Dreamer Sec. 4, Fig. 8): reconstruction, "
+                             "contrastive (InfoNCE) or reward (reward and KL only, no observation model)")
+    obs_scale: float = _f(1.0, "weight of the observation term (reconstruction or contrastive)")
+    reward_scale: float = _f(1.0, "weight of the reward term of the world-model loss")
     kl_scale: float = _f(1.0, "weight of the KL term of the world-model loss")
     free_nats: float = _f(3.0, "the batch-mean KL is clamped from below at this many nats")
     horizon: int = _f(15, "imagination horizon H")
     gamma: float = _f(0.99, "discount")
     lmbda: float = _f(0.95, "lambda of the lambda-return V_lambda")
+    value_estimate: str = _f("lambda", "value estimate the actor maximises (Dreamer Eq. 4-6): lambda (V_lambda), "
+                             "nstep (V_N^k, k = value_steps) or reward (V_R: imagined rewards only, no value net)")
+    value_steps: int = _f(5, "k of the k-step estimate V_N^k (value_estimate nstep)")
     exploration_noise: float = _f(0.3, "std of the Gaussian noise added to actions in the real env")
 
 
@@ -217,6 +224,9 @@ def from_dict(data: dict) -> DreamerConfig:
     return cfg
 
 
+REPRESENTATIONS = ("reconstruction", "contrastive", "reward")
+VALUE_ESTIMATES = ("lambda", "nstep", "reward")
+
 # Fields that may change when a run is resumed; any other difference is refused.
 RESUMABLE = {"total_env_steps", "run_dir", "run_name", "resume", "device", "threads", "progress", "tensorboard",
              "wandb_project", "compile", "compile_backend", "precision",
@@ -256,6 +266,10 @@ def validate(cfg: DreamerConfig) -> None:
         (0.0 <= l.gamma <= 1.0, "gamma", "in [0, 1]", l.gamma),
         (0.0 <= l.lmbda <= 1.0, "lmbda", "in [0, 1]", l.lmbda),
         (l.free_nats >= 0 and l.kl_scale >= 0, "free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
+        (l.obs_scale >= 0 and l.reward_scale >= 0, "obs_scale/reward_scale", ">= 0", (l.obs_scale, l.reward_scale)),
+        (l.representation in REPRESENTATIONS, "representation", " or ".join(REPRESENTATIONS), l.representation),
+        (l.value_estimate in VALUE_ESTIMATES, "value_estimate", " or ".join(VALUE_ESTIMATES), l.value_estimate),
+        (l.value_estimate != "nstep" or 1 <= l.value_steps <= l.horizon - 1, "value_steps", f"in [1, horizon - 1 = {l.horizon - 1}]", l.value_steps),
         (cfg.run.precision in ("fp32", "bf16"), "precision", "fp32 or bf16", cfg.run.precision),
         (cfg.run.device in ("auto", "cpu") or cfg.run.device.startswith(("cuda", "mps")), "device",
          "auto, cpu, cuda[:i] or mps", cfg.run.device),
