@@ -39,7 +39,6 @@ sys.path.insert(0, str(HERE))
 import dreamer_trl as dt  # noqa: E402
 from bench_update import make_ours, peak_rss_mb, synthetic_batch  # noqa: E402
 from dreamer_trl.config import PRESETS  # noqa: E402
-from dreamer_trl.world_model import world_model_parts  # noqa: E402
 
 
 class Timers:
@@ -79,38 +78,36 @@ def profiled_update(upd: dt.DreamerUpdate, batch, timers: Timers) -> None:
     """``DreamerUpdate.update`` with a timer around each stage (see ``bench_update.ours_timed_update``)."""
     t = time.perf_counter
     start = t()
-    model_td, posterior = upd.model_loss(batch)
-    t1 = t()
-    actor_td, imagined = upd.actor_loss(posterior)
-    t2 = t()
-    value_td, _ = upd.value_loss(imagined)
-    t3 = t()
-    timers.add("fwd/model_loss", t1 - start)
-    timers.add("fwd/actor_loss", t2 - t1)
-    timers.add("fwd/value_loss", t3 - t2)
-    total = {"model": sum(v for k, v in model_td.items() if k.startswith("loss_")),
-             "actor": actor_td["loss_actor"], "value": value_td["loss_value"]}
-    for name, loss in total.items():
-        upd.optimizers[name].zero_grad(set_to_none=True)
+    data, total = batch, {}
+    for phase in upd.phases:
         s = t()
-        # the value loss reuses the actor phase's value predictions (ActorLoss.share_value)
-        loss.backward(inputs=upd.groups[name], retain_graph=name == "actor" and upd.actor_loss.share_value)
+        loss_td, data = phase.loss(data)
+        timers.add(f"fwd/{phase.name}_loss", t() - s)
+        total[phase.name] = (sum(v for k, v in loss_td.items() if k.startswith("loss_")), data)
+    for i, (name, (loss, handed_on)) in enumerate(total.items()):
+        phase = upd.phase(name)
+        phase.optimizer.zero_grad(set_to_none=True)
+        s = t()
+        # the value loss may reuse the actor phase's value predictions (ActorLoss.share_value)
+        retain = any(v.requires_grad for v in handed_on.values(include_nested=True, leaves_only=True))
+        loss.backward(inputs=phase.params, retain_graph=retain and i + 1 < len(total))
         end = t()
         timers.add(f"bwd/{name}", end - s)
         span = timers.__dict__.get("ends", {}).get(name)
         if span and span in timers.marks:
             timers.add(span, end - timers.marks.pop(span))
     s = t()
-    for name, opt in upd.optimizers.items():
-        nn.utils.clip_grad_norm_(upd.groups[name], upd.clip)
-        opt.step()
+    for phase in upd.phases:
+        nn.utils.clip_grad_norm_(phase.params, phase.clip)
+        phase.optimizer.step()
     timers.add("optimizer", t() - s)
     timers.add("total", t() - start)
 
 
 def profile(args, cfg) -> dict[str, float]:
     upd, _ = make_ours(args, cfg)
-    parts = world_model_parts(upd.model_loss.world_model)
+    wm = upd.phase("model").loss.world_model
+    parts = {"encoder": wm.encoder, "rssm": wm.rssm, "decoder": wm.decoder.net}
     timers = Timers()
     # The encoder's input (pixels) needs no gradient: its hook then fires at the output gradient, as intended.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
@@ -170,21 +167,21 @@ class SubpixelDeconv(nn.Module):
 
 
 def subpixel_last(upd) -> None:
-    decoder = world_model_parts(upd.model_loss.world_model)["decoder"]
+    decoder = upd.phase("model").loss.world_model.decoder.net
     decoder.net[-1] = SubpixelDeconv(decoder.net[-1])
 
 
 def subpixel_even(upd) -> None:
     """Both kernel-6 transposed convs (the last two) as convolution + pixel shuffle."""
-    decoder = world_model_parts(upd.model_loss.world_model)["decoder"]
+    decoder = upd.phase("model").loss.world_model.decoder.net
     for i in (-3, -1):
         decoder.net[i] = SubpixelDeconv(decoder.net[i])
 
 
 def compile_convs(upd) -> None:
-    parts = world_model_parts(upd.model_loss.world_model)
-    parts["encoder"].net.compile()
-    parts["decoder"].net.compile()
+    wm = upd.phase("model").loss.world_model
+    wm.encoder.net.compile()
+    wm.decoder.net.net.compile()
 
 
 # Adopted in the library after measuring here: channels-last convs, backward right after each forward,

@@ -13,7 +13,6 @@ import warnings
 import torch
 from torch import nn
 
-from dreamer_trl.world_model import world_model_parts
 
 
 def compile_networks(world_model, actor, value, *, backend: str = "inductor", device="cpu") -> None:
@@ -23,11 +22,12 @@ def compile_networks(world_model, actor, value, *, backend: str = "inductor", de
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
     cuda = torch.device(device).type == "cuda"
     mode = "reduce-overhead" if cuda and backend == "inductor" else None  # CUDA graphs on GPU only
-    parts = world_model_parts(world_model)
-    modules: list[nn.Module] = [parts["encoder"], parts["decoder"], parts["reward"], actor.module.net, value.module]
+    modules = [world_model.encoder, world_model.decoder, world_model.reward_head, actor.module.net,
+               value.module if value is not None else None]
     for module in modules:
-        module.compile(backend=backend, mode=mode)
-    rssm = parts["rssm"]
+        if module is not None:
+            module.compile(backend=backend, mode=mode)
+    rssm = world_model.rssm
     for name in ("_belief_step", "posterior_step", "prior_step"):
         setattr(rssm, name, torch.compile(getattr(rssm, name), backend=backend, mode=mode))
 

@@ -1,4 +1,9 @@
-"""Builders shared by the recipes and benchmarks: the training env and the whole agent from sub-configs."""
+"""Builders shared by the recipes and benchmarks: the training env and the whole agent from sub-configs.
+
+This is where the variants are chosen by name: the representation objective
+(:mod:`dreamer_trl.objectives.representation`) and the value estimate
+(:mod:`dreamer_trl.objectives.value_estimates`); everything else is built the same way for all of them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,15 +11,15 @@ from dataclasses import dataclass
 import torch
 from tensordict.nn import TensorDictModule
 from torchrl.envs import EnvBase, RewardSum
-from torchrl.modules import WorldModelWrapper
 
-from dreamer_trl import keys
-from dreamer_trl.config import EnvConfig, LossConfig, ModelConfig
+from dreamer_trl.behavior import make_actor, make_value
+from dreamer_trl.config import EnvConfig, LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.envs import make_dmc_env, split_task
 from dreamer_trl.imagination import ImaginationEnv, make_imagination_env
-from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss
-from dreamer_trl.policy import make_actor, make_value, policy_carry_transform
-from dreamer_trl.world_model import make_world_model
+from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss, make_representation, make_value_estimate
+from dreamer_trl.policy import policy_carry_transform
+from dreamer_trl.training import DreamerUpdate
+from dreamer_trl.world_model import DreamerWorldModel, make_world_model
 
 
 def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs) -> EnvBase:
@@ -31,35 +36,45 @@ def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs
 
 @dataclass
 class Agent:
-    """The networks and the three losses of one Dreamer agent."""
+    """The networks and the losses of one Dreamer agent (``value_loss`` None with V_R: no value training)."""
 
-    world_model: WorldModelWrapper
+    world_model: DreamerWorldModel
     imagination_env: ImaginationEnv
     actor: TensorDictModule
     value: TensorDictModule
     model_loss: WorldModelLoss
     actor_loss: ActorLoss
-    value_loss: ValueLoss
+    value_loss: ValueLoss | None
 
 
 def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
                device="cpu") -> Agent:
     """World model, imagination env, actor, value and their losses, on ``device``.
 
-    The actor loss shares its value predictions with the value loss (``ActorLoss(share_value=True)``):
-    drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or back-propagate the actor loss with
-    ``retain_graph=True`` before the value loss.
+    ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
+    actor's target. The actor loss shares its value predictions with the value loss
+    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or
+    back-propagate the actor loss with ``retain_graph=True`` before the value loss.
     """
     device = torch.device(device)
-    world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg).to(device)
+    world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
     feature_dim = model_cfg.state_dim + model_cfg.belief_dim
     actor = make_actor(feature_dim, action_dim, model_cfg).to(device)
     value = make_value(feature_dim, model_cfg).to(device)
-    model_loss = WorldModelLoss(world_model, kl_scale=loss_cfg.kl_scale, free_nats=loss_cfg.free_nats)
-    if obs_key == keys.OBSERVATION:
-        model_loss.set_keys(observation=keys.OBSERVATION, reco_observation=keys.RECO_OBSERVATION)
-    actor_loss = ActorLoss(actor, value, imagination_env, horizon=loss_cfg.horizon, gamma=loss_cfg.gamma,
-                           lmbda=loss_cfg.lmbda, share_value=True)
-    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss,
-                 ValueLoss(value, gamma=loss_cfg.gamma))
+    representation = make_representation(loss_cfg.representation)
+    scales = {**{t: loss_cfg.obs_scale for t in representation.terms}, "reward": loss_cfg.reward_scale,
+              "kl": loss_cfg.kl_scale}
+    model_loss = WorldModelLoss(world_model, representation=representation, scales=scales,
+                                free_nats=loss_cfg.free_nats)
+    estimate = make_value_estimate(loss_cfg.value_estimate, loss_cfg.lmbda, loss_cfg.value_steps)
+    actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=loss_cfg.horizon,
+                           gamma=loss_cfg.gamma, value_estimate=estimate, share_value=True)
+    value_loss = ValueLoss(value, gamma=loss_cfg.gamma) if estimate.needs_value else None
+    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss)
+
+
+def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
+    """The agent's update: world model, actor and (unless V_R) value phases with their Adams."""
+    return DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, optim_cfg, max_nonfinite,
+                         autocast=autocast)

@@ -2,7 +2,7 @@
 
 :class:`ImaginationEnv` subclasses ``torchrl.envs.model_based.ModelBasedEnvBase``: ``reset`` takes the
 start states ("state", "belief"), ``step`` applies the prior (:meth:`RSSM.prior_step`) and the reward
-head's mean. It drives TorchRL's own ``DreamerActorLoss``. :meth:`RSSM.imagine` runs the same step function
+head's point prediction. It drives TorchRL's own ``DreamerActorLoss``. :meth:`RSSM.imagine` runs the same step function
 on plain tensors for the whole horizon in one call; it is what :class:`~dreamer_trl.objectives.ActorLoss`
 uses. With the same random stream both give the same trajectory (tested).
 
@@ -20,7 +20,7 @@ from torchrl.modules import WorldModelWrapper
 
 from dreamer_trl import keys
 from dreamer_trl.rssm import RSSM
-from dreamer_trl.world_model import feature_module, world_model_parts
+from dreamer_trl.world_model import HeadPrediction, latent_module
 
 
 class PriorStep(nn.Module):
@@ -31,7 +31,7 @@ class PriorStep(nn.Module):
         self.rssm = rssm
 
     def forward(self, state, belief, action):
-        _, _, state, belief = self.rssm.prior_step(state, belief, action)
+        _, state, belief = self.rssm.prior_step(state, belief, action)
         return state, belief
 
 
@@ -67,11 +67,10 @@ class ImaginationEnv(ModelBasedEnvBase):
         return out
 
 
-def make_imagination_env(world_model: WorldModelWrapper, device="cpu") -> ImaginationEnv:
-    """The imagination env sharing the networks of a world model from :func:`make_world_model`."""
-    parts = world_model_parts(world_model)
-    rssm = parts["rssm"]
+def make_imagination_env(world_model, device="cpu") -> ImaginationEnv:
+    """The imagination env sharing the networks of a :class:`~dreamer_trl.world_model.DreamerWorldModel`."""
+    rssm = world_model.rssm
     transition = TensorDictModule(PriorStep(rssm), in_keys=[keys.STATE, keys.BELIEF, keys.ACTION],
                                   out_keys=[keys.STATE, keys.BELIEF])
-    env_model = WorldModelWrapper(transition, world_model.get_reward_operator())
+    env_model = WorldModelWrapper(transition, latent_module(HeadPrediction(world_model.reward_head), keys.REWARD))
     return ImaginationEnv(env_model, rssm.state_dim, rssm.belief_dim, rssm.action_dim, device=device)

@@ -182,8 +182,41 @@ class TanhNormalActor(nn.Module):
         std = F.softplus(std + self.raw_init_std) + self.min_std
         return mean, std
 
+    def dist(self, features: torch.Tensor) -> "TanhNormal":
+        """The action distribution at these features."""
+        return TanhNormal(*self.dist_params(features))
+
     def forward(self, features: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        mean, std = self.dist_params(features)
-        if deterministic:
-            return torch.tanh(mean)
-        return torch.tanh(mean + std * torch.randn_like(mean))
+        dist = self.dist(features)
+        return dist.mode() if deterministic else dist.rsample()
+
+
+class TanhNormal:
+    """a = tanh(u), u ~ N(mean, std) per action dim: sample, mode, log_prob, entropy.
+
+    ``mode`` is tanh(mean) (the official code picks the most likely of 100 samples instead); ``entropy``
+    is the sample estimate -mean_i log p(a_i) over ``samples`` reparameterised draws, as the official
+    ``SampleDist`` computes it (the tanh-Gaussian has no closed form).
+    Shapes: mean, std ``[*N, A]``; actions ``[*N, A]``; log_prob and entropy ``[*N]``.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    def rsample(self) -> torch.Tensor:
+        return torch.tanh(self.mean + self.std * torch.randn_like(self.mean))
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.mean)
+
+    def log_prob(self, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """log N(u | mean, std) - sum log(1 - tanh(u)^2) with u = atanh(a) (a clipped to +-(1 - eps))."""
+        u = torch.atanh(action.clamp(-1 + eps, 1 - eps))
+        z = (u - self.mean) / self.std
+        log_normal = -0.5 * z**2 - torch.log(self.std) - 0.5 * math.log(2 * math.pi)
+        log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))  # log(1 - tanh(u)^2), stable
+        return (log_normal - log_det).sum(-1)
+
+    def entropy(self, samples: int = 100) -> torch.Tensor:
+        draws = torch.stack([self.rsample() for _ in range(samples)])
+        return -self.log_prob(draws).mean(0)

@@ -3,8 +3,10 @@
 Hafner et al. 2019 (PlaNet, arXiv:1811.04551, Sec. 3) and 2020 (Dreamer, arXiv:1912.01603, Eq. 1):
 
     deterministic belief  h_t = f(h_{t-1}, s_{t-1}, a_{t-1})        (GRU, 200 units)
-    prior                 p(s_t | h_t)       = N(mu, softplus(sigma) + 0.1)
-    posterior             q(s_t | h_t, o_t)  = N(mu', softplus(sigma') + 0.1)
+    prior                 p(s_t | h_t)
+    posterior             q(s_t | h_t, o_t)
+
+over any latent family of :mod:`dreamer_trl.latent` (V1: ``GaussianLatent``, N(mu, softplus(sigma) + 0.1)).
 
 The time loops (:meth:`RSSM.observe`, :meth:`RSSM.imagine`) run on tensors inside one call; everything
 that does not depend on the recurrence (the embedding and action projections, the prior head during
@@ -13,7 +15,7 @@ observation) is computed for all steps at once, outside the loop.
 Shapes:
     B batch, T time, H horizon, S state (30), D belief (200), A action, E embedding.
     ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` ->
-    state/belief/prior and posterior mean and std ``[B, T, S|D]``.
+    "state", "belief", "prior_<param>", "posterior_<param>" ``[B, T, .]`` (Gaussian: mean, std).
     ``imagine``: state ``[N, S]``, belief ``[N, D]`` -> ``[N, H, S|D|A]``.
 """
 from __future__ import annotations
@@ -24,24 +26,33 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamer_trl.latent import GaussianLatent
 from dreamer_trl.networks import keras_init_
 
 
 class RSSM(nn.Module):
-    """Gaussian RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step)."""
+    """RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step).
+
+    Args:
+        action_dim, embed_dim: A and E.
+        state_dim, belief_dim, hidden_dim: S, D and the hidden width (V1: 30, 200, 200).
+        min_std: the Gaussian latent's minimum std, used when ``latent`` is None.
+        latent: the latent distribution family (default ``GaussianLatent(state_dim, min_std)``).
+    """
 
     def __init__(self, action_dim: int, embed_dim: int, state_dim: int = 30, belief_dim: int = 200,
-                 hidden_dim: int = 200, min_std: float = 0.1):
+                 hidden_dim: int = 200, min_std: float = 0.1, latent=None):
         super().__init__()
-        self.state_dim, self.belief_dim, self.action_dim = state_dim, belief_dim, action_dim
-        self.min_std = min_std
-        self.img_in = nn.Linear(state_dim + action_dim, hidden_dim)
+        self.latent = latent or GaussianLatent(state_dim, min_std)
+        self.state_dim, self.belief_dim, self.action_dim = self.latent.sample_dim, belief_dim, action_dim
+        self.img_in = nn.Linear(self.state_dim + action_dim, hidden_dim)
         self.gru = nn.GRUCell(hidden_dim, belief_dim)
-        self.img_out = nn.Sequential(nn.Linear(belief_dim, hidden_dim), nn.ELU(), nn.Linear(hidden_dim, 2 * state_dim))
+        self.img_out = nn.Sequential(nn.Linear(belief_dim, hidden_dim), nn.ELU(),
+                                     nn.Linear(hidden_dim, self.latent.param_dim))
         # Posterior first layer acts on concat(h_t, e_t); split so the e_t part runs once for all t.
         self.obs_belief = nn.Linear(belief_dim, hidden_dim, bias=False)
         self.obs_embed = nn.Linear(embed_dim, hidden_dim)
-        self.obs_out = nn.Linear(hidden_dim, 2 * state_dim)
+        self.obs_out = nn.Linear(hidden_dim, self.latent.param_dim)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -61,10 +72,6 @@ class RSSM(nn.Module):
     def feature_dim(self) -> int:
         return self.state_dim + self.belief_dim
 
-    def _gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = x.chunk(2, -1)
-        return mean, F.softplus(std) + self.min_std
-
     def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero state and belief, the start of every episode."""
         z = dict(device=device, dtype=dtype)
@@ -73,22 +80,25 @@ class RSSM(nn.Module):
     def _belief_step(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         return self.gru(F.elu(x), belief)
 
+    def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters of p(s_t | h_t)."""
+        return self.latent.params(self.img_out(belief))
+
     def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
-                   noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (mean, std, s', h').
+                   noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (prior params, s', h').
 
         The same function drives :class:`~dreamer_trl.imagination.ImaginationEnv` and :meth:`imagine`.
         ``noise`` (standard normal, ``[*N, S]``) replaces the sampled epsilon when given.
         """
         belief = self._belief_step(self.img_in(torch.cat([state, action], -1)), belief)
-        mean, std = self._gaussian(self.img_out(belief))
-        eps = torch.randn_like(mean) if noise is None else noise
-        return mean, std, mean + std * eps, belief
+        params = self.prior(belief)
+        return params, self.latent.sample(params, noise), belief
 
-    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``."""
-        mean, std = self._gaussian(self.obs_out(F.elu(self.obs_belief(belief) + embed_proj)))
-        return mean, std, mean + std * torch.randn_like(mean)
+    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
+        params = self.latent.params(self.obs_out(F.elu(self.obs_belief(belief) + embed_proj)))
+        return params, self.latent.sample(params)
 
     def observe_step(self, state, belief, prev_action, embed, is_init):
         """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
@@ -100,32 +110,35 @@ class RSSM(nn.Module):
         """Filter a sequence: chain (s, h) across time, restart from zeros where ``is_init``.
 
         Row t uses the action a_{t-1} that led to o_t (``prev_action``), as the official code does.
+        Returns "state", "belief" and the prior's and posterior's parameters, "prior_<name>" and
+        "posterior_<name>" (the prior computed for all t at once after the loop).
         """
         B, T = embed.shape[:-1], embed.shape[-2]
         assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
+        if (state is None) != (belief is None):
+            raise ValueError("give both the carried state and belief, or neither (start from zeros)")
         if state is None:
             state, belief = self.initial(B[:-1], embed.device, embed.dtype)
         keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
         w_s, w_a = self.img_in.weight.split([self.state_dim, self.action_dim], 1)
         action_proj = F.linear(prev_action * keep, w_a, self.img_in.bias)         # (B, T, hidden)
         embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
-        beliefs, states, post_means, post_stds = [], [], [], []
+        beliefs, states = [], []
+        posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
         for t in range(T):
             k = keep[..., t, :]
             state, belief = state * k, belief * k
             belief = self._belief_step(F.linear(state, w_s) + action_proj[..., t, :], belief)
-            mean, std, state = self.posterior_step(belief, embed_proj[..., t, :])
+            params, state = self.posterior_step(belief, embed_proj[..., t, :])
             beliefs.append(belief)
             states.append(state)
-            post_means.append(mean)
-            post_stds.append(std)
+            for n in self.latent.names:
+                posterior[n].append(params[n])
         belief = torch.stack(beliefs, -2)                                         # (B, T, D)
-        prior_mean, prior_std = self._gaussian(self.img_out(belief))               # (B, T, S)
-        return {
-            "state": torch.stack(states, -2), "belief": belief,
-            "prior_mean": prior_mean, "prior_std": prior_std,
-            "posterior_mean": torch.stack(post_means, -2), "posterior_std": torch.stack(post_stds, -2),
-        }
+        out = {"state": torch.stack(states, -2), "belief": belief}
+        out.update({f"prior_{n}": v for n, v in self.prior(belief).items()})       # (B, T, S)
+        out.update({f"posterior_{n}": torch.stack(v, -2) for n, v in posterior.items()})
+        return out
 
     def imagine(self, state: torch.Tensor, belief: torch.Tensor,
                 policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
@@ -137,7 +150,7 @@ class RSSM(nn.Module):
         states, beliefs, actions = [], [], []
         for _ in range(horizon):
             action = policy(state, belief)
-            _, _, state, belief = self.prior_step(state, belief, action)
+            _, state, belief = self.prior_step(state, belief, action)
             states.append(state)
             beliefs.append(belief)
             actions.append(action)

@@ -26,7 +26,6 @@ from torchrl.record.loggers import CSVLogger, TensorboardLogger
 from dreamer_trl import keys
 from dreamer_trl.envs import DMCEnv
 from dreamer_trl.networks import preprocess_pixels
-from dreamer_trl.world_model import world_model_parts
 
 _MIN_VIDEO_SIDE = 256  # small frames are upscaled (nearest neighbour) to at least this, to be watchable
 _MACRO_BLOCK = 16  # H.264 encodes in 16x16 macro blocks; yuv420p needs even sides
@@ -161,8 +160,9 @@ def open_loop(world_model, batch: TensorDictBase, context: int = 5) -> dict[str,
             "prev_action" ``[B, T, A]``, "is_init" ``[B, T, 1]``.
         out: truth, prediction, error ``[B, T, ...]`` (observation shape); mse_per_step ``[T - context]``.
     """
-    parts = world_model_parts(world_model)
-    encoder, rssm, decoder, obs_key = parts["encoder"], parts["rssm"], parts["decoder"], parts["obs_key"]
+    encoder, rssm, decoder, obs_key = world_model.encoder, world_model.rssm, world_model.decoder, world_model.obs_key
+    if decoder is None:
+        raise ValueError("the open-loop view needs a world model with a decoder (representation 'reconstruction')")
     B, T = batch.shape[:2]
     if batch.batch_dims != 2 or not 0 < context < T:
         raise ValueError(f"need a [B, T] batch with 0 < context < T, got shape {tuple(batch.shape)}, {context=}")
@@ -174,11 +174,10 @@ def open_loop(world_model, batch: TensorDictBase, context: int = 5) -> dict[str,
     states, beliefs = [post[keys.STATE]], [post[keys.BELIEF]]
     for t in range(context, T):
         keep = (~is_init[:, t]).to(state.dtype)  # an episode start inside the window restarts from zeros
-        _, _, state, belief = rssm.prior_step(state * keep, belief * keep, prev_action[:, t] * keep)
+        _, state, belief = rssm.prior_step(state * keep, belief * keep, prev_action[:, t] * keep)
         states.append(state[:, None])
         beliefs.append(belief[:, None])
-    features = torch.cat([torch.cat(states, 1), torch.cat(beliefs, 1)], -1)             # (B, T, S + D)
-    decoded = decoder(features)                                                         # (B, T, *obs)
+    decoded = decoder.pred(decoder(torch.cat(states, 1), torch.cat(beliefs, 1)))       # (B, T, *obs)
     target = preprocess_pixels(obs)
     assert decoded.shape == target.shape, (decoded.shape, target.shape)
     event_dims = tuple(range(2, target.dim()))

@@ -3,11 +3,12 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pytest
 from torchrl.envs.utils import check_env_specs
 
-from conftest import TINY
+from conftest import TINY, make_batch
 import dreamer_trl as dt
-from dreamer_trl.config import EnvConfig, LossConfig
+from dreamer_trl.config import EnvConfig, LossConfig, OptimConfig
 
 
 def test_make_env_carries_the_policy_state_and_counts_returns():
@@ -24,3 +25,36 @@ def test_make_agent_wires_losses_to_the_same_networks():
     assert agent.actor_loss.actor is agent.actor and agent.actor_loss.horizon == 4
     assert agent.value_loss.value is agent.value
     assert agent.model_loss.tensor_keys.observation == "observation"
+
+
+@pytest.mark.parametrize("representation, terms, decoder", [
+    ("reconstruction", {"reco", "reward", "kl"}, True),
+    ("contrastive", {"contrast", "reward", "kl"}, False),
+    ("reward", {"reward", "kl"}, False),
+])
+def test_make_agent_selects_the_representation_objective(representation, terms, decoder):
+    cfg = LossConfig(horizon=4, representation=representation, obs_scale=2.0, reward_scale=0.5)
+    agent = dt.make_agent("observation", (5,), 1, TINY, cfg)
+    assert set(agent.model_loss.scales) == terms
+    assert agent.model_loss.scales["reward"] == 0.5
+    assert (agent.world_model.decoder is not None) == decoder
+    assert (agent.world_model.state_model is not None) == (representation == "contrastive")
+    update = dt.make_update(agent, OptimConfig())
+    metrics = update.update(make_batch(A=1, obs_key="observation", obs_dim=5))
+    assert {f"loss/model_{t}" for t in terms} <= set(metrics)
+
+
+@pytest.mark.parametrize("estimate, kind, value_phase", [
+    ("lambda", dt.LambdaReturn, True), ("nstep", dt.NStepReturn, True), ("reward", dt.RewardSum, False),
+])
+def test_make_agent_selects_the_value_estimate(estimate, kind, value_phase):
+    cfg = LossConfig(horizon=4, value_estimate=estimate, value_steps=2)
+    agent = dt.make_agent("observation", (5,), 1, TINY, cfg)
+    assert isinstance(agent.actor_loss.estimate, kind)
+    assert (agent.value_loss is not None) == value_phase
+    update = dt.make_update(agent, OptimConfig())
+    assert list(update.optimizers) == ["model", "actor"] + (["value"] if value_phase else [])
+    if estimate == "nstep":
+        assert agent.actor_loss.estimate.k == 2
+    metrics = update.update(make_batch(A=1, obs_key="observation", obs_dim=5))
+    assert ("loss/value" in metrics) == value_phase

@@ -6,7 +6,7 @@ from torchrl.objectives.dreamer import DreamerActorLoss, DreamerValueLoss
 from conftest import TINY, make_batch
 from dreamer_trl.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.objectives import WorldModelLoss
-from dreamer_trl.policy import make_actor, make_value
+from dreamer_trl.behavior import make_actor, make_value
 from dreamer_trl.world_model import make_world_model
 
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim

@@ -20,8 +20,8 @@ from dreamer_trl.networks import (
     mlp,
     preprocess_pixels,
 )
-from dreamer_trl.policy import make_actor, make_value
-from dreamer_trl.world_model import make_world_model, world_model_parts
+from dreamer_trl.behavior import make_actor, make_value
+from dreamer_trl.world_model import make_world_model
 
 FEAT = 230  # S + D at paper size
 
@@ -225,17 +225,17 @@ def paper_world_model():
 
 
 # Measured; they match the paper's 0.69M / 0.56M / 3.79M / 0.25M (DREAMER.md "size").
-PAPER_WORLD_MODEL_PARAMS = {"encoder": 690144, "rssm": 557920, "decoder": 3795555, "reward": 253201}
+PAPER_WORLD_MODEL_PARAMS = {"encoder": 690144, "rssm": 557920, "decoder": 3795555, "reward_head": 253201}
 
 
 @pytest.mark.parametrize("part, count", PAPER_WORLD_MODEL_PARAMS.items())
 def test_paper_world_model_parameter_counts(paper_world_model, part, count):
-    assert _n_params(world_model_parts(paper_world_model)[part]) == count
+    assert _n_params(getattr(paper_world_model, part)) == count
 
 
 def test_paper_world_model_has_no_other_parameters(paper_world_model):
     assert _n_params(paper_world_model) == sum(PAPER_WORLD_MODEL_PARAMS.values())
-    assert world_model_parts(paper_world_model)["obs_key"] == "pixels"
+    assert paper_world_model.obs_key == "pixels" and paper_world_model.reco_key == "reco_pixels"
 
 
 @pytest.mark.parametrize("build, count", [(lambda: make_actor(FEAT, 6), 578412), (lambda: make_value(FEAT), 413601)],
@@ -346,3 +346,26 @@ def test_rssm_initialisation_gru_orthogonal_and_joint_posterior_bound():
     assert joint.abs().max() <= _glorot_bound(20 + 40, 24)
     assert joint.var().item() == pytest.approx(_glorot_bound(60, 24) ** 2 / 3, rel=0.2)
     assert torch.count_nonzero(rssm.obs_embed.bias) == 0
+
+
+def test_tanh_normal_log_prob_matches_torch_transformed_distribution():
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    from dreamer_trl.networks import TanhNormal
+
+    torch.manual_seed(0)
+    mean, std = torch.randn(7, 3), torch.rand(7, 3) + 0.2
+    ours = TanhNormal(mean, std)
+    ref = TransformedDistribution(Normal(mean, std), [TanhTransform()])
+    action = torch.tanh(torch.randn(7, 3))
+    torch.testing.assert_close(ours.log_prob(action), ref.log_prob(action).sum(-1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.mode(), torch.tanh(mean))
+    # entropy: the sample estimate -E[log p(a)] against H[N(mean, std)] + E[log(1 - tanh(u)^2)] (change of
+    # variables), the expectation over pre-tanh draws u; both Monte-Carlo, 20k draws: noise about 0.02
+    torch.manual_seed(1)
+    u = mean + std * torch.randn(20000, 7, 3)
+    log_det = torch.log1p(-torch.tanh(u) ** 2).clamp_min(-30)
+    expected = (Normal(mean, std).entropy() + log_det.mean(0)).sum(-1)
+    torch.manual_seed(2)
+    torch.testing.assert_close(ours.entropy(samples=20000), expected, rtol=0, atol=0.1)

@@ -1,61 +1,34 @@
-"""Reference tests for the hand-written math of dreamer_trl.objectives, and the loss modules' contracts."""
+"""The loss modules WorldModelLoss, ActorLoss and ValueLoss against hand computations.
+
+The hand-written math they call (value estimates, representation terms, heads, latents) has its own
+reference tests; here the modules' wiring is pinned: which rows, states, weights and reductions enter.
+"""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModuleBase
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from conftest import TINY, make_batch
 from dreamer_trl import keys
+from dreamer_trl.behavior import make_actor, make_value
+from dreamer_trl.heads import NormalHead
 from dreamer_trl.imagination import make_imagination_env
+from dreamer_trl.latent import GaussianLatent
 from dreamer_trl.objectives import (
-    ActorLoss, ValueLoss, WorldModelLoss, discount_weights, free_nats_kl, gaussian_kl, lambda_return,
+    ActorLoss, Contrastive, LambdaReturn, NStepReturn, RewardOnly, RewardSum, ValueLoss, WorldModelLoss,
+    discount_weights, free_nats_kl,
 )
-from dreamer_trl.policy import make_actor, make_value
 from dreamer_trl.world_model import make_world_model
+from test_value_estimates import lambda_return_by_definition, nstep_by_definition, reward_sum_by_definition
 
-
-def lambda_return_by_definition(reward, value, bootstrap, gamma, lmbda):
-    """Dreamer Eq. 4-6 literally: V_lambda as the lambda-weighted mix of k-step returns V_N^k."""
-    T = len(reward)
-    v = list(value[1:]) + [bootstrap]  # v[n-1] is the value of state n, n = 1..T
-
-    def v_n(tau, k):
-        h = min(tau + k, T)
-        return sum(gamma ** (n - tau) * reward[n] for n in range(tau, h)) + gamma ** (h - tau) * v[h - 1]
-
-    out = []
-    for tau in range(T):
-        steps = T - tau
-        mix = (1 - lmbda) * sum(lmbda ** (n - 1) * v_n(tau, n) for n in range(1, steps))
-        out.append(mix + lmbda ** (steps - 1) * v_n(tau, steps))
-    return out
-
-
-@pytest.mark.parametrize("gamma,lmbda", [(0.99, 0.95), (0.9, 0.0), (0.5, 1.0)])
-def test_lambda_return_matches_definition(gamma, lmbda):
-    torch.manual_seed(0)
-    reward, value, bootstrap = torch.randn(6), torch.randn(6), torch.randn(())
-    ours = lambda_return(reward[None, :, None], value[None, :, None], bootstrap[None, None], gamma, lmbda)
-    ref = lambda_return_by_definition(reward.tolist(), value.tolist(), bootstrap.item(), gamma, lmbda)
-    torch.testing.assert_close(ours.flatten(), torch.tensor(ref), rtol=1e-5, atol=1e-5)
-
-
-def test_lambda_return_batched_over_leading_dims():
-    torch.manual_seed(0)
-    r, v, b = torch.randn(3, 4, 7, 1), torch.randn(3, 4, 7, 1), torch.randn(3, 4, 1)
-    out = lambda_return(r, v, b, 0.99, 0.95)
-    assert out.shape == (3, 4, 7, 1)
-    torch.testing.assert_close(out[1, 2], lambda_return(r[1, 2], v[1, 2], b[1, 2], 0.99, 0.95))
-
-
-def test_gaussian_kl_matches_torch_distributions():
-    torch.manual_seed(0)
-    mq, mp = torch.randn(5, 3), torch.randn(5, 3)
-    sq, sp = torch.rand(5, 3) + 0.1, torch.rand(5, 3) + 0.1
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mq, sq), torch.distributions.Normal(mp, sp))
-    torch.testing.assert_close(gaussian_kl(mq, sq, mp, sp), ref.sum(-1))
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+A, FEAT = 2, TINY.state_dim + TINY.belief_dim
 
 
 def test_free_nats_below_the_clamp_gives_constant_and_no_gradient():
@@ -78,117 +51,283 @@ def test_discount_weights():
     torch.testing.assert_close(discount_weights(4, 0.5).flatten(), torch.tensor([1.0, 0.5, 0.25, 0.125]))
 
 
-class FixedWorldModel(TensorDictModuleBase):
-    """Writes given tensors: isolates WorldModelLoss's arithmetic from the networks."""
+# ---------------------------------------------------------------------------------------------- WorldModelLoss
 
-    def __init__(self, values):
+
+class FixedWorldModel(TensorDictModuleBase):
+    """Writes given tensors, with the parts WorldModelLoss reads: isolates its arithmetic from the networks.
+
+    The decoder and reward head are identity NormalHeads, so the written "reco_*" and "reward" are the means.
+    """
+
+    def __init__(self, values, obs_key="observation", event_dims=1, S=3):
         super().__init__()
         self.values, self.in_keys, self.out_keys = values, [], list(values)
+        self.obs_key, self.reco_key = obs_key, keys.RECO_KEYS[obs_key]
+        self.rssm = SimpleNamespace(latent=GaussianLatent(S))
+        self.decoder, self.reward_head = NormalHead(nn.Identity(), event_dims), NormalHead(nn.Identity())
+        self.state_model = None
 
     def forward(self, td):
         td.update(self.values)
         return td
 
 
-def fixed_model_batch(B=2, T=4, S=3):
-    td = TensorDict({"observation": torch.randn(B, T, 5), ("next", "reward"): torch.randn(B, T, 1),
-                     "is_init": torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
-    values = {"prior_mean": torch.randn(B, T, S), "prior_std": torch.rand(B, T, S) + 0.1,
-              "posterior_mean": torch.randn(B, T, S), "posterior_std": torch.rand(B, T, S) + 0.1,
-              "reco_observation": td["observation"].clone(),
-              "reward": torch.cat([torch.zeros(B, 1, 1), td["next", "reward"][:, :-1]], 1)}
-    return td, values
+def fixed_model_batch(obs_key="observation", B=2, T=5, S=3, seed=0):
+    """Imperfect predictions with known errors; sequence 1 restarts at row 3."""
+    g = torch.Generator().manual_seed(seed)
+    if obs_key == "pixels":
+        obs = torch.randint(0, 256, (B, T, 3, 4, 2), generator=g, dtype=torch.uint8)
+        target = obs.float() / 255 - 0.5
+    else:
+        obs = torch.randn(B, T, 5, generator=g)
+        target = obs
+    is_init = torch.zeros(B, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    is_init[1, 3] = True
+    td = TensorDict({obs_key: obs, ("next", "reward"): torch.randn(B, T, 1, generator=g), "is_init": is_init}, [B, T])
+    reco_error = torch.randn(target.shape, generator=g)
+    reward_error = torch.randn(B, T, 1, generator=g)
+    reward_error[1, 3] = 100.0  # the restart row's reward belongs to no transition of this episode
+    aligned_reward = torch.cat([torch.zeros(B, 1, 1), td["next", "reward"][:, :-1]], 1)
+    values = {"prior_mean": torch.randn(B, T, S, generator=g), "prior_std": torch.rand(B, T, S, generator=g) + 0.1,
+              "posterior_mean": torch.randn(B, T, S, generator=g),
+              "posterior_std": torch.rand(B, T, S, generator=g) + 0.1,
+              keys.RECO_KEYS[obs_key]: target + reco_error, "reward": aligned_reward + reward_error}
+    return td, values, reco_error, reward_error
+
+
+def expected_terms(td, values, reco_error, reward_error, kl_scale=1.0, free_nats=3.0):
+    """Dreamer Eq. 10 by hand: 1/2 squared error + 1/2 log 2 pi summed over each observation, mean over rows."""
+    B, T = td.batch_size
+    reco = sum(sum(0.5 * e**2 + HALF_LOG_2PI for e in reco_error[b, t].flatten().tolist())
+               for b in range(B) for t in range(T)) / (B * T)
+    reward_rows = [(b, t) for b in range(B) for t in range(1, T) if not td["is_init"][b, t]]
+    reward = sum(0.5 * reward_error[b, t].item() ** 2 + HALF_LOG_2PI for b, t in reward_rows) / len(reward_rows)
+    kl = kl_divergence(Normal(values["posterior_mean"], values["posterior_std"]),
+                       Normal(values["prior_mean"], values["prior_std"])).sum(-1).mean().item()
+    return {"reco": reco, "reward": reward, "kl": kl_scale * max(kl, free_nats)}, kl
 
 
 @pytest.mark.parametrize("kl_scale,free_nats", [(1.0, 3.0), (0.5, 0.0), (2.0, 100.0)])
-def test_world_model_loss_terms(kl_scale, free_nats):
-    td, values = fixed_model_batch()
-    loss = WorldModelLoss(FixedWorldModel(values), kl_scale=kl_scale, free_nats=free_nats)
-    loss.set_keys(observation="observation", reco_observation="reco_observation")
-    out, _ = loss(td)
-    kl = gaussian_kl(values["posterior_mean"], values["posterior_std"], values["prior_mean"], values["prior_std"])
-    assert out["loss_model_kl"].item() == pytest.approx(kl_scale * max(kl.mean().item(), free_nats), rel=1e-5)
-    # perfect predictions: only the Gaussian normaliser remains, 0.5 log(2 pi) per dimension
-    half_log_2pi = 0.5 * math.log(2 * math.pi)
-    assert out["loss_model_reco"].item() == pytest.approx(5 * half_log_2pi, rel=1e-5)
-    # the reward that came with o_t is ("next", "reward") of row t-1
-    assert out["loss_model_reward"].item() == pytest.approx(half_log_2pi, rel=1e-5)
+@pytest.mark.parametrize("obs_key", ["observation", "pixels"])
+def test_world_model_loss_terms_by_hand(obs_key, kl_scale, free_nats):
+    td, values, reco_error, reward_error = fixed_model_batch(obs_key)
+    model = FixedWorldModel(values, obs_key, event_dims=3 if obs_key == "pixels" else 1)
+    out, _ = WorldModelLoss(model, kl_scale=kl_scale, free_nats=free_nats)(td)
+    expected, kl = expected_terms(td, values, reco_error, reward_error, kl_scale, free_nats)
+    for name, value in expected.items():
+        assert out[f"loss_model_{name}"].item() == pytest.approx(value, rel=1e-5), name
+    assert out["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert out["kl_clamped"].item() == float(kl < free_nats)
 
 
-def test_world_model_reward_is_aligned_one_row_back():
-    td, values = fixed_model_batch()
-    values["reward"] = td["next", "reward"].clone()  # misaligned on purpose
-    loss = WorldModelLoss(FixedWorldModel(values))
-    loss.set_keys(observation="observation", reco_observation="reco_observation")
-    out, _ = loss(td)
-    assert out["loss_model_reward"].item() > 0.5 * math.log(2 * math.pi) + 1e-3
-
-
-def test_world_model_loss_renamed_keys():
-    td, values = fixed_model_batch()
+def test_world_model_loss_reads_renamed_keys():
+    """set_keys renames what the loss reads: the reconstruction only under "my_reco", the reward prediction
+    only under "my_reward" (the defaults are absent, so reading them would fail)."""
+    td, values, reco_error, reward_error = fixed_model_batch()
     values["my_reco"] = values.pop("reco_observation")
+    values["my_reward"] = values.pop("reward")
     loss = WorldModelLoss(FixedWorldModel(values))
-    loss.set_keys(observation="observation", reco_observation="my_reco")
+    loss.set_keys(reco_observation="my_reco", reward_pred="my_reward")
     out, _ = loss(td)
-    assert set(out.keys()) >= {"loss_model_kl", "loss_model_reco", "loss_model_reward"}
+    values["reco_observation"], values["reward"] = values["my_reco"], values["my_reward"]
+    expected, _ = expected_terms(td, values, reco_error, reward_error)
+    for name, value in expected.items():
+        assert out[f"loss_model_{name}"].item() == pytest.approx(value, rel=1e-5), name
 
 
-def build(obs_key="pixels", A=2, horizon=4):
+def test_world_model_loss_kl_scale_given_twice_is_refused():
+    td, values, *_ = fixed_model_batch()
+    with pytest.raises(ValueError, match="not both"):
+        WorldModelLoss(FixedWorldModel(values), scales={"reco": 1.0, "reward": 1.0, "kl": 1.0}, kl_scale=2.0)
+
+
+def test_world_model_loss_scales_multiply_each_term():
+    td, values, reco_error, reward_error = fixed_model_batch()
+    scales = {"reco": 2.0, "reward": 3.0, "kl": 0.25}
+    out, _ = WorldModelLoss(FixedWorldModel(values), scales=scales, free_nats=0.0)(td)
+    expected, _ = expected_terms(td, values, reco_error, reward_error, free_nats=0.0)
+    assert set(out.keys()) == {"loss_model_reco", "loss_model_reward", "loss_model_kl", "kl", "kl_clamped"}
+    for name, scale in scales.items():
+        assert out[f"loss_model_{name}"].item() == pytest.approx(scale * expected[name], rel=1e-5), name
+
+
+@pytest.mark.parametrize("scales", [{"reconstruction": 1.0, "reward": 1.0, "kl": 1.0},  # misnamed
+                                    {"reco": 1.0, "reward": 1.0},  # missing
+                                    {"reco": 1.0, "reward": 1.0, "kl": 1.0, "contrast": 1.0}])  # extra
+def test_world_model_loss_scales_must_name_exactly_the_terms(scales):
+    td, values, *_ = fixed_model_batch()
+    with pytest.raises(KeyError, match=r"\['kl', 'reco', 'reward'\]"):
+        WorldModelLoss(FixedWorldModel(values), scales=scales)(td)
+
+
+def tiny_world_model(representation="reconstruction", obs_key="observation"):
     torch.manual_seed(0)
-    obs_shape = (3, 64, 64) if obs_key == "pixels" else (3,)
-    wm = make_world_model(obs_key, obs_shape, A, TINY)
-    feat = TINY.state_dim + TINY.belief_dim
-    actor, value = make_actor(feat, A, TINY), make_value(feat, TINY)
-    env = make_imagination_env(wm)
-    return wm, actor, value, env, ActorLoss(actor, value, env, horizon=horizon)
+    return make_world_model(obs_key, (3, 64, 64) if obs_key == "pixels" else (3,), A, TINY,
+                            representation=representation)
 
 
-def test_world_model_loss_on_real_networks_is_finite_and_differentiable():
-    wm, *_ = build()
+def test_reward_only_representation_has_reward_and_kl_terms_only():
+    wm = tiny_world_model("reward")
+    out, post = WorldModelLoss(wm, representation=RewardOnly())(make_batch(obs_key="observation"))
+    assert {k for k in out.keys() if k.startswith("loss_")} == {"loss_model_reward", "loss_model_kl"}
+    assert wm.decoder is None and "reco_observation" not in post.keys()
+
+
+def test_reconstruction_loss_on_a_world_model_without_decoder_raises():
+    with pytest.raises(ValueError, match="decoder"):
+        WorldModelLoss(tiny_world_model("reward"))(make_batch(obs_key="observation"))
+
+
+def test_contrastive_term_trains_the_state_model_and_the_encoder():
+    wm = tiny_world_model("contrastive")
+    out, _ = WorldModelLoss(wm, representation=Contrastive())(make_batch(obs_key="observation"))
+    assert {k for k in out.keys() if k.startswith("loss_")} == {"loss_model_contrast", "loss_model_reward",
+                                                                 "loss_model_kl"}
+    out["loss_model_contrast"].backward()
+    for name, module in (("state_model", wm.state_model), ("encoder", wm.encoder)):
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, name
+
+
+def test_world_model_loss_on_real_pixel_networks_is_finite_and_differentiable():
+    wm = tiny_world_model(obs_key="pixels")
     out, post = WorldModelLoss(wm)(make_batch())
     total = out["loss_model_kl"] + out["loss_model_reco"] + out["loss_model_reward"]
     total.backward()
     assert torch.isfinite(total)
+    assert all(p.grad is not None for p in wm.decoder.parameters())
     assert post["state"].shape == (2, 5, TINY.state_dim) and not post["state"].requires_grad
 
 
-def test_actor_loss_uses_head_means_and_is_deterministic_given_states():
-    wm, actor, value, env, actor_loss = build()
-    _, post = WorldModelLoss(wm)(make_batch())
-    torch.manual_seed(3)
-    out1, data1 = actor_loss(post)
-    torch.manual_seed(3)
-    out2, data2 = actor_loss(post)
-    assert out1["loss_actor"].item() == out2["loss_actor"].item()
-    torch.manual_seed(4)
-    out3, _ = actor_loss(post)
-    assert out3["loss_actor"].item() != out1["loss_actor"].item()  # actions are sampled in imagination
-    assert data1.batch_size == (10, 3)  # N = B*T starts, H-1 targets
-    reward_head = wm.get_reward_operator().module
-    torch.testing.assert_close(data1["reward"], reward_head(data1["state"], data1["belief"]))
-    # imagined rewards are a function of the states: no sampling on top of the head's mean
-    torch.testing.assert_close(reward_head(data1["state"], data1["belief"]),
-                               reward_head(data1["state"], data1["belief"]))
+# ----------------------------------------------------------------------------------------- ActorLoss, ValueLoss
 
 
-def test_actor_loss_equals_discounted_lambda_return_from_its_rollout():
-    wm, actor, value, env, actor_loss = build(horizon=5)
-    _, post = WorldModelLoss(wm)(make_batch())
-    rssm = env.world_model.get_transition_model_operator().module.rssm
-    torch.manual_seed(7)
-    out, _ = actor_loss(post)
-    torch.manual_seed(7)  # unset exploration type: the actor samples, as inside the loss
+def build(horizon=4, gamma=0.99, lmbda=0.95, value_estimate=None, with_value=True, share_value=False):
+    wm = tiny_world_model()
+    actor, value = make_actor(FEAT, A, TINY), make_value(FEAT, TINY)
+    env = make_imagination_env(wm)
+    loss = ActorLoss(actor, value if with_value else None, env, horizon=horizon, gamma=gamma, lmbda=lmbda,
+                     value_estimate=value_estimate, share_value=share_value)
+    _, post = WorldModelLoss(wm)(make_batch(B=2, T=3, obs_key="observation"))
+    return wm, actor, value, loss, post
+
+
+def rollout_by_hand(wm, actor, post, horizon, seed):
+    """s_0 = the posterior states; a_t ~ pi(s_t, h_t), (s_{t+1}, h_{t+1}) from the prior, t = 0..H-1."""
     s, h = post["state"].reshape(-1, TINY.state_dim), post["belief"].reshape(-1, TINY.belief_dim)
-    roll = rssm.imagine(s, h, actor.module, 5)
-    r = wm.get_reward_operator().module(roll["state"], roll["belief"])
-    v = value.module(roll["state"], roll["belief"])
-    ret = lambda_return(r[:, :-1], v[:, :-1], v[:, -1], 0.99, 0.95)
-    expected = -(discount_weights(4, 0.99) * ret).mean()
-    torch.testing.assert_close(out["loss_actor"], expected)
+    states, beliefs, actions = [], [], []
+    torch.manual_seed(seed)
+    with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
+        for _ in range(horizon):
+            a = actor.module(s, h)
+            _, s, h = wm.rssm.prior_step(s, h, a)
+            states.append(s), beliefs.append(h), actions.append(a)
+    return torch.stack(states, 1), torch.stack(beliefs, 1), torch.stack(actions, 1)      # (N, H, .)
+
+
+@pytest.mark.parametrize("estimate", ["lambda", "nstep"])
+def test_actor_loss_is_discounted_target_over_its_imagined_states_by_hand(estimate):
+    H, gamma, lmbda = 5, 0.9, 0.8
+    value_estimate = NStepReturn(2) if estimate == "nstep" else LambdaReturn(lmbda)
+    wm, actor, value, actor_loss, post = build(H, gamma, lmbda, value_estimate)
+    torch.manual_seed(7)
+    out, data = actor_loss(post)
+    states, beliefs, actions = rollout_by_hand(wm, actor, post, H, seed=7)
+    N = states.shape[0]
+    assert N == 6 and data.batch_size == (N, H - 1)
+    # the returned states are the imagined s_1..s_{H-1}: not the starts, not s_H
+    torch.testing.assert_close(data["state"], states[:, :-1])
+    torch.testing.assert_close(data["belief"], beliefs[:, :-1])
+    torch.testing.assert_close(data["action"], actions[:, :-1])
+    with torch.no_grad():
+        r = wm.reward_head(states, beliefs)[..., 0]                                       # (N, H)
+        v = value.module(states, beliefs)[..., 0]
+    loss, targets = 0.0, []
+    for n in range(N):
+        rn, vn = r[n].tolist(), v[n].tolist()
+        target = (lambda_return_by_definition(rn[:-1], vn[:-1], vn[-1], gamma, lmbda) if estimate == "lambda"
+                  else nstep_by_definition(rn[:-1], vn[:-1], vn[-1], gamma, 2))
+        targets.append(target)
+        for t in range(H - 1):  # weight 1 on s_1, gamma on s_2, ...
+            loss += gamma**t * target[t]
+    loss = -loss / (N * (H - 1))
+    torch.testing.assert_close(data["lambda_target"][..., 0], torch.tensor(targets))
+    assert out["loss_actor"].item() == pytest.approx(loss, rel=1e-5)
+    torch.testing.assert_close(data["discount"][..., 0], torch.tensor([[gamma**t for t in range(H - 1)]] * N))
+
+
+def test_value_loss_regresses_the_value_of_imagined_s1_to_sH_minus_1_on_the_targets():
+    H, gamma = 4, 0.9
+    wm, actor, value, actor_loss, post = build(H, gamma)
+    torch.manual_seed(3)
+    _, data = actor_loss(post)
+    out, _ = ValueLoss(value, gamma=gamma)(data)
+    states, beliefs, _ = rollout_by_hand(wm, actor, post, H, seed=3)
+    with torch.no_grad():
+        v = value.module(states, beliefs)[..., 0]
+    target = data["lambda_target"][..., 0]
+    N = states.shape[0]
+    expected = sum(gamma**t * 0.5 * (v[n, t].item() - target[n, t].item()) ** 2
+                   for n in range(N) for t in range(H - 1)) / (N * (H - 1))
+    assert out["loss_value"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_actor_loss_rewards_are_the_reward_head_mean_at_the_imagined_states():
+    """Not sampled: N(mean, 1) noise on the rewards would be far outside the tolerance."""
+    wm, actor, value, actor_loss, post = build()
+    torch.manual_seed(1)
+    _, data1 = actor_loss(post)
+    torch.manual_seed(2)
+    _, data2 = actor_loss(post)
+    assert not torch.allclose(data1["action"], data2["action"])  # actions are sampled in imagination
+    for seed, data in ((11, data1), (12, data2)):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            mean = wm.reward_head.pred(wm.reward_head(data["state"], data["belief"]))
+        torch.testing.assert_close(data["reward"], mean)
+
+
+def test_actor_loss_with_reward_sum_needs_and_trains_no_value():
+    H, gamma = 4, 0.9
+    wm, actor, _, actor_loss, post = build(H, gamma, value_estimate=RewardSum(), with_value=False)
+    torch.manual_seed(5)
+    out, data = actor_loss(post)
+    assert actor_loss.value is None and keys.STATE_VALUE not in data.keys()
+    states, beliefs, _ = rollout_by_hand(wm, actor, post, H, seed=5)
+    with torch.no_grad():
+        r = wm.reward_head(states, beliefs)[..., 0]
+    N = states.shape[0]
+    expected = -sum(gamma**t * reward_sum_by_definition(r[n].tolist())[t]
+                    for n in range(N) for t in range(H - 1)) / (N * (H - 1))
+    assert out["loss_actor"].item() == pytest.approx(expected, rel=1e-5)
+    out["loss_actor"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+
+
+@pytest.mark.parametrize("estimate", [None, LambdaReturn(0.5), NStepReturn(3)])
+def test_actor_loss_with_a_value_needing_estimate_and_no_value_raises(estimate):
+    wm = tiny_world_model()
+    with pytest.raises(ValueError, match="needs a value model"):
+        ActorLoss(make_actor(FEAT, A, TINY), None, make_imagination_env(wm), horizon=3, value_estimate=estimate)
+
+
+def test_shared_value_predictions_give_the_same_value_loss():
+    wm, actor, value, shared_loss, post = build(share_value=True)
+    plain_loss = ActorLoss(actor, value, shared_loss.imagination_env, horizon=4)
+    torch.manual_seed(4)
+    _, shared = shared_loss(post)
+    torch.manual_seed(4)
+    _, plain = plain_loss(post)
+    assert shared[keys.STATE_VALUE].requires_grad and keys.STATE_VALUE not in plain.keys()
+    a, _ = ValueLoss(value)(shared)
+    b, _ = ValueLoss(value)(plain)
+    torch.testing.assert_close(a["loss_value"], b["loss_value"])
 
 
 def test_actor_input_features_are_stop_gradient():
-    _, actor, *_ = build()
+    actor = make_actor(FEAT, A, TINY)
     state = torch.randn(3, TINY.state_dim, requires_grad=True)
     belief = torch.randn(3, TINY.belief_dim, requires_grad=True)
     action = actor.module(state, belief)
@@ -196,19 +335,7 @@ def test_actor_input_features_are_stop_gradient():
     assert state.grad is None and belief.grad is None
 
 
-def test_value_loss_is_discounted_half_squared_error():
-    _, _, value, _, _ = build()
-    N, H = 4, 3
-    td = TensorDict({"state": torch.randn(N, H, TINY.state_dim), "belief": torch.randn(N, H, TINY.belief_dim),
-                     "lambda_target": torch.randn(N, H, 1)}, [N, H])
-    out, data = ValueLoss(value, gamma=0.9)(td)
-    v = value.module(td["state"], td["belief"])
-    expected = (discount_weights(H, 0.9) * 0.5 * (v - td["lambda_target"]) ** 2).mean()
-    torch.testing.assert_close(out["loss_value"], expected)
-    assert keys.STATE_VALUE in data.keys()
-
-
 def test_actor_loss_rejects_short_horizon():
-    _, actor, value, env, _ = build()
+    wm = tiny_world_model()
     with pytest.raises(ValueError, match="horizon"):
-        ActorLoss(actor, value, env, horizon=1)
+        ActorLoss(make_actor(FEAT, A, TINY), make_value(FEAT, TINY), make_imagination_env(wm), horizon=1)

@@ -4,12 +4,14 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import torch
+from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 
 from conftest import TINY
 from dreamer_trl.envs import make_dmc_env
-from dreamer_trl.policy import make_actor, make_policy, policy_carry_transform
+from dreamer_trl.behavior import make_actor
+from dreamer_trl.policy import make_policy, policy_carry_transform
 from dreamer_trl.world_model import make_world_model
 
 FEAT = TINY.state_dim + TINY.belief_dim
@@ -79,7 +81,7 @@ def test_exploration_noise_only_in_training():
             return policy(td.clone())["action"]
 
     # evaluation: actor mode, no noise (equal across different random streams up to the posterior sample)
-    base = policy.module[0]
+    base = TensorDictSequential(policy.module[0], policy.module[1])  # filter + behaviour, no noise
     torch.manual_seed(0)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         mode = base(td.clone())["action"]
@@ -91,3 +93,44 @@ def test_pixel_policy_accepts_uint8_frames():
     env, wm, actor, policy = build(from_pixels=True, episode_frames=10)
     td = env.rollout(3, policy=policy)
     assert td["pixels"].dtype == torch.uint8 and td["action"].shape == (3, 1)
+
+
+def test_any_behaviour_plugs_in_after_the_filter():
+    """The behaviour is a TensorDictModule "state", "belief" -> "action": here a constant one."""
+    from tensordict.nn import TensorDictModule
+
+    env, wm, _, _ = build()
+    A = env.action_spec.shape[-1]
+
+    class Constant(torch.nn.Module):
+        def forward(self, state, belief):
+            return torch.full((*state.shape[:-1], A), 0.25)
+
+    behaviour = TensorDictModule(Constant(), in_keys=["state", "belief"], out_keys=["action"])
+    policy = make_policy(wm, behaviour, env.action_spec, exploration_noise=0.3)
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        td = env.rollout(5, policy=policy)
+    assert torch.equal(td["action"], torch.full((5, A), 0.25))
+    assert not torch.equal(td["next", "belief"][1], td["next", "belief"][0])  # the filter still runs
+
+
+def test_filter_writes_only_the_latent_and_runs_without_autograd():
+    env, wm, actor, policy = build()
+    td = env.reset()
+    out = policy.module[0](td.clone())
+    assert "action" not in out.keys() and out["state"].shape == (TINY.state_dim,)
+    assert not policy(td.clone())["action"].requires_grad
+
+
+def test_actor_distribution_sample_mode_log_prob_entropy():
+    _, _, actor, _ = build()
+    torch.manual_seed(0)
+    state, belief = torch.randn(64, TINY.state_dim), torch.randn(64, TINY.belief_dim)
+    dist = actor.module.dist(state, belief)
+    torch.manual_seed(1)
+    sample = dist.rsample()
+    torch.manual_seed(1)
+    assert torch.equal(sample, actor.module(state, belief))  # the actor's own sample under exploration
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        assert torch.equal(dist.mode(), actor.module(state, belief))
+    assert dist.log_prob(sample).shape == (64,) and torch.isfinite(dist.entropy(samples=10)).all()

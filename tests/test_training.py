@@ -8,7 +8,7 @@ from conftest import TINY, make_batch
 from dreamer_trl.config import OptimConfig
 from dreamer_trl.imagination import make_imagination_env
 from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss
-from dreamer_trl.policy import make_actor, make_value
+from dreamer_trl.behavior import make_actor, make_value
 from dreamer_trl.training import DreamerUpdate
 from dreamer_trl.world_model import make_world_model
 
@@ -33,8 +33,8 @@ def changed(before, module):
 
 
 def modules(updater):
-    return {"model": updater.model_loss.world_model, "actor": updater.actor_loss.actor,
-            "value": updater.value_loss.value}
+    return {"model": updater.phase("model").loss.world_model, "actor": updater.phase("actor").loss.actor,
+            "value": updater.phase("value").loss.value}
 
 
 def test_optimizers_follow_the_paper():
@@ -150,3 +150,99 @@ def test_a_streak_of_nonfinite_updates_stops_the_run_naming_the_terms():
     upd.update(bad)
     with pytest.raises(Exception, match="3 consecutive.*loss/model_reward"):
         upd.update(bad)
+
+
+class RecordingHook:
+    """Records the phase order of before_clip / after_step calls, with a checkpointable counter."""
+
+    def __init__(self):
+        self.calls, self.steps = [], 0
+
+    def before_clip(self, phase):
+        assert all(p.grad is not None for p in phase.params if p.requires_grad), phase.name
+        self.calls.append(("before_clip", phase.name))
+
+    def after_step(self, phase):
+        self.calls.append(("after_step", phase.name))
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+
+def test_hooks_run_before_clipping_and_after_each_step_and_are_checkpointed():
+    upd = build()
+    hook = RecordingHook()
+    upd.hooks.append(hook)
+    upd.update(make_batch())
+    names = ["model", "actor", "value"]
+    assert hook.calls == [("before_clip", n) for n in names] + [("after_step", n) for n in names]
+    state = upd.state_dict()
+    assert state["hooks"] == {"0": {"steps": 3}}
+    other = build()
+    other.hooks.append(RecordingHook())
+    other.load_state_dict(copy.deepcopy(state))
+    assert other.hooks[0].steps == 3
+
+
+def test_a_hook_before_clipping_sees_and_can_change_the_gradients():
+    """What a gradient all-reduce needs: halving the gradients before the clip halves the Adam step's input."""
+    class Halve:
+        def before_clip(self, phase):
+            for p in phase.params:
+                if p.grad is not None:
+                    p.grad.mul_(0.5)
+
+    plain, halved = build(), build()
+    halved.hooks.append(Halve())
+    batch = make_batch()
+    torch.manual_seed(2)
+    m1 = plain.update(batch)
+    torch.manual_seed(2)
+    m2 = halved.update(batch)
+    for name in ("model", "actor", "value"):
+        assert m2[f"train/grad_norm_{name}"].item() == pytest.approx(0.5 * m1[f"train/grad_norm_{name}"].item(),
+                                                                      rel=1e-4)
+
+
+def test_a_skipped_update_runs_no_after_step_hook():
+    upd = build()
+    hook = RecordingHook()
+    upd.hooks.append(hook)
+    bad = make_batch()
+    bad["next", "reward"][0, 1] = float("nan")
+    upd.update(bad)
+    assert [c for c in hook.calls if c[0] == "after_step"] == []
+
+
+def test_retain_graph_follows_the_data_a_phase_hands_on(monkeypatch):
+    """Only the actor phase with shared value predictions keeps its graph for the next phase."""
+    for share in (False, True):
+        upd = build(share_value=share)
+        seen = []
+        original = torch.Tensor.backward
+
+        def spy(self, *args, retain_graph=None, **kwargs):
+            seen.append(bool(retain_graph))
+            return original(self, *args, retain_graph=retain_graph, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "backward", spy)
+        upd.losses(make_batch(), backward=True)
+        monkeypatch.setattr(torch.Tensor, "backward", original)
+        assert seen == [False, share, False], share
+
+
+def test_phases_are_any_list_and_names_must_be_unique():
+    upd = build()
+    phases = upd.phases[:2]  # world model and actor only, as with V_R
+    two = DreamerUpdate(phases=phases)
+    assert list(two.optimizers) == ["model", "actor"]
+    metrics = two.update(make_batch())
+    assert "loss/value" not in metrics and "train/grad_norm_value" not in metrics
+    with pytest.raises(ValueError, match="unique"):
+        DreamerUpdate(phases=[phases[0], phases[0]])
+    with pytest.raises(ValueError, match="either"):
+        DreamerUpdate(upd.phase("model").loss, phases=phases)

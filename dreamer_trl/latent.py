@@ -1,0 +1,87 @@
+"""Latent state and latent distributions of the RSSM.
+
+The latent state at step t is the pair (s_t, h_t): a stochastic part s_t ("state") drawn from a latent
+distribution, and the deterministic GRU belief h_t ("belief"). Every head (decoder, reward, actor, value)
+reads the same features concat(s_t, h_t) (Dreamer, arXiv:1912.01603, Sec. 3; PlaNet Sec. 3):
+:func:`features` is the one place they are formed.
+
+A latent distribution family maps the raw output of a network layer to named parameters and provides
+``sample`` / ``mode`` / ``kl`` / ``entropy`` on them. The RSSM, the losses and the imagination env only talk
+to that interface, so another family (DreamerV2/V3's categorical latents) is one more class here.
+
+- :class:`GaussianLatent`: diagonal Gaussian, std = softplus(x) + min_std (Dreamer V1 / PlaNet).
+
+Parameters travel as a dict ``{name: tensor}``; in TensorDicts they are stored under
+``"<prefix>_<name>"`` (``"prior_mean"``, ``"posterior_std"``, ...), TorchRL's Dreamer key names.
+
+Shapes: raw ``[*N, param_dim]``; each parameter ``[*N, S]``; samples ``[*N, S]``; kl/entropy ``[*N]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+def features(state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+    """The heads' input, concat(s_t, h_t): ``[*N, S]``, ``[*N, D]`` -> ``[*N, S + D]``."""
+    return torch.cat([state, belief], -1)
+
+
+def param_keys(prefix: str, names: tuple[str, ...]) -> list[str]:
+    """TensorDict keys of a distribution's parameters: ``("prior", ("mean", "std"))`` -> prior_mean, prior_std."""
+    return [f"{prefix}_{n}" for n in names]
+
+
+class GaussianLatent:
+    """Diagonal Gaussian over s_t: mean, std = softplus(x) + ``min_std`` (official V1 ``RSSM``, min_std 0.1).
+
+    Args:
+        size: S, the dimension of s_t.
+        min_std: added to softplus of the raw std.
+    """
+
+    names = ("mean", "std")
+
+    def __init__(self, size: int, min_std: float = 0.1):
+        self.size, self.min_std = size, min_std
+
+    @property
+    def param_dim(self) -> int:
+        """Width of the raw layer output this family reads."""
+        return 2 * self.size
+
+    @property
+    def sample_dim(self) -> int:
+        """Width of a sample s_t."""
+        return self.size
+
+    def params(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean, std = raw.chunk(2, -1)
+        return {"mean": mean, "std": F.softplus(std) + self.min_std}
+
+    def sample(self, params: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised sample mean + std * eps; ``noise`` (standard normal) replaces eps when given."""
+        mean, std = params["mean"], params["std"]
+        eps = torch.randn_like(mean) if noise is None else noise
+        return mean + std * eps
+
+    def mode(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return params["mean"]
+
+    def kl(self, q: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """KL(q || p) summed over S: log(s_p/s_q) + (s_q^2 + (m_q - m_p)^2) / (2 s_p^2) - 1/2."""
+        mean_q, std_q, mean_p, std_p = q["mean"], q["std"], p["mean"], p["std"]
+        kl = torch.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2 * std_p**2) - 0.5
+        return kl.sum(-1)
+
+    def entropy(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum over S of 1/2 log(2 pi e std^2)."""
+        return (torch.log(params["std"]) + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+    def log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
+        """log N(value | mean, std) summed over S."""
+        mean, std = params["mean"], params["std"]
+        z = (value - mean) / std
+        return (-0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -1,0 +1,20 @@
+"""Dreamer-family objectives as TorchRL LossModules (Hafner et al. 2020, arXiv:1912.01603).
+
+Like TorchRL's Dreamer losses, each ``forward`` returns ``(loss TensorDict, data)`` so they chain:
+``WorldModelLoss`` -> posterior states -> ``ActorLoss`` -> imagined states and targets -> ``ValueLoss``.
+Keys are renamable with ``set_keys``; outputs are ``loss_*`` scalars (plus diagnostics).
+"""
+from dreamer_trl.objectives.behavior_losses import ActorLoss, ValueLoss, discount_weights
+from dreamer_trl.objectives.representation import (
+    Contrastive, Reconstruction, RewardOnly, contrastive_log_scores, info_nce, make_representation,
+)
+from dreamer_trl.objectives.value_estimates import (
+    LambdaReturn, NStepReturn, RewardSum, lambda_return, make_value_estimate, nstep_return, reward_sum,
+)
+from dreamer_trl.objectives.world_model_loss import WorldModelLoss, free_nats_kl
+
+__all__ = [
+    "ActorLoss", "Contrastive", "LambdaReturn", "NStepReturn", "Reconstruction", "RewardOnly", "RewardSum",
+    "ValueLoss", "WorldModelLoss", "contrastive_log_scores", "discount_weights", "free_nats_kl", "info_nce",
+    "lambda_return", "make_representation", "make_value_estimate", "nstep_return", "reward_sum",
+]

@@ -1,0 +1,114 @@
+"""The world-model loss as named terms times configured scales (Dreamer Eq. 10; PlaNet Eq. 3).
+
+    L = sum_k scale_k * term_k,  terms = representation terms (reco | contrast | none) + reward + kl
+
+The set of terms must equal the set of configured scales (checked on the first forward), so a missing or
+misnamed term fails at once instead of silently training without it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+
+from dreamer_trl import keys
+from dreamer_trl.networks import preprocess_pixels
+from dreamer_trl.objectives.representation import Reconstruction
+
+
+def free_nats_kl(kl: torch.Tensor, free_nats: float) -> torch.Tensor:
+    """max(mean KL, free_nats): the clamp acts on the batch mean, as the official code does.
+
+    Clamping each element instead (TorchRL's default) zeroes the KL gradient while most elements are
+    below the threshold, e.g. at initialisation.
+    """
+    return kl.mean().clamp_min(free_nats)
+
+
+class WorldModelLoss(LossModule):
+    """Representation terms + -log p(r|s) + kl_scale * max(mean KL(q || p), free_nats), each scaled.
+
+    Args:
+        world_model: a :class:`~dreamer_trl.world_model.DreamerWorldModel`.
+        representation: an objective of :mod:`dreamer_trl.objectives.representation` (default reconstruction).
+        scales: {term: scale}; its keys must equal the terms produced (default: 1 for each, with
+            ``kl_scale`` for "kl").
+        kl_scale: the KL term's scale when ``scales`` is not given (V1: 1).
+        free_nats: the KL threshold (V1: 3).
+
+    The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
+    reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Keys read and written by the loss.
+
+        Attributes:
+            observation: the observation ("pixels" or "observation"; default: the world model's).
+            reco_observation: its reconstruction ("reco_pixels" or "reco_observation").
+            reward: the real reward ``("next", "reward")``.
+            reward_pred: the reward head's output at each row.
+            is_init: episode-start flags.
+            prior, posterior: prefixes of the latent distributions' parameter keys ("prior_mean", ...).
+        """
+
+        observation: NestedKey = keys.PIXELS
+        reco_observation: NestedKey = keys.RECO_PIXELS
+        reward: NestedKey = keys.NEXT_REWARD
+        reward_pred: NestedKey = keys.REWARD
+        is_init: NestedKey = keys.IS_INIT
+        prior: str = "prior"
+        posterior: str = "posterior"
+
+    default_keys = _AcceptedKeys
+
+    def __init__(self, world_model, *, representation=None, scales: dict[str, float] | None = None,
+                 kl_scale: float | None = None, free_nats: float = 3.0):
+        super().__init__()
+        if scales is not None and kl_scale is not None:
+            raise ValueError("give the KL scale either as kl_scale or in scales['kl'], not both")
+        kl_scale = 1.0 if kl_scale is None else kl_scale
+        self.world_model = world_model
+        self.representation = representation or Reconstruction()
+        self.scales = dict(scales) if scales is not None else {
+            **{t: 1.0 for t in self.representation.terms}, "reward": 1.0, "kl": kl_scale}
+        self.free_nats = free_nats
+        self.set_keys(observation=world_model.obs_key, reco_observation=world_model.reco_key)
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    def _latent_params(self, tensordict: TensorDictBase, prefix: str) -> dict[str, torch.Tensor]:
+        return {n: tensordict.get(f"{prefix}_{n}") for n in self.world_model.rssm.latent.names}
+
+    def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDictBase]:
+        k = self.tensor_keys
+        obs = tensordict.get(k.observation, None)
+        if obs is None:
+            raise KeyError(f"WorldModelLoss: the batch has no observation key {k.observation!r} "
+                           f"(keys: {sorted(map(str, tensordict.keys()))})")
+        target = preprocess_pixels(obs)  # once, for the encoder and the reconstruction target
+        tensordict = self.world_model(tensordict.copy().set(k.observation, target))
+        tensordict.set(k.observation, obs)
+        latent = self.world_model.rssm.latent
+        kl = latent.kl(self._latent_params(tensordict, k.posterior), self._latent_params(tensordict, k.prior))  # (B, T)
+        terms = dict(self.representation(self.world_model, tensordict, target, k.reco_observation))
+        reward_head = self.world_model.reward_head
+        reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., 1:, :], tensordict.get(k.reward)[..., :-1, :])
+        valid = (~tensordict.get(k.is_init)[..., 1:, :].bool()).squeeze(-1).to(reward_nll.dtype)
+        terms["reward"] = (reward_nll * valid).sum() / valid.sum().clamp_min(1)
+        terms["kl"] = free_nats_kl(kl, self.free_nats)
+        if terms.keys() != self.scales.keys():
+            raise KeyError(f"world-model loss terms {sorted(terms)} do not match the configured scales "
+                           f"{sorted(self.scales)}")
+        loss = TensorDict({f"loss_model_{name}": self.scales[name] * value for name, value in terms.items()})
+        loss.update({
+            "kl": kl.mean().detach(),
+            # 1 when the clamp is active: the prior, trained only by this term, gets no gradient
+            "kl_clamped": (kl.mean() < self.free_nats).to(kl.dtype).detach(),
+        })
+        return loss, tensordict.detach()
