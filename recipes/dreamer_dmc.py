@@ -1,9 +1,10 @@
 """Train Dreamer V1 (Hafner et al., ICLR 2020) on a DeepMind Control Suite task.
 
-    python recipes/dreamer_dmc.py --preset state                      # CPU: proprioceptive cartpole_balance
-    python recipes/dreamer_dmc.py --preset paper --task walker_walk   # GPU: pixels, paper defaults
-    python recipes/dreamer_dmc.py --resume runs/RUN                   # continue from the latest checkpoint
-    python recipes/dreamer_dmc.py --help                              # every config field
+    python recipes/dreamer_dmc.py --preset state                         # CPU: proprioceptive cartpole_balance
+    python recipes/dreamer_dmc.py --preset paper --env.task walker_walk  # GPU: pixels, paper defaults
+    python recipes/dreamer_dmc.py --preset state --schedule.batch-size 16 --loss.free-nats 0.5
+    python recipes/dreamer_dmc.py --resume runs/RUN                      # continue from the latest checkpoint
+    python recipes/dreamer_dmc.py --preset state --help                  # every field, at the preset's values
 
 Loop (Dreamer Algorithm 1): prefill with random actions; then every ``train_every`` env steps run
 ``updates_per_train`` updates (world model, actor, value) and keep collecting with the noisy policy;
@@ -32,8 +33,9 @@ from tqdm import tqdm  # noqa: E402
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.acceleration import autocast_context, compile_networks  # noqa: E402
-from dreamer_trl.config import DreamerConfig, parse_args, to_dict  # noqa: E402
+from dreamer_trl.config import DreamerConfig, to_dict  # noqa: E402
 from dreamer_trl.data import check_disk_space  # noqa: E402
+from dreamer_trl.preflight import parse_args  # noqa: E402
 from dreamer_trl.visualize import (  # noqa: E402
     log_image, log_video, open_loop, record_episode, write_open_loop, write_video,
 )
@@ -153,7 +155,7 @@ def main(argv=None) -> dict:
             if clamped["streak"] == 10:
                 tqdm.write(f"warning: the batch-mean KL ({kl:.2f} nats) has stayed below free_nats "
                            f"({cfg.loss.free_nats}) for 10 training phases, so the prior gets no gradient and "
-                           "imagination runs on an untrained prior; try a lower --free_nats (the state preset uses 0)")
+                           "imagination runs on an untrained prior; try a lower --loss.free-nats (the state preset uses 0)")
 
         def run_due_work() -> None:
             nonlocal last_eval

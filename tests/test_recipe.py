@@ -30,8 +30,8 @@ def _load_recipe():
 
 def _argv(run_dir, *extra) -> list[str]:
     # One torch thread: on 2 shared cores two intra-op threads make the tiny convs ~4x slower.
-    return ["--preset", "debug", "--run_dir", str(run_dir), "--run_name", "run", "--progress", "false",
-            "--threads", "1", *extra]
+    return ["--preset", "debug", "--run.run-dir", str(run_dir), "--run.run-name", "run", "--run.no-progress",
+            "--run.threads", "1", *extra]
 
 
 def _run(run_dir, *extra) -> tuple[dict, list[str]]:
@@ -112,7 +112,7 @@ def test_pixel_run_checkpoint_loads_into_fresh_modules(pixel_run):
 
 @pytest.mark.slow
 def test_state_observation_run(tmp_path):
-    summary, argv = _run(tmp_path, "--from_pixels", "false")
+    summary, argv = _run(tmp_path, "--env.no-from-pixels")
     cfg, _ = parse_args(argv)
     run_dir = Path(summary["run_dir"])
     assert summary["env_steps"] == 800 and summary["updates"] > 0
@@ -128,16 +128,16 @@ def test_state_observation_run(tmp_path):
 @pytest.mark.slow
 def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
     # 10 training phases with the batch-mean KL below 1000 free nats: the clamp never lets a gradient through.
-    _run(tmp_path, "--from_pixels", "false", "--free_nats", "1000", "--train_every", "40",
-         "--updates_per_train", "1", "--eval_every", "400", "--checkpoint_every", "400")
+    _run(tmp_path, "--env.no-from-pixels", "--loss.free-nats", "1000", "--schedule.train-every", "40",
+         "--schedule.updates-per-train", "1", "--schedule.eval-every", "400", "--run.checkpoint-every", "400")
     out = capsys.readouterr().out
     assert out.count("stayed below free_nats (1000.0)") == 1, out
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--task", "nonexistent_task"], "nonexistent_task"),
-    (["--task", "cartpole"], "cartpole"),
-    (["--batch_size", "0"], "batch_size"),
+    (["--env.task", "nonexistent_task"], "nonexistent_task"),
+    (["--env.task", "cartpole"], "cartpole"),
+    (["--schedule.batch-size", "0"], "batch_size"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
     with pytest.raises((SystemExit, ValueError)) as exc:
@@ -147,3 +147,4 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
     if isinstance(exc.value, SystemExit):
         assert exc.value.code != 0
     assert list(tmp_path.iterdir()) == []  # no run directory, no replay files
+
