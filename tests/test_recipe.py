@@ -6,6 +6,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -148,3 +151,27 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
         assert exc.value.code != 0
     assert list(tmp_path.iterdir()) == []  # no run directory, no replay files
 
+
+# RELIABILITY.md P6/P10 from the command line: exit code 2, one message naming the field, no traceback, and
+# before torch is even imported (about a second; the bound leaves room for a loaded machine).
+COMMAND_LINE_ERRORS = {
+    "unknown_option": (["--batch_size", "4"], "did you mean --schedule.batch-size"),
+    "wrong_type": (["--schedule.batch-size", "four"], "--schedule.batch-size"),
+    "impossible_value": (["--schedule.seq-len", "1"], "'schedule.seq_len' must be >= 2"),
+    "unknown_task": (["--env.task", "cheetah_fly"], "did you mean cheetah_run"),
+    "switch_with_value": (["--run.progress", "false"], "--run.no-progress"),
+    "missing_run": (["--resume", "/nonexistent/run"], "'run.resume'"),
+}
+
+
+@pytest.mark.parametrize("argv, fragment", COMMAND_LINE_ERRORS.values(), ids=COMMAND_LINE_ERRORS.keys())
+def test_command_line_errors_are_fast_and_plain(tmp_path, argv, fragment):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, str(RECIPE), "--run.run-dir", str(tmp_path), *argv],
+                         capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    err = " ".join(out.stderr.replace("│", " ").split())
+    assert out.returncode == 2, out.stderr
+    assert fragment in err and "Traceback" not in out.stderr
+    assert elapsed < 6, f"{elapsed:.1f} s to refuse {argv}"
+    assert list(tmp_path.iterdir()) == []
