@@ -22,8 +22,8 @@ case "${1:-check}" in
     done | tee "$OUT/bench.md" ;;
   learn)
     task=${2:?task}
-    timeout 540 python3 recipes/dreamer_dmc.py --preset paper --task "$task" --run_dir runs --run_name "$task" \
-      --total_env_steps 100000 --checkpoint_every 10000 --compile true --progress false \
-      $( [ -d "runs/$task/checkpoints" ] && echo --resume "runs/$task" ) || true
+    timeout 540 python3 recipes/dreamer_dmc.py --preset paper --env.task "$task" --run.run-dir runs \
+      --run.run-name "$task" --schedule.total-env-steps 100000 --run.checkpoint-every 10000 --run.compile \
+      --run.no-progress $( [ -d "runs/$task/checkpoints" ] && echo --resume "runs/$task" ) || true
     tar czf "$OUT/$task.tgz" "runs/$task/checkpoints" "runs/$task/logs" ;;
 esac

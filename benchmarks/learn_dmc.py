@@ -6,7 +6,9 @@
 
 Settings are the ``state`` preset (proprioceptive observations, model 16/128/128, MLPs 200, batch 8x32,
 prefill 5000, 100 updates per 1000 env steps, noise-free evaluation every 10k env steps); any config
-field can be overridden by name after the script's own flags (``--batch_size 16``).
+field can be overridden after the script's own flags, as in the recipe (``--schedule.batch-size 16
+--run.threads 1``). The script's ``--task``, ``--env_steps`` and ``--seed`` become ``--env.task``,
+``--schedule.total-env-steps`` and ``--run.seed``.
 
 - ``ours`` runs ``recipes/dreamer_dmc.py``'s ``main`` (loaded with importlib) and reads its evaluations.
 - ``torchrl`` trains TorchRL's Dreamer V1 (``benchmarks/torchrl_dreamer.py``) on the same env
@@ -45,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dreamer_trl as dt  # noqa: E402
-from dreamer_trl.config import DreamerConfig, parse_args  # noqa: E402
+from dreamer_trl.config import DreamerConfig  # noqa: E402
+from dreamer_trl.preflight import parse_args  # noqa: E402
 
 RECIPE = HERE.parent / "recipes" / "dreamer_dmc.py"
 
@@ -63,8 +66,8 @@ def run_ours(argv: list[str], out: Path) -> list[tuple[int, float]]:
     spec = importlib.util.spec_from_file_location("dreamer_dmc", RECIPE)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    summary = recipe.main([*argv, "--run_dir", str(out), "--run_name", "run", "--progress", "false",
-                           "--tensorboard", "false"])
+    summary = recipe.main([*argv, "--run.run-dir", str(out), "--run.run-name", "run", "--run.no-progress",
+                           "--run.no-tensorboard"])
     return [(int(s), float(r)) for s, r in summary["evaluations"]]
 
 
@@ -194,7 +197,8 @@ def plot(dirs: list[str], png: str) -> None:
 
 
 def main(argv=None) -> dict | None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--impl", choices=["ours", "torchrl"])
     p.add_argument("--task", default="cartpole_swingup")
     p.add_argument("--env_steps", type=int, default=60_000, help="env steps to train for")
@@ -211,8 +215,8 @@ def main(argv=None) -> dict | None:
         return None
     if not (args.impl and args.out):
         p.error("--impl and --out are required to train")
-    config_argv = ["--preset", args.preset, "--task", args.task, "--total_env_steps", str(args.env_steps),
-                   "--seed", str(args.seed), *overrides]
+    config_argv = ["--preset", args.preset, "--env.task", args.task, "--schedule.total-env-steps",
+                   str(args.env_steps), "--run.seed", str(args.seed), *overrides]
     cfg, _ = parse_args(config_argv, description=__doc__)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,29 +1,48 @@
-"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) as TorchRL components."""
-from dreamer_trl.behavior import make_actor, make_value
-from dreamer_trl.builders import Agent, make_agent, make_env, make_update
-from dreamer_trl.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
-from dreamer_trl.config import DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, ScheduleConfig
-from dreamer_trl.data import make_replay_buffer
-from dreamer_trl.envs import DMCEnv, make_dmc_env, split_task
-from dreamer_trl.imagination import ImaginationEnv, make_imagination_env
-from dreamer_trl.heads import NormalHead
-from dreamer_trl.latent import GaussianLatent
-from dreamer_trl.objectives import (
-    ActorLoss, LambdaReturn, NStepReturn, RewardSum, ValueLoss, WorldModelLoss, lambda_return, make_value_estimate,
-)
-from dreamer_trl.preemption import Preemption
-from dreamer_trl.policy import Filter, make_policy, policy_carry_transform
-from dreamer_trl.rssm import RSSM
-from dreamer_trl.run_state import restore_run, save_run
-from dreamer_trl.training import DreamerUpdate, Phase
-from dreamer_trl.world_model import DreamerWorldModel, make_world_model
+"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) as TorchRL components.
 
-__all__ = [
-    "ActorLoss", "DMCEnv", "DreamerConfig", "DreamerUpdate", "EnvConfig", "ImaginationEnv", "LossConfig",
-    "ModelConfig", "OptimConfig", "RSSM", "ScheduleConfig", "ValueLoss", "WorldModelLoss", "lambda_return",
-    "load_checkpoint", "make_actor", "make_dmc_env", "make_imagination_env", "make_policy", "make_replay_buffer",
-    "make_value", "make_world_model", "policy_carry_transform", "save_checkpoint", "split_task",
-    "Agent", "make_agent", "make_env", "Preemption", "prune_checkpoints", "restore_run", "save_run",
-    "DreamerWorldModel", "Filter", "GaussianLatent", "LambdaReturn", "NStepReturn", "NormalHead", "Phase",
-    "RewardSum", "make_update", "make_value_estimate",
-]
+Names are imported on first use (PEP 562), so that ``import dreamer_trl.config`` (the command line)
+does not pull in torch, TorchRL and MuJoCo: bad arguments are refused in well under a second.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+# public name -> the module defining it
+_EXPORTS = {
+    "Agent": "builders", "make_agent": "builders", "make_env": "builders", "make_update": "builders",
+    "make_actor": "behavior", "make_value": "behavior",
+    "load_checkpoint": "checkpoint", "prune_checkpoints": "checkpoint", "save_checkpoint": "checkpoint",
+    "DreamerConfig": "config", "EnvConfig": "config", "LossConfig": "config", "ModelConfig": "config",
+    "OptimConfig": "config", "ScheduleConfig": "config",
+    "make_replay_buffer": "data",
+    "DMCEnv": "envs", "make_dmc_env": "envs", "split_task": "envs",
+    "ImaginationEnv": "imagination", "make_imagination_env": "imagination",
+    "ActorLoss": "objectives", "ValueLoss": "objectives", "WorldModelLoss": "objectives",
+    "lambda_return": "objectives", "LambdaReturn": "objectives", "NStepReturn": "objectives",
+    "RewardSum": "objectives", "make_value_estimate": "objectives",
+    "NormalHead": "heads", "GaussianLatent": "latent",
+    "Preemption": "preemption",
+    "Filter": "policy", "make_policy": "policy", "policy_carry_transform": "policy",
+    "RSSM": "rssm",
+    "restore_run": "run_state", "save_run": "run_state",
+    "DreamerUpdate": "training", "Phase": "training",
+    "DreamerWorldModel": "world_model", "make_world_model": "world_model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # a submodule: dt.keys, dt.data
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

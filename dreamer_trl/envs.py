@@ -111,7 +111,7 @@ class DMCEnv(EnvBase):
         self._frames = 0
         # Physics faults (RELIABILITY.md P5): each truncates its episode; too many within the last
         # `physics_error_window` episodes abort.
-        self.physics_errors, self.episodes = 0, 0
+        self._physics_errors, self.episodes = 0, 0
         self._fault_episodes: list[int] = []
         self.max_physics_errors, self.physics_error_window = max_physics_errors, physics_error_window
         self._last_obs: dict = {}
@@ -152,6 +152,21 @@ class DMCEnv(EnvBase):
         """The wrapped ``dm_control.rl.control.Environment``."""
         return self._env
 
+    @property
+    def physics_errors(self) -> int:
+        """MuJoCo physics errors since this env was built (each truncated its episode)."""
+        return self._physics_errors
+
+    def task_random_state(self) -> list:
+        """The state of the task's random stream (initial states of the next episodes), as JSON data."""
+        kind, keys, pos, has_gauss, gauss = self._env.task.random.get_state()
+        return [kind, keys.tolist(), pos, has_gauss, gauss]
+
+    def set_task_random_state(self, state: list) -> None:
+        """Restore a :meth:`task_random_state`, so the next resets match those of the saved env."""
+        kind, keys, pos, has_gauss, gauss = state
+        self._env.task.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
     def render(self, size: int | None = None) -> np.ndarray:
         """The current physics state from this env's camera, uint8 ``[size, size, 3]`` (default image_size)."""
         size = size or self.image_size
@@ -188,7 +203,7 @@ class DMCEnv(EnvBase):
         return TensorDict(out, batch_size=self.batch_size, device=self.device)
 
     def _physics_fault(self, error: Exception) -> None:
-        self.physics_errors += 1
+        self._physics_errors += 1
         self._fault_episodes = [e for e in self._fault_episodes if e > self.episodes - self.physics_error_window]
         self._fault_episodes.append(self.episodes)
         if len(self._fault_episodes) > self.max_physics_errors:
@@ -232,9 +247,9 @@ class DMCEnv(EnvBase):
         return TensorDict(out, batch_size=self.batch_size, device=self.device)
 
     def _set_seed(self, seed: int | None) -> None:
-        # dm_control draws initial states from the task's RandomState (Task.__init__ stores it
-        # as ``_random``); replacing it makes the next reset match a fresh env built with `seed`.
-        self._env.task._random = np.random.RandomState(seed)
+        # dm_control draws initial states from the task's RandomState; reseeding it in place makes the
+        # next reset match a fresh env built with `seed`.
+        self._env.task.random.seed(seed)
 
 
 def make_dmc_env(

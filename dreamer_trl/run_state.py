@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from dreamer_trl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
@@ -19,23 +18,13 @@ from dreamer_trl.training import DreamerUpdate
 FORMAT = 1
 
 
-def _task_rng(env) -> np.random.RandomState:
-    return env.base_env.dm_env.task._random
-
-
-def env_rng_state(env) -> list:
-    kind, keys, pos, has_gauss, gauss = _task_rng(env).get_state()
-    return [kind, keys.tolist(), pos, has_gauss, gauss]
-
-
-def set_env_rng_state(env, state: list) -> None:
-    kind, keys, pos, has_gauss, gauss = state
-    _task_rng(env).set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-
-
 def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
              buffer: SequenceReplayBuffer, counters: dict, config: dict, preset: str, envs: dict) -> Path:
-    """Checkpoint everything needed to continue the run exactly (see module docstring)."""
+    """Checkpoint everything needed to continue the run exactly (see module docstring).
+
+    ``envs`` are DMC envs (a :class:`~dreamer_trl.envs.DMCEnv`, also inside a TransformedEnv, which forwards
+    the calls): their task random streams are saved through ``task_random_state()``.
+    """
     mark_last_row_truncated(buffer)
     rng_tensors, rng_values = rng_state()
     state = {**{k: m.state_dict() for k, m in modules.items()}, "optimizers": updater.state_dict(),
@@ -43,7 +32,7 @@ def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: Dreame
     meta = {"format": FORMAT, "config": config, "preset": preset, "counters": counters,
             "env_steps": counters["env_steps"], "updates": counters["updates"],
             "updater": {"skipped": updater.skipped, "skip_streak": updater.skip_streak},
-            "rng": rng_values, "env_rng": {k: env_rng_state(e) for k, e in envs.items()}}
+            "rng": rng_values, "env_rng": {k: e.task_random_state() for k, e in envs.items()}}
     return save_checkpoint(path, state, meta, parts={"replay": lambda d: save_buffer(buffer, d)})
 
 
@@ -63,6 +52,6 @@ def restore_run(path: str | Path, *, modules: dict[str, nn.Module], updater: Dre
     updater.skipped, updater.skip_streak = meta["updater"]["skipped"], meta["updater"]["skip_streak"]
     load_buffer(buffer, path / "replay")
     for name, env in envs.items():
-        set_env_rng_state(env, meta["env_rng"][name])
+        env.set_task_random_state(meta["env_rng"][name])
     set_rng_state(state["rng"], meta["rng"])
     return meta["counters"]

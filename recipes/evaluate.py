@@ -25,6 +25,7 @@ import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.checkpoint import MANIFEST, checkpoint_dirs  # noqa: E402
 from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
+from dreamer_trl.trainer import build  # noqa: E402
 from dreamer_trl.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
 
 OPEN_LOOP_CONTEXT, OPEN_LOOP_LENGTH = 5, 50  # Dreamer Fig. 5: observe 5 frames, predict 45
@@ -84,14 +85,13 @@ def main(argv=None) -> dict:
     torch.manual_seed(seed)
 
     env = dt.make_env(cfg.env, cfg.model, seed)
-    action_dim = env.action_spec.shape[-1]
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
-    agent = dt.make_agent(obs_key, tuple(env.observation_spec[obs_key].shape), action_dim, cfg.model, cfg.loss)
+    agent, policy, _ = build(cfg, env, device)  # as the training recipe builds them; the updater goes unused
     world_model, actor = agent.world_model, agent.actor
     world_model.load_state_dict(state["world_model"])
     actor.load_state_dict(state["actor"])
-    world_model, actor = world_model.to(device).eval(), actor.to(device).eval()
-    policy = dt.make_policy(world_model, actor, env.action_spec.to(device), cfg.loss.exploration_noise)
+    world_model.eval()
+    actor.eval()
 
     # The actor's pre-tanh Gaussian on every visited state: a mean at the bound of 5 with a tiny std is a
     # saturated actor, whose gradient has all but vanished (benchmarks/RESULTS.md, "Learning on CPU").
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
         if i < args.videos:
             videos += write_video(frames, video_dir / f"episode_{i}")
     hook.remove()
-    if obs_key == keys.PIXELS:
+    if obs_key == keys.PIXELS and world_model.decoder is not None:
         length = min(OPEN_LOOP_LENGTH, cfg.env.episode_frames // cfg.env.action_repeat)
         out = open_loop(world_model, real_sequences(env, policy, batch_size=4, length=length), OPEN_LOOP_CONTEXT)
         videos += write_open_loop(out, video_dir / "open_loop")

@@ -13,10 +13,11 @@ import torch  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
-TINY_LEARN = ["--prefill_env_steps", "200", "--train_every", "200", "--updates_per_train", "1", "--batch_size", "2",
-              "--seq_len", "8", "--eval_every", "200", "--episode_frames", "200", "--state_dim", "4", "--belief_dim",
-              "8", "--rssm_hidden", "8", "--mlp_hidden", "16", "--horizon", "3", "--buffer_capacity", "1000",
-              "--threads", "1"]
+TINY_LEARN = ["--schedule.prefill-env-steps", "200", "--schedule.train-every", "200", "--schedule.updates-per-train",
+              "1", "--schedule.batch-size", "2", "--schedule.seq-len", "8", "--schedule.eval-every", "200",
+              "--env.episode-frames", "200", "--model.state-dim", "4", "--model.belief-dim", "8", "--model.rssm-hidden",
+              "8", "--model.mlp-hidden", "16", "--loss.horizon", "3", "--schedule.buffer-capacity", "1000",
+              "--run.threads", "1"]
 
 
 @pytest.fixture(autouse=True)

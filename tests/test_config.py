@@ -1,40 +1,60 @@
-"""dreamer_trl.config: paper defaults, field help, command-line parsing and validation."""
+"""dreamer_trl.config: paper defaults, field help, command-line parsing (tyro), validation, resume rules."""
+import ast
 import dataclasses
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from dreamer_trl import config
-from dreamer_trl.config import DreamerConfig, parse_args, set_field, validate
+from dreamer_trl.config import DreamerConfig, from_dict, parse_args, set_field, to_dict, validate
+from dreamer_trl.config import schema
 
-# Dreamer V1 defaults (shared/reference/DREAMER.md), keyed by config field name.
+ROOT = Path(__file__).resolve().parents[1]
+
+# Dreamer V1 defaults (shared/reference/DREAMER.md), keyed by config field.
 PAPER = {
-    "state_dim": 30, "belief_dim": 200, "rssm_hidden": 200, "min_std": 0.1, "cnn_depth": 32, "mlp_hidden": 400,
-    "reward_layers": 2, "value_layers": 3, "actor_layers": 4,
-    "kl_scale": 1.0, "free_nats": 3.0, "horizon": 15, "gamma": 0.99, "lmbda": 0.95, "exploration_noise": 0.3,
-    "model_lr": 6e-4, "actor_lr": 8e-5, "value_lr": 8e-5, "adam_eps": 1e-7, "grad_clip": 100.0,
-    "prefill_env_steps": 5000, "train_every": 1000, "updates_per_train": 100, "batch_size": 50, "seq_len": 50,
-    "eval_every": 10_000,
-    "action_repeat": 2, "from_pixels": True, "image_size": 64, "episode_frames": 1000,
+    "model.state_dim": 30, "model.belief_dim": 200, "model.rssm_hidden": 200, "model.min_std": 0.1,
+    "model.cnn_depth": 32, "model.mlp_hidden": 400, "model.reward_layers": 2, "model.value_layers": 3,
+    "model.actor_layers": 4,
+    "loss.kl_scale": 1.0, "loss.free_nats": 3.0, "loss.horizon": 15, "loss.gamma": 0.99, "loss.lmbda": 0.95,
+    "loss.exploration_noise": 0.3,
+    "optim.model_lr": 6e-4, "optim.actor_lr": 8e-5, "optim.value_lr": 8e-5, "optim.adam_eps": 1e-7,
+    "optim.grad_clip": 100.0,
+    "schedule.prefill_env_steps": 5000, "schedule.train_every": 1000, "schedule.updates_per_train": 100,
+    "schedule.batch_size": 50, "schedule.seq_len": 50, "schedule.eval_every": 10_000,
+    "env.action_repeat": 2, "env.from_pixels": True, "env.image_size": 64, "env.episode_frames": 1000,
 }
 
 
 def _flat(cfg: DreamerConfig) -> dict:
-    """Field name -> value over all sub-configs."""
-    return {f.name: getattr(getattr(cfg, g.name), f.name)
-            for g in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, g.name))}
+    """``group.field`` -> value over all sub-configs."""
+    return {name: config.get_field(cfg, name) for name in config.field_names(cfg)}
 
 
-def _all_fields() -> list[tuple[str, dataclasses.Field]]:
-    cfg = DreamerConfig()
-    return [(g.name, f) for g in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, g.name))]
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _parse_error(argv, capsys) -> str:
-    """Run parse_args expecting a usage error; return its stderr."""
+def _parse_error(argv, capsys, **kwargs) -> str:
+    """Run parse_args expecting a usage error (exit code 2); return its stderr."""
     with pytest.raises(SystemExit) as exc:
-        parse_args(argv)
-    assert exc.value.code != 0
+        parse_args(argv, **kwargs)
+    assert exc.value.code == 2
     return capsys.readouterr().err
+
+
+def _help(argv, capsys, monkeypatch) -> str:
+    """``--help`` output with tyro's box drawing removed and whitespace collapsed."""
+    monkeypatch.setenv("COLUMNS", "120")  # one column of boxes (tyro uses two on wider screens)
+    with pytest.raises(SystemExit) as exc:
+        parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
 
 
 # --- presets -----------------------------------------------------------------------------------------
@@ -61,34 +81,79 @@ def test_presets_are_independent_copies():
     assert b.schedule.batch_size == 50 and DreamerConfig().schedule.batch_size == 50
 
 
+@pytest.mark.parametrize("preset", sorted(config.PRESETS))
+def test_to_dict_from_dict_round_trip(preset):
+    cfg = config.PRESETS[preset]()
+    assert from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
 # --- fields and help ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("group, f", _all_fields(), ids=lambda x: getattr(x, "name", x))
-def test_every_field_has_one_line_help(group, f):
-    text = f.metadata.get("help", "")
-    assert text.strip(), f"{group}.{f.name} has no help"
-    assert "\n" not in text, f"{group}.{f.name} help is not one line"
+def _field_docstrings() -> dict[str, str | None]:
+    """``Class.field`` -> the string literal right under the field in schema.py (None when missing)."""
+    out = {}
+    for node in ast.parse(inspect.getsource(schema)).body:
+        if isinstance(node, ast.ClassDef) and node.name != "DreamerConfig":
+            body = node.body
+            for i, stmt in enumerate(body):
+                if isinstance(stmt, ast.AnnAssign):
+                    nxt = body[i + 1] if i + 1 < len(body) else None
+                    is_doc = isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant)
+                    out[f"{node.name}.{stmt.target.id}"] = nxt.value.value if is_doc else None
+    return out
 
 
-def test_field_names_unique_across_sub_configs():
-    names = [f.name for _, f in _all_fields()]
-    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
-    assert "preset" not in names  # would clash with the --preset option
+def test_every_field_has_one_line_help():
+    docs = _field_docstrings()
+    cfg = DreamerConfig()
+    for group in dataclasses.fields(cfg):
+        sub = type(getattr(cfg, group.name))
+        for f in dataclasses.fields(sub):
+            text = docs.get(f"{sub.__name__}.{f.name}")
+            assert text and text.strip(), f"{group.name}.{f.name} has no help"
+            assert "\n" not in text, f"{group.name}.{f.name} help is not one line"
 
 
-# --- set_field ---------------------------------------------------------------------------------------
+def test_top_level_options_do_not_clash_with_groups():
+    assert not {"preset", "resume", "help"} & set(schema.GROUPS)
+
+
+def test_help_lists_every_field_with_its_description(capsys, monkeypatch):
+    text = _help([], capsys, monkeypatch)
+    docs = _field_docstrings()
+    cfg = DreamerConfig()
+    for name in config.field_names(cfg):
+        group, leaf = name.split(".")
+        assert _flag(name) in text, name
+        description = " ".join(docs[f"{type(getattr(cfg, group)).__name__}.{leaf}"].split())
+        assert description in text, name
+    for preset in config.PRESETS:
+        assert preset in text
+    assert "--preset" in text and "--resume" in text
+
+
+@pytest.mark.parametrize("preset, batch, task", [("paper", 50, "cheetah_run"), ("state", 8, "cartpole_balance"),
+                                                 ("debug", 4, "cartpole_swingup")])
+def test_help_shows_the_chosen_presets_values(preset, batch, task, capsys, monkeypatch):
+    text = _help(["--preset", preset], capsys, monkeypatch)
+    assert re.search(rf"--schedule\.batch-size INT sequences per batch \(default: {batch}\)", text), text
+    assert re.search(rf"--env\.task STR .*?\(default: {task}\)", text)
+    assert f"(default: {preset})" in text  # the --preset line
+
+
+# --- set_field (programmatic overrides) ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, text, expected", [
-    ("batch_size", "16", 16),
-    ("total_env_steps", "1_000", 1000),
-    ("gamma", "0.9", 0.9),
-    ("model_lr", "1e-3", 1e-3),
-    ("from_pixels", "false", False),
-    ("from_pixels", "Yes", True),
-    ("progress", "0", False),
-    ("task", "walker_walk", "walker_walk"),
+    ("schedule.batch_size", "16", 16),
+    ("schedule.total_env_steps", "1_000", 1000),
+    ("loss.gamma", "0.9", 0.9),
+    ("optim.model_lr", "1e-3", 1e-3),
+    ("env.from_pixels", "false", False),
+    ("env.from_pixels", "Yes", True),
+    ("run.progress", "0", False),
+    ("env.task", "walker_walk", "walker_walk"),
 ])
 def test_set_field_converts_strings(name, text, expected):
     cfg = DreamerConfig()
@@ -99,27 +164,43 @@ def test_set_field_converts_strings(name, text, expected):
 
 def test_set_field_accepts_typed_values_and_widens_int_to_float():
     cfg = DreamerConfig()
-    set_field(cfg, "batch_size", 7)
-    set_field(cfg, "gamma", 1)
+    set_field(cfg, "schedule.batch_size", 7)
+    set_field(cfg, "loss.gamma", 1)
     assert cfg.schedule.batch_size == 7
     assert cfg.loss.gamma == 1.0 and isinstance(cfg.loss.gamma, float)
 
 
 @pytest.mark.parametrize("name, value, fragment", [
-    ("batch_sise", "3", "batch_size"),  # unknown name, with a suggestion
+    ("schedule.batch_sise", "3", "schedule.batch_size"),  # unknown name, with a suggestion
     ("no_such_field", "3", "no_such_field"),
-    ("batch_size", "abc", "int"),
-    ("batch_size", 1.5, "int"),
-    ("batch_size", True, "int"),  # a bool is not an int here
-    ("from_pixels", "maybe", "bool"),
-    ("gamma", "high", "float"),
+    ("schedule.batch_size", "abc", "int"),
+    ("schedule.batch_size", 1.5, "int"),
+    ("schedule.batch_size", True, "int"),  # a bool is not an int here
+    ("env.from_pixels", "maybe", "bool"),
+    ("loss.gamma", "high", "float"),
+    ("run.precision", "fp16", "fp32, bf16"),
 ])
 def test_set_field_refuses(name, value, fragment):
     cfg = DreamerConfig()
-    with pytest.raises(ValueError, match=fragment) as exc:
+    with pytest.raises(ValueError, match=re.escape(fragment)) as exc:
         set_field(cfg, name, value)
     assert repr(name) in str(exc.value)
     assert cfg == DreamerConfig()  # unchanged
+
+
+def test_set_field_suggests_the_group_of_a_bare_name():
+    with pytest.raises(ValueError, match=r"did you mean schedule\.batch_size"):
+        set_field(DreamerConfig(), "batch_size", 3)
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"sched": {"batch_size": 3}}, "'sched'; did you mean 'schedule'"),
+    ({"schedule": {"batch_sise": 3}}, "schedule.batch_sise"),
+    ({"schedule": {"batch_size": "many"}}, "schedule.batch_size"),
+])
+def test_from_dict_refuses_by_name(data, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        from_dict(data)
 
 
 # --- parse_args --------------------------------------------------------------------------------------
@@ -142,7 +223,8 @@ def test_parse_args_state_preset():
     assert cfg.env.from_pixels is False and cfg.env.task == "cartpole_balance"
 
 
-@pytest.mark.parametrize("argv", [["--batch_size", "16"], ["--batch_size=16"]])
+@pytest.mark.parametrize("argv", [["--schedule.batch-size", "16"], ["--schedule.batch-size=16"],
+                                  ["--schedule.batch_size", "16"]])
 def test_parse_args_override(argv):
     cfg, _ = parse_args(argv)
     expected = config.paper()
@@ -151,71 +233,151 @@ def test_parse_args_override(argv):
 
 
 def test_parse_args_override_applies_on_top_of_preset():
-    cfg, preset = parse_args(["--batch_size", "6", "--preset", "debug", "--from_pixels", "false"])
+    cfg, preset = parse_args(["--schedule.batch-size", "6", "--preset", "debug", "--env.no-from-pixels"])
     expected = config.debug()
     expected.schedule.batch_size = 6
     expected.env.from_pixels = False
     assert preset == "debug" and cfg == expected
 
 
-def test_help_lists_every_field(capsys):
-    with pytest.raises(SystemExit) as exc:
-        parse_args(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for _, f in _all_fields():
-        assert f"--{f.name}" in out
-    for preset in config.PRESETS:
-        assert preset in out
+def test_parse_args_dotted_overrides_of_every_kind():
+    cfg, _ = parse_args(["--loss.free-nats", "0", "--env.task", "walker_walk", "--run.compile", "--run.no-progress",
+                         "--loss.representation", "contrastive", "--optim.model-lr", "1e-3", "--loss.gamma=0.9"])
+    assert cfg.loss.free_nats == 0.0 and isinstance(cfg.loss.free_nats, float)
+    assert (cfg.env.task, cfg.run.compile, cfg.run.progress) == ("walker_walk", True, False)
+    assert (cfg.loss.representation, cfg.optim.model_lr, cfg.loss.gamma) == ("contrastive", 1e-3, 0.9)
 
 
-# Each bad input must fail with a message naming the key and the value it expects.
+# Each bad input must fail with exit code 2 and a message naming the key and the value it expects.
 BAD_INPUTS = {
-    "unknown_field": (["--batch_sise", "3"], ["batch_sise", "batch_size"]),
-    "wrong_type": (["--batch_size", "abc"], ["batch_size", "int", "abc"]),
-    "seq_len_too_short": (["--seq_len", "1"], ["seq_len", ">= 2"]),
-    "buffer_smaller_than_batch": (["--buffer_capacity", "10"], ["buffer_capacity", ">= batch_size * seq_len = 2500"]),
-    "gamma_out_of_range": (["--gamma", "2"], ["gamma", "[0, 1]"]),
-    "unknown_device": (["--device", "tpu"], ["device", "tpu", "cpu", "cuda"]),
-    "not_a_bool": (["--from_pixels", "maybe"], ["from_pixels", "bool", "maybe"]),
+    "unknown_field": (["--schedule.batch-sise", "3"], ["batch-sise", "did you mean --schedule.batch-size"]),
+    "old_flat_name": (["--batch_size", "3"], ["--batch_size", "did you mean --schedule.batch-size"]),
+    "unknown_group": (["--sched.batch-size", "3"], ["--sched.batch-size", "--schedule.batch-size"]),
+    "wrong_type": (["--schedule.batch-size", "abc"], ["--schedule.batch-size", "int", "abc"]),
+    "wrong_float": (["--loss.gamma", "high"], ["--loss.gamma", "high"]),
+    "seq_len_too_short": (["--schedule.seq-len", "1"], ["seq_len", ">= 2"]),
+    "buffer_smaller_than_batch": (["--schedule.buffer-capacity", "10"],
+                                  ["buffer_capacity", ">= batch_size * seq_len = 2500"]),
+    "gamma_out_of_range": (["--loss.gamma", "2"], ["gamma", "[0, 1]"]),
+    "unknown_device": (["--run.device", "tpu"], ["device", "tpu", "cpu", "cuda"]),
+    "not_a_bool": (["--env.from-pixels", "maybe"], ["--env.from-pixels", "maybe", "--env.no-from-pixels"]),
+    "bool_with_attached_value": (["--run.progress=false"], ["--run.progress", "false", "--run.no-progress"]),
+    "unknown_choice": (["--run.precision", "fp16"], ["--run.precision", "fp16", "bf16"]),
     "unknown_preset": (["--preset", "huge"], ["preset", "huge", "paper"]),
-    "missing_value": (["--batch_size"], ["batch_size"]),
-    "unknown_task": (["--task", "cheetah_fly"], ["cheetah_fly", "cheetah_run"]),
-    "checkpoint_not_on_schedule": (["--checkpoint_every", "1500"], ["checkpoint_every", "multiple of train_every"]),
-    "total_not_on_schedule": (["--total_env_steps", "10500"], ["total_env_steps", "multiple of train_every"]),
-    "no_checkpoint_kept": (["--checkpoints_kept", "0"], ["checkpoints_kept", ">= 1"]),
-    "abbreviated_flag": (["--batch", "7"], ["batch"]),
+    "missing_preset": (["--preset"], ["preset"]),
+    "missing_value": (["--schedule.batch-size"], ["--schedule.batch-size"]),
+    "task_not_domain_task": (["--env.task", "cartpole"], ["env.task", "domain_task", "cartpole"]),
+    "checkpoint_not_on_schedule": (["--run.checkpoint-every", "1500"], ["checkpoint_every", "multiple of train_every"]),
+    "total_not_on_schedule": (["--schedule.total-env-steps", "10500"], ["total_env_steps", "multiple of train_every"]),
+    "no_checkpoint_kept": (["--run.checkpoints-kept", "0"], ["checkpoints_kept", ">= 1"]),
+    "abbreviated_flag": (["--schedule.batch", "7"], ["--schedule.batch"]),
+    "resume_without_reader": (["--resume", "runs/x"], ["--resume"]),
 }
 
 
 @pytest.mark.parametrize("argv, fragments", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_parse_args_rejects(argv, fragments, capsys):
-    err = _parse_error(argv, capsys)
+    err = " ".join(re.sub("[│╭╮╰╯─]", " ", _parse_error(argv, capsys)).split())
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"
 
 
-def test_parse_args_unknown_field_suggests_the_close_name(capsys):
-    err = _parse_error(["--batch_sise", "3"], capsys)
-    assert "did you mean" in err and "batch_size" in err.split("did you mean")[1]
+def test_parse_args_runs_the_given_checks(capsys):
+    def no_walker(cfg):
+        if cfg.env.task.startswith("walker"):
+            raise ValueError("config field 'env.task': no walkers today")
+
+    assert parse_args(["--env.task", "cheetah_run"], checks=[no_walker])[0].env.task == "cheetah_run"
+    assert "no walkers today" in _parse_error(["--env.task", "walker_walk"], capsys, checks=[no_walker])
+
+
+def test_config_package_imports_nothing_else_from_dreamer_trl():
+    code = ("import sys; import dreamer_trl.config; "
+            "print([m for m in sys.modules if m.startswith('dreamer_trl') and m != 'dreamer_trl' "
+            "and not m.startswith('dreamer_trl.config')]); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert out.stdout.split("\n")[:2] == ["[]", "False"], out.stdout + out.stderr
+
+
+def test_config_sources_import_nothing_from_dreamer_trl():
+    for path in (ROOT / "dreamer_trl" / "config").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("dreamer_trl"), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("dreamer_trl") for a in node.names), path.name
+
+
+# --- resume ------------------------------------------------------------------------------------------
+
+
+def _saved(preset="debug", **changes):
+    """A fake checkpoint reader: the saved config of a ``preset`` run, as data."""
+    cfg = config.PRESETS[preset]()
+    for name, value in changes.items():
+        set_field(cfg, name.replace("__", "."), value)
+    return lambda path: (to_dict(cfg), preset, f"{path}/checkpoints/0000000400")
+
+
+def test_resume_uses_the_saved_config_and_its_preset():
+    cfg, preset = parse_args(["--resume", "runs/r"], load_resumed=_saved(schedule__batch_size=6))
+    expected = config.debug()
+    expected.schedule.batch_size = 6
+    expected.run.resume = "runs/r/checkpoints/0000000400"
+    assert preset == "debug" and cfg == expected
+
+
+def test_resume_may_change_run_time_fields():
+    cfg, _ = parse_args(["--resume", "runs/r", "--schedule.total-env-steps", "1600", "--run.no-progress",
+                         "--run.device", "cpu"], load_resumed=_saved())
+    assert (cfg.schedule.total_env_steps, cfg.run.progress, cfg.run.device) == (1600, False, "cpu")
+
+
+def test_resume_refuses_a_changed_model_field_by_name(capsys):
+    err = _parse_error(["--run.resume", "runs/r", "--schedule.batch-size", "3", "--model.state-dim", "9"], capsys,
+                       load_resumed=_saved())
+    assert "cannot resume runs/r" in err
+    assert "schedule.batch_size: 4 -> 3" in err and "model.state_dim: 8 -> 9" in err
+    assert "run.seed" not in err.split("only")[0]
+
+
+def test_resume_refuses_another_preset(capsys):
+    err = _parse_error(["--resume", "runs/r", "--preset", "state"], capsys, load_resumed=_saved("debug"))
+    assert "'debug'" in err and "'state'" in err
+
+
+def test_resume_help_shows_the_saved_values(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # one column of boxes (tyro uses two on wider screens)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--resume", "runs/r", "--help"], load_resumed=_saved(schedule__batch_size=6))
+    assert exc.value.code == 0
+    assert re.search(r"sequences per batch \(default: 6\)", " ".join(capsys.readouterr().out.split()))
 
 
 # --- validate ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name, value, fragment", [
-    ("image_size", 32, "image_size"),
-    ("episode_frames", 50, "episode_frames"),
-    ("prefill_env_steps", 10, "prefill_env_steps"),
-    ("total_env_steps", 5000, "total_env_steps"),
-    ("lmbda", -0.1, "lmbda"),
-    ("horizon", 1, "horizon"),
-    ("task", "cartpole", "task"),
+    ("env.image_size", 32, "image_size"),
+    ("env.episode_frames", 50, "episode_frames"),
+    ("schedule.prefill_env_steps", 10, "prefill_env_steps"),
+    ("schedule.total_env_steps", 5000, "total_env_steps"),
+    ("loss.lmbda", -0.1, "lmbda"),
+    ("loss.horizon", 1, "horizon"),
+    ("env.task", "cartpole", "task"),
 ])
 def test_validate_names_the_field(name, value, fragment):
     cfg = config.paper()
     set_field(cfg, name, value)
     with pytest.raises(ValueError, match=fragment):
+        validate(cfg)
+
+
+def test_validate_checks_choices_of_configs_built_in_code():
+    cfg = config.paper()
+    cfg.loss.value_estimate = "monte_carlo"
+    with pytest.raises(ValueError, match="loss.value_estimate"):
         validate(cfg)
 
 

@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -256,3 +257,29 @@ def test_repeated_physics_errors_abort_with_a_clear_message():
     _faulty(env, set(range(1, 1000)))
     with pytest.raises(RuntimeError, match="physics errors within the last 10 episodes"):
         env.rollout(10, break_when_any_done=False)
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_task_random_state_round_trip(wrapped):
+    # The task's random stream draws each episode's initial state; restoring it (from JSON, through the
+    # TransformedEnv, which forwards the call) replays the same initial states.
+    env = make_dmc_env("cartpole", "swingup", from_pixels=False, seed=5)
+    env = env if wrapped else env.base_env
+    env.reset()
+    state = json.loads(json.dumps(env.task_random_state()))
+    first = [env.reset()[OBSERVATION] for _ in range(2)]
+    assert not torch.equal(first[0], first[1])
+    env.set_task_random_state(state)
+    assert all(torch.equal(env.reset()[OBSERVATION], obs) for obs in first)
+    other = make_dmc_env("cartpole", "swingup", from_pixels=False, seed=6)
+    other.set_task_random_state(state)
+    assert torch.equal(other.reset()[OBSERVATION], first[0])
+
+
+def test_physics_errors_is_read_only_and_forwarded():
+    env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0)
+    _faulty(env, {3})
+    env.rollout(5, break_when_any_done=False)
+    assert env.physics_errors == env.base_env.physics_errors == 1
+    with pytest.raises(AttributeError):
+        env.base_env.physics_errors = 0

@@ -35,8 +35,8 @@ def _with_one_thread(fn, argv):
 
 def _train(run_dir: Path, from_pixels: bool) -> Path:
     """A debug run; returns its (final) checkpoint directory."""
-    argv = ["--preset", "debug", "--from_pixels", str(from_pixels).lower(), "--run_dir", str(run_dir),
-            "--run_name", "run", "--progress", "false", "--threads", "1"]
+    argv = ["--preset", "debug", "--env.from-pixels" if from_pixels else "--env.no-from-pixels",
+            "--run.run-dir", str(run_dir), "--run.run-name", "run", "--run.no-progress", "--run.threads", "1"]
     return Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
 
 

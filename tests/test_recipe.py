@@ -6,6 +6,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -30,8 +33,8 @@ def _load_recipe():
 
 def _argv(run_dir, *extra) -> list[str]:
     # One torch thread: on 2 shared cores two intra-op threads make the tiny convs ~4x slower.
-    return ["--preset", "debug", "--run_dir", str(run_dir), "--run_name", "run", "--progress", "false",
-            "--threads", "1", *extra]
+    return ["--preset", "debug", "--run.run-dir", str(run_dir), "--run.run-name", "run", "--run.no-progress",
+            "--run.threads", "1", *extra]
 
 
 def _run(run_dir, *extra) -> tuple[dict, list[str]]:
@@ -112,7 +115,7 @@ def test_pixel_run_checkpoint_loads_into_fresh_modules(pixel_run):
 
 @pytest.mark.slow
 def test_state_observation_run(tmp_path):
-    summary, argv = _run(tmp_path, "--from_pixels", "false")
+    summary, argv = _run(tmp_path, "--env.no-from-pixels")
     cfg, _ = parse_args(argv)
     run_dir = Path(summary["run_dir"])
     assert summary["env_steps"] == 800 and summary["updates"] > 0
@@ -126,18 +129,31 @@ def test_state_observation_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_variants_from_the_command_line_train_and_checkpoint(tmp_path):
+    """Reward-only world model (no decoder, so no open-loop view) with V_R (no value phase), on pixels."""
+    summary, _ = _run(tmp_path, "--loss.representation", "reward", "--loss.value-estimate", "reward")
+    run_dir = Path(summary["run_dir"])
+    assert summary["env_steps"] == 800 and summary["updates"] > 0 and math.isfinite(summary["final_eval_return"])
+    logged = {p.stem for p in (run_dir / "logs" / "scalars" / "loss").glob("*.csv")}
+    assert {"model_reward", "model_kl", "actor"} <= logged and not logged & {"model_reco", "value"}
+    assert not list((run_dir / "videos").glob("open_loop_*"))
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert meta["config"]["loss"]["representation"] == "reward" and "value" not in state["optimizers"]
+
+
+@pytest.mark.slow
 def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
     # 10 training phases with the batch-mean KL below 1000 free nats: the clamp never lets a gradient through.
-    _run(tmp_path, "--from_pixels", "false", "--free_nats", "1000", "--train_every", "40",
-         "--updates_per_train", "1", "--eval_every", "400", "--checkpoint_every", "400")
+    _run(tmp_path, "--env.no-from-pixels", "--loss.free-nats", "1000", "--schedule.train-every", "40",
+         "--schedule.updates-per-train", "1", "--schedule.eval-every", "400", "--run.checkpoint-every", "400")
     out = capsys.readouterr().out
     assert out.count("stayed below free_nats (1000.0)") == 1, out
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--task", "nonexistent_task"], "nonexistent_task"),
-    (["--task", "cartpole"], "cartpole"),
-    (["--batch_size", "0"], "batch_size"),
+    (["--env.task", "nonexistent_task"], "nonexistent_task"),
+    (["--env.task", "cartpole"], "cartpole"),
+    (["--schedule.batch-size", "0"], "batch_size"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
     with pytest.raises((SystemExit, ValueError)) as exc:
@@ -147,3 +163,28 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
     if isinstance(exc.value, SystemExit):
         assert exc.value.code != 0
     assert list(tmp_path.iterdir()) == []  # no run directory, no replay files
+
+
+# RELIABILITY.md P6/P10 from the command line: exit code 2, one message naming the field, no traceback, and
+# before torch is even imported (about a second; the bound leaves room for a loaded machine).
+COMMAND_LINE_ERRORS = {
+    "unknown_option": (["--batch_size", "4"], "did you mean --schedule.batch-size"),
+    "wrong_type": (["--schedule.batch-size", "four"], "--schedule.batch-size"),
+    "impossible_value": (["--schedule.seq-len", "1"], "'schedule.seq_len' must be >= 2"),
+    "unknown_task": (["--env.task", "cheetah_fly"], "did you mean cheetah_run"),
+    "switch_with_value": (["--run.progress", "false"], "--run.no-progress"),
+    "missing_run": (["--resume", "/nonexistent/run"], "'run.resume'"),
+}
+
+
+@pytest.mark.parametrize("argv, fragment", COMMAND_LINE_ERRORS.values(), ids=COMMAND_LINE_ERRORS.keys())
+def test_command_line_errors_are_fast_and_plain(tmp_path, argv, fragment):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, str(RECIPE), "--run.run-dir", str(tmp_path), *argv],
+                         capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    err = " ".join(out.stderr.replace("│", " ").split())
+    assert out.returncode == 2, out.stderr
+    assert fragment in err and "Traceback" not in out.stderr
+    assert elapsed < 6, f"{elapsed:.1f} s to refuse {argv}"
+    assert list(tmp_path.iterdir()) == []

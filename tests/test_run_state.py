@@ -16,8 +16,8 @@ from dreamer_trl.checkpoint import checkpoint_dirs, load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = [sys.executable, str(ROOT / "recipes" / "dreamer_dmc.py")]
 # State-observation debug preset: fast, real dm_control physics; one thread so CPU math is bit-reproducible.
-BASE = ["--preset", "debug", "--from_pixels", "false", "--progress", "false", "--threads", "1",
-        "--checkpoint_every", "200", "--checkpoints_kept", "10"]
+BASE = ["--preset", "debug", "--env.no-from-pixels", "--run.no-progress", "--run.threads", "1",
+        "--run.checkpoint-every", "200", "--run.checkpoints-kept", "10"]
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
 
 
@@ -62,12 +62,12 @@ def assert_same_checkpoint(a: Path, b: Path):
 
 @pytest.mark.slow
 def test_resume_twice_is_bit_exact(tmp_path):
-    recipe(*BASE, "--run_dir", str(tmp_path), "--run_name", "straight")
-    recipe(*BASE, "--run_dir", str(tmp_path), "--run_name", "resumed", "--stop_at_env_steps", "400")
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "straight")
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "resumed", "--run.stop-at-env-steps", "400")
     resumed = tmp_path / "resumed"
     assert [d.name for d in checkpoint_dirs(resumed / "checkpoints")] == ["0000000200", "0000000400"]
-    recipe("--resume", str(resumed), "--stop_at_env_steps", "600", "--progress", "false")
-    recipe("--resume", str(resumed), "--progress", "false")
+    recipe("--resume", str(resumed), "--run.stop-at-env-steps", "600", "--run.no-progress")
+    recipe("--resume", str(resumed), "--run.no-progress")
     straight = checkpoint_dirs(tmp_path / "straight" / "checkpoints")
     again = checkpoint_dirs(resumed / "checkpoints")
     assert [d.name for d in straight] == [d.name for d in again] == ["0000000200", "0000000400", "0000000600",
@@ -79,8 +79,9 @@ def test_resume_twice_is_bit_exact(tmp_path):
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    recipe(*BASE, "--run_dir", str(tmp_path), "--run_name", "r", "--stop_at_env_steps", "400")
-    out = recipe("--resume", str(tmp_path / "r"), "--batch_size", "3", "--seq_len", "4", check=False)
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "r", "--run.stop-at-env-steps", "400")
+    out = recipe("--resume", str(tmp_path / "r"), "--schedule.batch-size", "3", "--schedule.seq-len", "4",
+                 check=False)
     assert out.returncode != 0
     assert "batch_size: 4 -> 3" in out.stderr and "seq_len" in out.stderr
 
@@ -93,8 +94,8 @@ def test_resume_of_a_missing_run_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
-    args = [*BASE, "--run_dir", str(tmp_path), "--run_name", "job", "--total_env_steps", "2000",
-            "--updates_per_train", "10", "--checkpoint_every", "2000"]
+    args = [*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "job", "--schedule.total-env-steps", "2000",
+            "--schedule.updates-per-train", "10", "--run.checkpoint-every", "2000"]
     proc = subprocess.Popen(RECIPE + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     updates_csv = tmp_path / "job" / "logs" / "scalars" / "train" / "updates.csv"
     deadline = time.time() + 120
@@ -109,7 +110,7 @@ def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
     _, meta = load_checkpoint(ckpt)
     stopped_at = meta["counters"]
     assert 0 < stopped_at["env_steps"] < 2000
-    recipe("--resume", str(tmp_path / "job"), "--progress", "false")
+    recipe("--resume", str(tmp_path / "job"), "--run.no-progress")
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
     # no gap, no duplicate: the same totals as an uninterrupted run of this schedule
     phases = (2000 - 400) // 200 + 1

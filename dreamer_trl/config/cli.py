@@ -1,0 +1,198 @@
+"""The command line: ``--preset NAME``, ``--resume RUN`` and ``--GROUP.FIELD VALUE`` overrides, through tyro.
+
+    --preset state --schedule.batch-size 16 --loss.free-nats 0 --env.task walker_walk --env.no-from-pixels
+
+``--preset`` is read first, so that ``--help`` shows every field at the chosen preset's value. Bad input
+(unknown option, wrong type, impossible value) ends the process with exit code 2 and one message naming
+the field and what it expects, before anything heavy is imported or built (RELIABILITY.md P6, P10).
+Checks that need the library (the DMC task exists, the checkpoint to resume is complete) are passed in
+(``checks``, ``load_resumed``; see ``dreamer_trl.preflight``), so this package stays a leaf.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Callable, Literal, Sequence, get_args, get_origin
+
+import tyro
+
+from .presets import PRESETS
+from .schema import GROUPS, DreamerConfig, field_names, field_types, from_dict, get_field
+
+PresetName = Literal[tuple(PRESETS)]
+
+# Fields that may change when a run is resumed (run-time only); any other difference is refused.
+RESUMABLE = {"schedule.total_env_steps", "schedule.eval_every", "schedule.eval_episodes",
+             *(f"run.{f.name}" for f in dataclasses.fields(DreamerConfig().run) if f.name != "seed")}
+
+
+@dataclass
+class CommandLine:
+    """What the command line sets: the config, its starting preset and the run to resume."""
+
+    config: Annotated[DreamerConfig, tyro.conf.arg(name="")]
+    preset: PresetName = "paper"
+    """starting configuration; the defaults shown below are this preset's"""
+    resume: str = ""
+    """run directory (or checkpoint) to continue with its saved config; only run-time fields may change"""
+
+
+def config_differences(saved: DreamerConfig, new: DreamerConfig) -> dict[str, tuple]:
+    """{``group.field``: (saved value, new value)} for every field that differs."""
+    return {n: (get_field(saved, n), get_field(new, n)) for n in field_names(saved)
+            if get_field(saved, n) != get_field(new, n)}
+
+
+def validate(cfg: DreamerConfig) -> None:
+    """Reject impossible values before any work starts, naming the field and the expected value."""
+    s, e, l, r = cfg.schedule, cfg.env, cfg.loss, cfg.run
+    checks = [
+        (s.seq_len >= 2, "schedule.seq_len", ">= 2", s.seq_len),
+        (s.batch_size >= 1, "schedule.batch_size", ">= 1", s.batch_size),
+        (l.horizon >= 2, "loss.horizon", ">= 2", l.horizon),
+        (e.action_repeat >= 1, "env.action_repeat", ">= 1", e.action_repeat),
+        (e.image_size == 64 or not e.from_pixels, "env.image_size", "64 for the pixel model", e.image_size),
+        (e.episode_frames >= e.action_repeat * s.seq_len, "env.episode_frames",
+         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len} (an episode must fill a sequence)",
+         e.episode_frames),
+        (s.buffer_capacity >= s.batch_size * s.seq_len, "schedule.buffer_capacity",
+         f">= batch_size * seq_len = {s.batch_size * s.seq_len}", s.buffer_capacity),
+        (s.train_every >= e.action_repeat, "schedule.train_every", f">= action_repeat = {e.action_repeat}",
+         s.train_every),
+        (s.prefill_env_steps >= e.action_repeat * s.seq_len, "schedule.prefill_env_steps",
+         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len}", s.prefill_env_steps),
+        (s.total_env_steps % s.train_every == 0, "schedule.total_env_steps",
+         f"a multiple of train_every = {s.train_every}", s.total_env_steps),
+        (s.prefill_env_steps % s.train_every == 0, "schedule.prefill_env_steps",
+         f"a multiple of train_every = {s.train_every}", s.prefill_env_steps),
+        (s.total_env_steps > s.prefill_env_steps, "schedule.total_env_steps",
+         f"> prefill_env_steps = {s.prefill_env_steps}", s.total_env_steps),
+        (0.0 <= l.gamma <= 1.0, "loss.gamma", "in [0, 1]", l.gamma),
+        (0.0 <= l.lmbda <= 1.0, "loss.lmbda", "in [0, 1]", l.lmbda),
+        (l.free_nats >= 0 and l.kl_scale >= 0, "loss.free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
+        (l.obs_scale >= 0 and l.reward_scale >= 0, "loss.obs_scale/reward_scale", ">= 0",
+         (l.obs_scale, l.reward_scale)),
+        (l.value_estimate != "nstep" or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
+         f"in [1, horizon - 1 = {l.horizon - 1}]", l.value_steps),
+        ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
+        (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
+         "auto, cpu, cuda[:i] or mps", r.device),
+        (r.checkpoint_every >= 1, "run.checkpoint_every", ">= 1", r.checkpoint_every),
+        (r.checkpoints_kept >= 1, "run.checkpoints_kept", ">= 1", r.checkpoints_kept),
+        (r.checkpoint_every % s.train_every == 0, "run.checkpoint_every",
+         f"a multiple of train_every = {s.train_every}", r.checkpoint_every),
+        (r.stop_at_env_steps >= 0, "run.stop_at_env_steps", ">= 0", r.stop_at_env_steps),
+        (r.max_nonfinite_updates >= 0, "run.max_nonfinite_updates", ">= 0", r.max_nonfinite_updates),
+    ]
+    for ok, name, expected, got in checks:
+        if not ok:
+            raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
+    for group in GROUPS:  # choices (the command line checks them too; a config built in code may not)
+        sub = getattr(cfg, group)
+        for name, kind in field_types(type(sub)).items():
+            choices = get_args(kind) if get_origin(kind) is Literal else ()
+            if choices and getattr(sub, name) not in choices:
+                raise ValueError(f"config field '{group}.{name}' must be {' or '.join(choices)}, "
+                                 f"got {getattr(sub, name)!r}")
+
+
+def _options() -> tuple[set[str], set[str]]:
+    """(every option tyro accepts, spelled with '-'; the boolean switches among them)."""
+    options, switches = {"--help", "-h", "--preset", "--resume"}, set()
+    template = DreamerConfig()
+    for group in GROUPS:
+        for name, kind in field_types(type(getattr(template, group))).items():
+            flag = f"--{group}.{name.replace('_', '-')}"
+            options.add(flag)
+            if kind is bool:
+                switches |= {flag, f"--{group}.no-{name.replace('_', '-')}"}
+    return options | switches, switches
+
+
+def _check_options(args: Sequence[str]) -> None:
+    """Refuse unknown options with the closest valid ones, and values given to on/off switches."""
+    options, switches = _options()
+    for i, token in enumerate(args):
+        if not token.startswith("--"):
+            continue
+        given, _, attached = token.partition("=")
+        flag = given.replace("_", "-")
+        if flag not in options:
+            leaf = flag.rpartition(".")[2].lstrip("-")
+            close = difflib.get_close_matches(flag, sorted(options), n=3, cutoff=0.85)
+            close = close or [o for o in sorted(options) if o.rpartition(".")[2] in (leaf, f"no-{leaf}")]
+            close = close or [o for o in sorted(options) if "." in o and o.rpartition(".")[2].startswith(leaf)][:3]
+            close = close or difflib.get_close_matches(flag, sorted(options), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; --help lists every option"
+            raise ValueError(f"unknown option {given}{hint}")
+        value = attached or (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "")
+        if flag in switches and value:
+            on = flag.replace(".no-", ".")
+            raise ValueError(f"{given} is a switch and takes no value (got {value!r}): "
+                             f"write {on} or {on.replace('.', '.no-', 1)}")
+
+
+def _usage_error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _description(text: str) -> str:
+    presets = "\n".join(f"  {name}: {fn.__doc__.splitlines()[0]}" for name, fn in PRESETS.items())
+    return f"{text.rstrip()}\n\nPresets (--preset NAME):\n{presets}"
+
+
+def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
+               checks: Sequence[Callable[[DreamerConfig], None]] = (),
+               load_resumed: Callable[[str], tuple[dict, str, str]] | None = None) -> tuple[DreamerConfig, str]:
+    """The validated config and its preset name from the command line; bad input exits 2 with one message.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        description: the text ``--help`` starts with.
+        checks: further checks of the parsed config, each raising ValueError naming the field.
+        load_resumed: ``run directory -> (saved config as data, its preset, checkpoint directory)``,
+            raising ValueError; needed for ``--resume``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) or "dreamer"
+    first = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False, exit_on_error=False)
+    first.add_argument("--preset")
+    first.add_argument("--resume", "--run.resume", default="")
+    try:
+        known, rest = first.parse_known_args(argv)
+        if known.preset is not None and known.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {known.preset!r}")
+        _check_options(rest)
+        if known.resume:
+            if load_resumed is None:
+                raise ValueError("--resume needs a checkpoint reader here (use dreamer_trl.preflight.parse_args)")
+            data, preset, checkpoint = load_resumed(known.resume)
+            if known.preset not in (None, preset):
+                raise ValueError(f"resuming a run of preset {preset!r} with --preset {known.preset!r}")
+            saved, start = from_dict(data), from_dict(data)
+        else:
+            preset = known.preset or "paper"
+            start = PRESETS[preset]()
+    except (ValueError, argparse.ArgumentError) as err:
+        _usage_error(prog, str(err))
+    cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=rest, prog=prog,
+                   description=_description(description)).config
+    try:
+        if known.resume:
+            changed = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE}
+            if changed:
+                listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+                raise ValueError(f"cannot resume {known.resume} with a different config ({listed}); only "
+                                 f"{', '.join(sorted(RESUMABLE))} may change")
+            cfg.run.resume = str(checkpoint)
+        validate(cfg)
+        for check in checks:
+            check(cfg)
+    except ValueError as err:
+        _usage_error(prog, str(err))
+    return cfg, preset

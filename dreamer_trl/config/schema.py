@@ -1,0 +1,263 @@
+"""The run configuration as nested typed dataclasses, with Dreamer V1's defaults, and its plain-data form.
+
+Defaults are Dreamer V1's (Hafner et al. 2020, Appendix A and the official code; see
+shared/reference/DREAMER.md). Each field has its one-line description in the docstring under it; the
+command line (``cli.py``, through tyro) shows it in ``--help`` as ``--GROUP.FIELD``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class EnvConfig:
+    """The DeepMind Control Suite task and how it is observed."""
+
+    task: str = "cheetah_run"
+    """DMC task as domain_task, e.g. walker_walk, cartpole_swingup"""
+    from_pixels: bool = True
+    """observe 64x64 RGB pixels (paper); False: proprioceptive state vector"""
+    image_size: int = 64
+    """rendered image height and width"""
+    action_repeat: int = 2
+    """each action is repeated this many frames; rewards are summed"""
+    episode_frames: int = 1000
+    """frames per episode (time limit; the episode ends as truncated)"""
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes (Dreamer V1, Hafner et al. 2020, Appendix A)."""
+
+    state_dim: int = 30
+    """stochastic state s_t size"""
+    belief_dim: int = 200
+    """deterministic GRU belief h_t size"""
+    rssm_hidden: int = 200
+    """hidden width inside the RSSM"""
+    min_std: float = 0.1
+    """added to softplus(std) of prior and posterior"""
+    cnn_depth: int = 32
+    """channels of the first conv layer, doubled at each of the 4 layers"""
+    mlp_hidden: int = 400
+    """width of the reward, value, actor and vector-observation MLPs"""
+    reward_layers: int = 2
+    """hidden layers of the reward head"""
+    value_layers: int = 3
+    """hidden layers of the value head"""
+    actor_layers: int = 4
+    """hidden layers of the actor"""
+    obs_layers: int = 2
+    """hidden layers of the vector-observation encoder and decoder"""
+
+
+@dataclass
+class LossConfig:
+    """Objectives (Dreamer Eq. 6-8, 10)."""
+
+    representation: Literal["reconstruction", "contrastive", "reward"] = "reconstruction"
+    """world-model objective (Dreamer Sec. 4, Fig. 8): reconstruction, contrastive (InfoNCE) or reward (no observation model)"""
+    obs_scale: float = 1.0
+    """weight of the observation term (reconstruction or contrastive)"""
+    reward_scale: float = 1.0
+    """weight of the reward term of the world-model loss"""
+    kl_scale: float = 1.0
+    """weight of the KL term of the world-model loss"""
+    free_nats: float = 3.0
+    """the batch-mean KL is clamped from below at this many nats"""
+    horizon: int = 15
+    """imagination horizon H"""
+    gamma: float = 0.99
+    """discount"""
+    lmbda: float = 0.95
+    """lambda of the lambda-return V_lambda"""
+    value_estimate: Literal["lambda", "nstep", "reward"] = "lambda"
+    """value estimate the actor maximises (Dreamer Eq. 4-6): lambda (V_lambda), nstep (V_N^k, k = value_steps) or reward (V_R: imagined rewards only, no value net)"""
+    value_steps: int = 5
+    """k of the k-step estimate V_N^k (value_estimate nstep)"""
+    exploration_noise: float = 0.3
+    """std of the Gaussian noise added to actions in the real env"""
+
+
+@dataclass
+class OptimConfig:
+    """Three Adam optimizers, one per objective."""
+
+    model_lr: float = 6e-4
+    """world-model learning rate"""
+    actor_lr: float = 8e-5
+    """actor learning rate"""
+    value_lr: float = 8e-5
+    """value learning rate"""
+    adam_eps: float = 1e-7
+    """Adam epsilon"""
+    grad_clip: float = 100.0
+    """global-norm gradient clip, per optimizer"""
+
+
+@dataclass
+class ScheduleConfig:
+    """Data collection and update schedule; env steps are frames after action repeat."""
+
+    total_env_steps: int = 1_000_000
+    """env steps (frames) to train for"""
+    prefill_env_steps: int = 5000
+    """env steps of uniform random actions before training"""
+    train_every: int = 1000
+    """env steps collected between training phases"""
+    updates_per_train: int = 100
+    """gradient updates per training phase (also once after prefill)"""
+    batch_size: int = 50
+    """sequences per batch"""
+    seq_len: int = 50
+    """steps per sequence"""
+    eval_every: int = 10_000
+    """env steps between noise-free evaluation episodes"""
+    eval_episodes: int = 1
+    """episodes per evaluation"""
+    buffer_capacity: int = 1_000_000
+    """replay capacity in agent steps (stored frames)"""
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run executes."""
+
+    seed: int = 0
+    """seed of torch, numpy and the environments"""
+    device: str = "auto"
+    """cuda if available when 'auto', else the given torch device"""
+    run_dir: str = "runs"
+    """parent directory of run directories"""
+    run_name: str = ""
+    """run directory name; default: task-preset-seed-timestamp"""
+    buffer_dir: str = ""
+    """directory of the memory-mapped replay buffer; default: inside the run dir"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    progress: bool = True
+    """show a progress bar"""
+    tensorboard: bool = True
+    """also log to TensorBoard (CSV is always written)"""
+    wandb_project: str = ""
+    """also log to this Weights & Biases project (needs wandb installed)"""
+    resume: str = ""
+    """run directory (or checkpoint directory) to continue; its config is used (also --resume)"""
+    checkpoint_every: int = 100_000
+    """env steps between checkpoints (model, optimizers, RNG, replay)"""
+    checkpoints_kept: int = 2
+    """how many of the newest checkpoints to keep"""
+    stop_at_env_steps: int = 0
+    """end this process after the checkpoint at this many env steps (0: never)"""
+    max_nonfinite_updates: int = 10
+    """consecutive non-finite updates (all skipped) before the run stops"""
+    compile: bool = False
+    """torch.compile the networks and RSSM steps (CUDA graphs on GPU); eager on failure"""
+    compile_backend: str = "inductor"
+    """torch.compile backend (aot_eager: capture without code generation)"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """fp32, or bf16: autocast of the loss forward passes (where the device has bf16)"""
+    max_physics_errors: int = 5
+    """MuJoCo physics errors tolerated within physics_error_window episodes"""
+    physics_error_window: int = 100
+    """episodes over which physics errors are counted"""
+
+
+@dataclass
+class DreamerConfig:
+    """A whole run: one sub-config per concern."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+GROUPS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DreamerConfig))
+
+
+def field_types(group: type) -> dict[str, Any]:
+    """{field name: type} of one sub-config class (annotations resolved)."""
+    return typing.get_type_hints(group)
+
+
+def field_names(cfg: DreamerConfig | None = None) -> list[str]:
+    """Every field as ``group.field``, in declaration order."""
+    cfg = cfg or DreamerConfig()
+    return [f"{g}.{f.name}" for g in GROUPS for f in dataclasses.fields(getattr(cfg, g))]
+
+
+def get_field(cfg: DreamerConfig, name: str) -> Any:
+    group, leaf = name.split(".")
+    return getattr(getattr(cfg, group), leaf)
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    """``value`` as the field's type; a string is parsed; an int widens to a float; anything else is refused."""
+    choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+    base = str if choices else kind
+    if isinstance(value, str) and base is not str:
+        text = value.replace("_", "") if base in (int, float) else value
+        try:
+            value = _parse_bool(text) if base is bool else base(text)
+        except ValueError:
+            raise ValueError(f"config field {name!r} expects {base.__name__}, got {value!r}") from None
+    if base is float and type(value) is int:
+        value = float(value)
+    if type(value) is not base:  # bool is not an int here
+        raise ValueError(f"config field {name!r} expects {base.__name__}, got {type(value).__name__} {value!r}")
+    if choices and value not in choices:
+        raise ValueError(f"config field {name!r} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def set_field(cfg: DreamerConfig, name: str, value: Any) -> None:
+    """Set ``group.field`` (e.g. ``schedule.batch_size``), converting strings to the field's type.
+
+    For programmatic overrides and :func:`from_dict`; the command line goes through tyro (``cli.py``).
+    Unknown names are refused with the closest valid names.
+    """
+    names = field_names(cfg)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        close = close or [n for n in names if n.split(".")[1] == name.split(".")[-1]]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown config field {name!r}{hint}")
+    group, leaf = name.split(".")
+    sub = getattr(cfg, group)
+    setattr(sub, leaf, _convert(name, field_types(type(sub))[leaf], value))
+
+
+def to_dict(cfg: DreamerConfig) -> dict:
+    """``{group: {field: value}}``, JSON-ready."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> DreamerConfig:
+    """Inverse of :func:`to_dict`; unknown groups or fields and wrong types are refused by name.
+
+    Fields missing from ``data`` keep their defaults.
+    """
+    cfg = DreamerConfig()
+    for group, values in data.items():
+        if group not in GROUPS or not isinstance(values, dict):
+            close = difflib.get_close_matches(str(group), GROUPS, n=1)
+            raise ValueError(f"unknown config group {group!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        for name, value in values.items():
+            set_field(cfg, f"{group}.{name}", value)
+    return cfg

@@ -1,0 +1,173 @@
+"""dreamer_trl.trainer: typed counters, the ETA, the free-nats warning, build(), and whole Trainer runs."""
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import signal  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import dreamer_trl as dt  # noqa: E402
+from dreamer_trl import config  # noqa: E402
+from dreamer_trl.trainer import (  # noqa: E402
+    Counters, PriorWatch, Trainer, build, eta, make_buffer, make_loggers, make_run_dir, resolve_device,
+    seed_everything,
+)
+
+# --- counters ----------------------------------------------------------------------------------------
+
+
+def test_counters_round_trip_through_json():
+    c = Counters(env_steps=800, updates=6, episodes=4, traj_offset=5, pending_updates=2, eval_due=True,
+                 evals=[(400, 1.5), (800, 2.25)], physics_errors=1)
+    back = Counters.from_dict(json.loads(json.dumps(asdict(c))))
+    assert back == c and all(type(e) is tuple for e in back.evals)
+
+
+def test_counters_keep_the_checkpoint_format():
+    # The names run_state has saved since format 1; checkpoints written before the trainer must still load.
+    saved = {"env_steps": 0, "updates": 0, "episodes": 0, "traj_offset": 0, "pending_updates": 0, "eval_due": False,
+             "evals": [], "physics_errors": 0}
+    assert asdict(Counters.from_dict(saved)) == saved
+
+
+def test_counters_refuse_unknown_and_missing_names():
+    data = asdict(Counters())
+    with pytest.raises(ValueError, match=r"unknown \['steps'\]"):
+        Counters.from_dict({**data, "steps": 1})
+    del data["updates"]
+    with pytest.raises(ValueError, match=r"missing \['updates'\]"):
+        Counters.from_dict(data)
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clock, now, steps, expected", [
+    (None, 50.0, 3000, "?"),            # still in prefill: nothing timed yet
+    ((10.0, 2000), 10.0, 2000, "?"),    # training just began
+    ((10.0, 2000), 110.0, 3000, "01:40"),  # 1000 env steps per 100 s, 1000 left
+])
+def test_eta_is_the_training_pace(clock, now, steps, expected):
+    assert eta(4000 - steps, clock, now, steps) == expected
+
+
+def test_prior_watch_warns_once_after_ten_clamped_phases():
+    watch = PriorWatch(free_nats=3.0)
+    clamped = {"loss/kl_clamped": torch.tensor(1.0), "loss/kl": torch.tensor(0.5)}
+    warnings = [watch.observe(clamped) for _ in range(12)]
+    assert [i for i, w in enumerate(warnings) if w] == [9]
+    assert "0.50 nats" in warnings[9] and "free_nats (3.0)" in warnings[9] and "--loss.free-nats" in warnings[9]
+    assert watch.observe({"loss/kl_clamped": torch.tensor(0.0), "loss/kl": torch.tensor(4.0)}) is None
+    assert watch.streak == 0
+
+
+def test_prior_watch_skips_objectives_without_the_clamp():
+    watch = PriorWatch(free_nats=3.0, phases=1)
+    assert watch.observe({"loss/kl": 0.1}) is None and watch.streak == 0
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- build and whole runs ----------------------------------------------------------------------------
+
+
+def _config(tmp_path, **changes):
+    """The debug preset on state observations, one torch thread, writing under tmp_path."""
+    cfg = config.debug()
+    cfg.env.from_pixels = False
+    cfg.run.progress, cfg.run.run_dir, cfg.run.run_name, cfg.run.checkpoint_every = False, str(tmp_path), "run", 400
+    for name, value in changes.items():
+        config.set_field(cfg, name.replace("__", "."), value)
+    config.validate(cfg)
+    return cfg
+
+
+def _trainer(cfg, preset="debug", updater_wrapper=None) -> Trainer:
+    """Everything the recipe builds, in the recipe's order."""
+    seed_everything(cfg.run.seed)
+    device = torch.device("cpu")
+    env = dt.make_env(cfg.env, cfg.model, cfg.run.seed)
+    eval_env = dt.make_env(cfg.env, cfg.model, cfg.run.seed + 10_000)
+    agent, policy, updater = build(cfg, env, device)
+    run_dir = make_run_dir(cfg, preset)
+    updater = updater_wrapper(updater) if updater_wrapper else updater
+    return Trainer(cfg, preset, run_dir, env=env, eval_env=eval_env, agent=agent, policy=policy, updater=updater,
+                   buffer=make_buffer(cfg, env, run_dir, device), loggers=make_loggers(cfg.run, run_dir),
+                   device=device)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_build_makes_a_wired_agent_policy_and_updater(tmp_path, one_thread):
+    cfg = _config(tmp_path)
+    env = dt.make_env(cfg.env, cfg.model, 0)
+    agent, policy, updater = build(cfg, env, "cpu")
+    td = policy(env.reset())
+    assert td["action"].shape == env.action_spec.shape and torch.isfinite(td["action"]).all()
+    assert set(updater.optimizers) == {"model", "actor", "value"}
+    assert updater.max_nonfinite == cfg.run.max_nonfinite_updates
+    assert updater.optimizers["model"].param_groups[0]["lr"] == cfg.optim.model_lr
+
+
+class _Updater:
+    """Delegates to a real updater; can drop a metric and request preemption after a number of updates."""
+
+    def __init__(self, updater, drop=(), preempt_after=None):
+        self._updater, self.drop, self.preempt_after, self.calls, self.trainer = updater, drop, preempt_after, 0, None
+
+    def update(self, batch):
+        self.calls += 1
+        if self.calls == self.preempt_after:
+            self.trainer.preemption.requested = signal.SIGTERM  # as the SIGTERM handler records it
+        return {k: v for k, v in self._updater.update(batch).items() if k not in self.drop}
+
+    def __getattr__(self, name):
+        return getattr(self._updater, name)
+
+
+@pytest.mark.slow
+def test_trainer_run_keeps_the_replay_ratio_and_counts(tmp_path, one_thread, capsys):
+    wrapper = lambda u: _Updater(u, drop=("loss/kl_clamped",))  # noqa: E731  an objective without free nats
+    trainer = _trainer(_config(tmp_path), updater_wrapper=wrapper)
+    summary = trainer.run()
+    c = trainer.counters
+    # prefill 400, then 2 updates per 200 env steps: at 400, 600 and 800; evaluations at 400 and 800
+    assert (c.env_steps, c.updates, c.pending_updates, c.eval_due) == (800, 6, 0, False)
+    assert [step for step, _ in c.evals] == [400, 800] and c.episodes == 4  # 200-frame episodes, repeat 2
+    assert summary["evaluations"] == c.evals and summary["final_eval_return"] == c.evals[-1][1]
+    _, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert meta["counters"] == json.loads(json.dumps(asdict(c)))
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_trainer_preempted_mid_phase_resumes_to_the_same_counters(tmp_path, one_thread):
+    cfg = _config(tmp_path, schedule__updates_per_train=3)
+    trainer = _trainer(cfg, updater_wrapper=lambda u: _Updater(u, preempt_after=4))
+    trainer.updater.trainer = trainer
+    with pytest.raises(SystemExit) as exc:
+        trainer.run()
+    assert exc.value.code == 143
+    stopped = trainer.counters
+    assert stopped.updates == 4 and stopped.pending_updates == 2  # the second training phase was cut short
+    cfg.run.resume = str(trainer.checkpoint_path)
+    resumed = _trainer(cfg)
+    assert resumed.counters == stopped
+    resumed.run()
+    c = resumed.counters
+    assert (c.env_steps, c.updates, c.pending_updates) == (800, 9, 0)
+    assert [step for step, _ in c.evals] == [400, 800] and math.isfinite(resumed.last_eval)
