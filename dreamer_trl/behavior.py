@@ -46,9 +46,9 @@ class ActorFromFeatures(nn.Module):
 
 
 def make_actor(feature_dim: int, action_dim: int, cfg: ModelConfig | None = None) -> TensorDictModule:
-    """Dreamer V1 action model (4x400 ELU, mean scale 5, init std 5) as a TensorDictModule."""
+    """Dreamer V1 action model (4x400 ELU, mean scale 5 (``cfg.actor_mean_scale``), init std 5) as a TensorDictModule."""
     cfg = cfg or ModelConfig()
-    net = TanhNormalActor(feature_dim, action_dim, cfg.mlp_hidden, cfg.actor_layers)
+    net = TanhNormalActor(feature_dim, action_dim, cfg.mlp_hidden, cfg.actor_layers, mean_scale=cfg.actor_mean_scale)
     return TensorDictModule(ActorFromFeatures(net), in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
 
 

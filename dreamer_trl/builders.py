@@ -69,7 +69,8 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
                                 free_nats=loss_cfg.free_nats)
     estimate = make_value_estimate(loss_cfg.value_estimate, loss_cfg.lmbda, loss_cfg.value_steps)
     actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=loss_cfg.horizon,
-                           gamma=loss_cfg.gamma, value_estimate=estimate, share_value=True)
+                           gamma=loss_cfg.gamma, value_estimate=estimate, share_value=True,
+                           sample_heads=loss_cfg.sample_imagined_heads, start_targets=loss_cfg.start_state_targets)
     value_loss = ValueLoss(value, gamma=loss_cfg.gamma) if estimate.needs_value else None
     return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss)
 

@@ -178,7 +178,8 @@ class TanhNormalActor(nn.Module):
     def squash(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's raw output ``[*N, 2A]`` to the pre-tanh Gaussian's (mean, std)."""
         mean, std = raw.chunk(2, -1)
-        mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
+        if self.mean_scale > 0:  # 0: the raw mean (TorchRL's actor)
+            mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
         std = F.softplus(std + self.raw_init_std) + self.min_std
         return mean, std
 

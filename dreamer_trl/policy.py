@@ -18,6 +18,7 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequ
 from torch import nn
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import Compose, TensorDictPrimer, Transform
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import AdditiveGaussianModule
 
 from dreamer_trl import keys
@@ -48,13 +49,30 @@ class ActingPolicy(TensorDictSequential):
         return super().forward(tensordict, *args, **kwargs)
 
 
-def make_policy(world_model, behavior: TensorDictModule, action_spec, exploration_noise: float = 0.3) -> ActingPolicy:
+class ModeOf(TensorDictModuleBase):
+    """Runs a behaviour under the DETERMINISTIC exploration type (its mode), whatever the caller's type,
+    so that the noise after it still follows the caller's (TorchRL's recipe acts with mode + noise)."""
+
+    def __init__(self, behavior: TensorDictModule):
+        super().__init__()
+        self.behavior = behavior
+        self.in_keys, self.out_keys = behavior.in_keys, behavior.out_keys
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            return self.behavior(tensordict)
+
+
+def make_policy(world_model, behavior: TensorDictModule, action_spec, exploration_noise: float = 0.3,
+                act_with_mode: bool = False) -> ActingPolicy:
     """Real-environment policy: the world model's filter, ``behavior`` (e.g. the actor), then
-    N(0, ``exploration_noise``) noise, clipped to the action spec."""
+    N(0, ``exploration_noise``) noise, clipped to the action spec. The behaviour samples in training
+    (the paper) unless ``act_with_mode`` (its mode plus the noise, TorchRL's recipe)."""
     spec = action_spec if isinstance(action_spec, Composite) else Composite(action=action_spec)
     noise = AdditiveGaussianModule(spec=spec, sigma_init=1.0, sigma_end=1.0, annealing_num_steps=1,
                                    mean=0.0, std=exploration_noise)
-    return ActingPolicy(Filter(world_model.encoder, world_model.rssm, world_model.obs_key), behavior, noise)
+    acting = ModeOf(behavior) if act_with_mode else behavior
+    return ActingPolicy(Filter(world_model.encoder, world_model.rssm, world_model.obs_key), acting, noise)
 
 
 class PreviousAction(Transform):

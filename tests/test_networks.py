@@ -369,3 +369,13 @@ def test_tanh_normal_log_prob_matches_torch_transformed_distribution():
     expected = (Normal(mean, std).entropy() + log_det.mean(0)).sum(-1)
     torch.manual_seed(2)
     torch.testing.assert_close(ours.entropy(samples=20000), expected, rtol=0, atol=0.1)
+
+
+def test_actor_mean_scale_zero_leaves_the_mean_unsquashed():
+    torch.manual_seed(0)
+    actor = TanhNormalActor(4, 3, hidden=8, layers=1, mean_scale=0.0)
+    x = _features(5, 4) * 50
+    mean, _ = actor.dist_params(x)
+    raw_mean = actor.net(x).chunk(2, -1)[0]
+    torch.testing.assert_close(mean, raw_mean)
+    assert raw_mean.abs().max() > 5  # where the paper's 5 tanh(x/5) would have bounded it

@@ -134,3 +134,20 @@ def test_actor_distribution_sample_mode_log_prob_entropy():
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         assert torch.equal(dist.mode(), actor.module(state, belief))
     assert dist.log_prob(sample).shape == (64,) and torch.isfinite(dist.entropy(samples=10)).all()
+
+
+def test_act_with_mode_uses_the_actor_mode_under_random_exploration():
+    env, wm, actor, _ = build()
+    policy = make_policy(wm, actor, env.action_spec, exploration_noise=0.0, act_with_mode=True)
+    sampling = make_policy(wm, actor, env.action_spec, exploration_noise=0.0)
+    td = env.reset()
+
+    def act(p, kind):
+        torch.manual_seed(0)  # the same posterior sample for each call
+        with set_exploration_type(kind):
+            return p(td.clone())["action"]
+
+    a_mode, a_sample = act(policy, ExplorationType.RANDOM), act(sampling, ExplorationType.RANDOM)
+    a_det = act(sampling, ExplorationType.DETERMINISTIC)
+    torch.testing.assert_close(a_mode, a_det)
+    assert not torch.allclose(a_sample, a_det, atol=1e-3)

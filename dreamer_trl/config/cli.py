@@ -54,6 +54,7 @@ def validate(cfg: DreamerConfig) -> None:
         (s.seq_len >= 2, "schedule.seq_len", ">= 2", s.seq_len),
         (s.batch_size >= 1, "schedule.batch_size", ">= 1", s.batch_size),
         (l.horizon >= 2, "loss.horizon", ">= 2", l.horizon),
+        (cfg.model.actor_mean_scale >= 0, "model.actor_mean_scale", ">= 0 (0: unsquashed)", cfg.model.actor_mean_scale),
         (e.action_repeat >= 1, "env.action_repeat", ">= 1", e.action_repeat),
         (e.image_size == 64 or not e.from_pixels, "env.image_size", "64 for the pixel model", e.image_size),
         (e.episode_frames >= e.action_repeat * s.seq_len, "env.episode_frames",

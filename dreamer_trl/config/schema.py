@@ -51,6 +51,8 @@ class ModelConfig:
     """hidden layers of the value head"""
     actor_layers: int = 4
     """hidden layers of the actor"""
+    actor_mean_scale: float = 5.0
+    """the actor's pre-tanh mean is s*tanh(x/s) with this s (paper 5); 0: the raw mean (TorchRL's actor)"""
     obs_layers: int = 2
     """hidden layers of the vector-observation encoder and decoder"""
 
@@ -81,6 +83,12 @@ class LossConfig:
     """k of the k-step estimate V_N^k (value_estimate nstep)"""
     exploration_noise: float = 0.3
     """std of the Gaussian noise added to actions in the real env"""
+    act_with_mode: bool = False
+    """act with the actor's mode plus noise (TorchRL's recipe) instead of a sample plus noise (paper)"""
+    sample_imagined_heads: bool = False
+    """score imagined rollouts with rewards and values drawn from N(mean, 1) (TorchRL) instead of the means"""
+    start_state_targets: bool = False
+    """TorchRL's alignment: targets for the start state too, each from the next state's reward (paper: off)"""
 
 
 @dataclass

@@ -46,6 +46,11 @@ class ActorLoss(LossModule):
         share_value: put the value predictions v(s_1..s_{H-1}) with their graph into the returned data, so
             :class:`ValueLoss` reuses them instead of a second forward pass over the same states (same
             numbers, as the official code evaluates the value head once on ``imag_feat``).
+        sample_heads: score with imagined rewards and values drawn from N(mean, 1) instead of the heads'
+            means (TorchRL 0.14.1's choice; off: the official code's).
+        start_targets: TorchRL's alignment instead of the official one: targets for s_0..s_{H-1} (the start
+            state included, so the value also trains on it), each from the NEXT state's reward,
+            V(s_t) = r(s_{t+1}) + gamma (...); off: targets for s_1..s_{H-1}, V(s_t) = r(s_t) + gamma (...).
     """
 
     @dataclass
@@ -68,7 +73,7 @@ class ActorLoss(LossModule):
 
     def __init__(self, actor: TensorDictModule, value: TensorDictModule | None, imagination_env, *,
                  horizon: int = 15, gamma: float = 0.99, lmbda: float = 0.95, value_estimate=None,
-                 share_value: bool = False):
+                 share_value: bool = False, sample_heads: bool = False, start_targets: bool = False):
         super().__init__()
         if horizon < 2:
             raise ValueError(f"horizon must be >= 2, got {horizon}")
@@ -82,6 +87,7 @@ class ActorLoss(LossModule):
         self.rssm = model.get_transition_model_operator().module.rssm
         self.reward_head = model.get_reward_operator().module
         self.horizon, self.gamma, self.lmbda = horizon, gamma, lmbda
+        self.sample_heads, self.start_targets = sample_heads, start_targets
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -94,18 +100,27 @@ class ActorLoss(LossModule):
         # LossModule.forward runs under DETERMINISTIC exploration; imagination samples actions (rsample).
         with set_exploration_type(ExplorationType.RANDOM):
             roll = self.rssm.imagine(state, belief, self.actor.module, self.horizon)              # (N, H, .)
-        reward = self.reward_head(roll[keys.STATE], roll[keys.BELIEF])                             # (N, H, 1)
-        value = (self.value.module(roll[keys.STATE], roll[keys.BELIEF])                             # (N, H, 1)
-                 if self.estimate.needs_value else None)
-        returns = self.estimate(reward, value, self.gamma)                                         # (N, H-1, 1)
-        discount = discount_weights(self.horizon - 1, self.gamma, returns.device)                  # (H-1, 1)
+        states, beliefs = roll[keys.STATE], roll[keys.BELIEF]                                     # s_1..s_H
+        if self.start_targets:                                                                     # s_0..s_H
+            states, beliefs = torch.cat([state[:, None], states], 1), torch.cat([belief[:, None], beliefs], 1)
+        reward = self.reward_head(states, beliefs)                                                 # (N, L, 1)
+        value = self.value.module(states, beliefs) if self.estimate.needs_value else None          # (N, L, 1)
+        if self.start_targets:  # the reward of step t is the next state's; the last entry is never used
+            reward = torch.cat([reward[:, 1:], torch.zeros_like(reward[:, :1])], 1)
+        scored_reward, scored_value = reward, value
+        if self.sample_heads:
+            scored_reward = reward + torch.randn_like(reward)
+            scored_value = None if value is None else value + torch.randn_like(value)
+        returns = self.estimate(scored_reward, scored_value, self.gamma)                           # (N, L-1, 1)
+        steps = returns.shape[-2]
+        discount = discount_weights(steps, self.gamma, returns.device)                             # (L-1, 1)
         loss = TensorDict(loss_actor=-(discount * returns).mean(), imagined_reward=reward.mean().detach())
         n = state.shape[0]
+        actions = roll[keys.ACTION] if self.start_targets else roll[keys.ACTION][:, :-1]
         data = TensorDict(
-            {k.state: roll[keys.STATE][:, :-1], k.belief: roll[keys.BELIEF][:, :-1],
-             keys.ACTION: roll[keys.ACTION][:, :-1], k.reward: reward[:, :-1], k.lambda_target: returns,
-             "discount": discount.expand(n, -1, -1)},
-            batch_size=[n, self.horizon - 1],
+            {k.state: states[:, :-1], k.belief: beliefs[:, :-1], keys.ACTION: actions, k.reward: reward[:, :-1],
+             k.lambda_target: returns, "discount": discount.expand(n, -1, -1)},
+            batch_size=[n, steps],
         ).detach()
         if self.share_value:
             data.set(k.value, value[:, :-1])  # with its graph, for ValueLoss
