@@ -1,9 +1,9 @@
 """Latent state and latent distributions of the RSSM.
 
 The latent state at step t is the pair (s_t, h_t): a stochastic part s_t ("state") drawn from a latent
-distribution, and the deterministic GRU belief h_t ("belief"). Every head (decoder, reward, actor, value)
-reads the same features concat(s_t, h_t) (Dreamer, arXiv:1912.01603, Sec. 3; PlaNet Sec. 3):
-:func:`features` is the one place they are formed.
+distribution, and the deterministic GRU belief h_t ("belief"), held together by :class:`LatentState`.
+Every head (decoder, reward, actor, value) reads the same features concat(s_t, h_t) (Dreamer,
+arXiv:1912.01603, Sec. 3; PlaNet Sec. 3): :func:`features` is the one place they are formed.
 
 A latent distribution family maps the raw output of a network layer to named parameters and provides
 ``sample`` / ``mode`` / ``kl`` / ``entropy`` on them. The RSSM, the losses and the imagination env only talk
@@ -19,14 +19,40 @@ Shapes: raw ``[*N, param_dim]``; each parameter ``[*N, S]``; samples ``[*N, S]``
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+from tensordict import TensorDictBase
 from torch.nn import functional as F
 
 
 def features(state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
     """The heads' input, concat(s_t, h_t): ``[*N, S]``, ``[*N, D]`` -> ``[*N, S + D]``."""
     return torch.cat([state, belief], -1)
+
+
+class LatentState(NamedTuple):
+    """(s_t, h_t): the stochastic state ``[*N, S]`` and the deterministic belief ``[*N, D]``.
+
+    A tuple, so ``state, belief = latent`` works wherever the pair is expected.
+    """
+
+    state: torch.Tensor
+    belief: torch.Tensor
+
+    @classmethod
+    def from_tensordict(cls, td: TensorDictBase, state_key="state", belief_key="belief") -> "LatentState":
+        return cls(td.get(state_key), td.get(belief_key))
+
+    def features(self) -> torch.Tensor:
+        return features(self.state, self.belief)
+
+    def detach(self) -> "LatentState":
+        return LatentState(self.state.detach(), self.belief.detach())
+
+    def flatten(self) -> "LatentState":
+        """All batch dims into one: ``[*B, X]`` -> ``[N, X]``."""
+        return LatentState(self.state.reshape(-1, self.state.shape[-1]), self.belief.reshape(-1, self.belief.shape[-1]))
 
 
 def param_keys(prefix: str, names: tuple[str, ...]) -> list[str]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamer_trl.latent import GaussianLatent
+from dreamer_trl.latent import GaussianLatent, LatentState
 from dreamer_trl.networks import keras_init_
 
 
@@ -72,10 +72,10 @@ class RSSM(nn.Module):
     def feature_dim(self) -> int:
         return self.state_dim + self.belief_dim
 
-    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
         """Zero state and belief, the start of every episode."""
         z = dict(device=device, dtype=dtype)
-        return torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z)
+        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
 
     def _belief_step(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         return self.gru(F.elu(x), belief)

@@ -80,3 +80,17 @@ def test_features_concatenate_state_then_belief():
 
 def test_param_keys():
     assert param_keys("prior", ("mean", "std")) == ["prior_mean", "prior_std"]
+
+
+def test_latent_state_holds_both_parts_and_forms_the_features():
+    from tensordict import TensorDict
+
+    from dreamer_trl.latent import LatentState
+
+    td = TensorDict({"state": torch.randn(2, 3, 4, requires_grad=True), "belief": torch.randn(2, 3, 6)}, [2, 3])
+    latent = LatentState.from_tensordict(td)
+    assert torch.equal(latent.features(), torch.cat([td["state"], td["belief"]], -1))
+    flat = latent.detach().flatten()
+    assert flat.state.shape == (6, 4) and flat.belief.shape == (6, 6) and not flat.state.requires_grad
+    state, belief = flat  # still a pair where a pair is expected
+    assert torch.equal(state, td["state"].detach().reshape(6, 4))

@@ -18,6 +18,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
+from dreamer_trl.latent import LatentState
 from dreamer_trl.objectives.value_estimates import LambdaReturn
 
 
@@ -94,9 +95,7 @@ class ActorLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDict]:
         k = self.tensor_keys
-        state = tensordict.get(k.state).detach()
-        belief = tensordict.get(k.belief).detach()
-        state, belief = state.reshape(-1, state.shape[-1]), belief.reshape(-1, belief.shape[-1])  # (N, S), (N, D)
+        state, belief = LatentState.from_tensordict(tensordict, k.state, k.belief).detach().flatten()  # (N, S|D)
         # LossModule.forward runs under DETERMINISTIC exploration; imagination samples actions (rsample).
         with set_exploration_type(ExplorationType.RANDOM):
             roll = self.rssm.imagine(state, belief, self.actor.module, self.horizon)              # (N, H, .)
