@@ -1,8 +1,10 @@
-"""Train Dreamer V1 (Hafner et al., ICLR 2020) on a DeepMind Control Suite task.
+"""Train Dreamer (Hafner et al., ICLR 2020; V1 and the paper's ablations) on a DeepMind Control Suite task.
 
     python recipes/dreamer_dmc.py --preset state                         # CPU: proprioceptive cartpole_balance
     python recipes/dreamer_dmc.py --preset paper --env.task walker_walk  # GPU: pixels, paper defaults
     python recipes/dreamer_dmc.py --preset state --schedule.batch-size 16 --loss.free-nats 0.5
+    python recipes/dreamer_dmc.py --preset state --loss.value-estimate reward   # V_R (Eq. 4): no value network
+    python recipes/dreamer_dmc.py --preset state --loss.representation contrastive   # InfoNCE world model
     python recipes/dreamer_dmc.py --resume runs/RUN                      # continue from the latest checkpoint
     python recipes/dreamer_dmc.py --preset state --help                  # every field, at the preset's values
 
