@@ -163,6 +163,21 @@ def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[i
     return evaluations
 
 
+def variant_flags(config_argv: list[str]) -> list[str]:
+    """The model and loss flags of a run's command line (what makes it a variant), e.g.
+    ["loss.value-estimate=reward"]; the preset, task, budget, seed and run-time flags are left out."""
+    out, i = [], 0
+    while i < len(config_argv):
+        arg = config_argv[i]
+        if arg.startswith(("--loss.", "--model.", "--optim.")):
+            has_value = i + 1 < len(config_argv) and not config_argv[i + 1].startswith("--")
+            out.append(f"{arg[2:]}={config_argv[i + 1]}" if has_value else arg[2:])
+            i += 2 if has_value else 1
+        else:
+            i += 1
+    return out
+
+
 def plot(dirs: list[str], png: str) -> None:
     try:
         import matplotlib
@@ -177,15 +192,19 @@ def plot(dirs: list[str], png: str) -> None:
             sys.exit(f"{d} has no curve.csv (an unfinished run?)")
         rows = list(csv.DictReader(open(Path(d) / "curve.csv")))
         meta = json.loads((Path(d) / "summary.json").read_text()) if (Path(d) / "summary.json").exists() else {}
-        runs.append((meta.get("task", Path(d).name), meta.get("impl", "?"), meta.get("seed", "?"),
+        label = "dreamer_trl" if meta.get("impl") == "ours" else meta.get("impl", "?")
+        label = meta.get("label") or " ".join([label, *variant_flags(meta.get("config_argv", []))])
+        runs.append((meta.get("task", Path(d).name), label, meta.get("seed", "?"),
                      [int(r["env_steps"]) for r in rows], [float(r["eval_return"]) for r in rows]))
     tasks = sorted({r[0] for r in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    colors, markers = {"ours": "tab:blue", "torchrl": "tab:orange"}, "osD^v"
+    labels = sorted({r[1] for r in runs}, key=lambda v: (v != "dreamer_trl", v))  # the plain one first
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink"]
+    colors, markers = {v: palette[i % len(palette)] for i, v in enumerate(labels)}, "osD^v"
     for ax, task in zip(axes[0], tasks):
-        for _, impl, seed, x, y in sorted(r for r in runs if r[0] == task):
-            ax.plot(x, y, color=colors.get(impl, "gray"), marker=markers[int(seed) % len(markers)] if
-                    str(seed).isdigit() else "o", label=f"{'dreamer_trl' if impl == 'ours' else impl} seed {seed}")
+        for _, label, seed, x, y in sorted(r for r in runs if r[0] == task):
+            ax.plot(x, y, color=colors[label], marker=markers[int(seed) % len(markers)] if
+                    str(seed).isdigit() else "o", label=f"{label} seed {seed}")
         ax.set_title(task)
         ax.set_xlabel("env steps (frames after action repeat)")
         ax.set_ylabel("noise-free evaluation return")

@@ -106,3 +106,12 @@ def test_learn_dmc_plot(tmp_path):
     png = tmp_path / "curves.png"
     learn_dmc.main(["--plot", str(tmp_path / "a"), str(tmp_path / "b"), "--png", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learn_dmc_labels_runs_by_their_variant_flags():
+    learn_dmc = _script("learn_dmc")
+    argv = ["--preset", "state", "--env.task", "cartpole_balance", "--run.seed", "1", "--run.threads", "1",
+            "--loss.value-estimate", "nstep", "--loss.value-steps", "5", "--loss.act-with-mode",
+            "--schedule.eval-episodes", "10"]
+    assert learn_dmc.variant_flags(argv) == ["loss.value-estimate=nstep", "loss.value-steps=5", "loss.act-with-mode"]
+    assert learn_dmc.variant_flags(["--preset", "state", "--run.threads", "1"]) == []
