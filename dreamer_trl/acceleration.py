@@ -11,7 +11,6 @@ import contextlib
 import warnings
 
 import torch
-from torch import nn
 
 
 
