@@ -113,7 +113,8 @@ class ActorLoss(LossModule):
         returns = self.estimate(scored_reward, scored_value, self.gamma)                           # (N, L-1, 1)
         steps = returns.shape[-2]
         discount = discount_weights(steps, self.gamma, returns.device)                             # (L-1, 1)
-        loss = TensorDict(loss_actor=-(discount * returns).mean(), imagined_reward=reward.mean().detach())
+        imagined = reward[:, :-1] if self.start_targets else reward  # without the padding entry
+        loss = TensorDict(loss_actor=-(discount * returns).mean(), imagined_reward=imagined.mean().detach())
         n = state.shape[0]
         actions = roll[keys.ACTION] if self.start_targets else roll[keys.ACTION][:, :-1]
         data = TensorDict(
