@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dreamer_trl as dt  # noqa: E402
+from dreamer_trl.training import carries_graph  # noqa: E402
 from bench_update import make_ours, peak_rss_mb, synthetic_batch  # noqa: E402
 from dreamer_trl.config import PRESETS  # noqa: E402
 
@@ -89,8 +90,7 @@ def profiled_update(upd: dt.DreamerUpdate, batch, timers: Timers) -> None:
         phase.optimizer.zero_grad(set_to_none=True)
         s = t()
         # the value loss may reuse the actor phase's value predictions (ActorLoss.share_value)
-        retain = any(v.requires_grad for v in handed_on.values(include_nested=True, leaves_only=True))
-        loss.backward(inputs=phase.params, retain_graph=retain and i + 1 < len(total))
+        loss.backward(inputs=phase.params, retain_graph=carries_graph(handed_on) and i + 1 < len(total))
         end = t()
         timers.add(f"bwd/{name}", end - s)
         span = timers.__dict__.get("ends", {}).get(name)

@@ -31,6 +31,12 @@ def features(state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
     return torch.cat([state, belief], -1)
 
 
+def normal_log_prob(value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(value | mean, std) per element (not summed)."""
+    z = (value - mean) / std
+    return -0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+
+
 class LatentState(NamedTuple):
     """(s_t, h_t): the stochastic state ``[*N, S]`` and the deterministic belief ``[*N, D]``.
 
@@ -108,6 +114,4 @@ class GaussianLatent:
 
     def log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
         """log N(value | mean, std) summed over S."""
-        mean, std = params["mean"], params["std"]
-        z = (value - mean) / std
-        return (-0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return normal_log_prob(value, params["mean"], params["std"]).sum(-1)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamer_trl.latent import normal_log_prob
+
 
 def keras_init_(module: nn.Module) -> nn.Module:
     """The official code's initialisation (TF2 Keras defaults), in place; returns ``module``.
@@ -213,8 +215,7 @@ class TanhNormal:
     def log_prob(self, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """log N(u | mean, std) - sum log(1 - tanh(u)^2) with u = atanh(a) (a clipped to +-(1 - eps))."""
         u = torch.atanh(action.clamp(-1 + eps, 1 - eps))
-        z = (u - self.mean) / self.std
-        log_normal = -0.5 * z**2 - torch.log(self.std) - 0.5 * math.log(2 * math.pi)
+        log_normal = normal_log_prob(u, self.mean, self.std)
         log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))  # log(1 - tanh(u)^2), stable
         return (log_normal - log_det).sum(-1)
 

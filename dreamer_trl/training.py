@@ -61,7 +61,8 @@ def adam_phase(name: str, loss: nn.Module, module: nn.Module, lr: float, cfg: Op
     return Phase(name, loss, params, torch.optim.Adam(params, lr=lr, eps=cfg.adam_eps), cfg.grad_clip)
 
 
-def _carries_graph(data: TensorDictBase) -> bool:
+def carries_graph(data: TensorDictBase) -> bool:
+    """Whether any tensor of ``data`` requires grad (a phase handing it on must keep its graph)."""
     return any(t.requires_grad for t in data.values(include_nested=True, leaves_only=True))
 
 
@@ -129,7 +130,7 @@ class DreamerUpdate:
             loss = sum(v.float() for k, v in loss_td.items() if k.startswith("loss_"))
             if backward:
                 phase.optimizer.zero_grad(set_to_none=True)
-                retain = i + 1 < len(self.phases) and _carries_graph(data)
+                retain = i + 1 < len(self.phases) and carries_graph(data)
                 loss.backward(inputs=phase.params, retain_graph=retain)
             total[phase.name] = loss
             metrics.update({f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in loss_td.items()})
