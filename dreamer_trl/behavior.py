@@ -9,10 +9,14 @@ tensors. Dreamer's behaviour is the actor; PlaNet's planner is another.
   (imagination starts are stop-gradient, and the actor's own gradient comes through the actions).
   ``actor.module.dist(state, belief)`` gives the distribution (sample, mode, log_prob, entropy).
 - :func:`make_value`: "state", "belief" -> "state_value", the mean of N(v, 1).
+- :class:`BoundedNormal` / :class:`BoundedNormalActor`: DreamerV3's continuous actor, N(tanh(m), sigma)
+  with sigma in [min_std, max_std] (official ``bounded_normal``: (max - min) * sigmoid(x + 2) + min).
 
 Shapes: "state" ``[*N, S]``, "belief" ``[*N, D]``, "action" ``[*N, A]``, "state_value" ``[*N, 1]``.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from tensordict.nn import TensorDictModule
@@ -22,7 +26,7 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from dreamer_trl import keys
 from dreamer_trl.config import ModelConfig
 from dreamer_trl.heads import NormalHead
-from dreamer_trl.latent import features
+from dreamer_trl.latent import features, normal_log_prob
 from dreamer_trl.networks import ScalarHead, TanhNormal, TanhNormalActor
 
 
@@ -57,3 +61,49 @@ def make_value(feature_dim: int, cfg: ModelConfig | None = None) -> TensorDictMo
     cfg = cfg or ModelConfig()
     head = NormalHead(ScalarHead(feature_dim, cfg.mlp_hidden, cfg.value_layers))
     return TensorDictModule(head, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.STATE_VALUE])
+
+
+class BoundedNormal:
+    """N(mean, std) per action dim, summed over dims: rsample, mode (the mean), log_prob, entropy (closed form).
+
+    Samples are not squashed: the env clips them to the action bounds (official DreamerV3).
+    Shapes: mean, std ``[*N, A]``; actions ``[*N, A]``; log_prob and entropy ``[*N]``.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    def rsample(self) -> torch.Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return normal_log_prob(action, self.mean, self.std).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.std)).sum(-1)
+
+
+class BoundedNormalActor(nn.Module):
+    """(state, belief) -> action with :class:`BoundedNormal`: mean = tanh(x), std = (max - min) sigmoid(y + 2) + min.
+
+    Args:
+        net: features ``[*N, F]`` -> ``[*N, 2A]`` (mean and std pre-activations; DreamerV3 scales its output
+            layer by 0.01).
+        min_std, max_std: DreamerV3's 0.1 and 1.0.
+    Samples under exploration RANDOM (or unset), the mean under DETERMINISTIC/MODE/MEAN; features detached.
+    """
+
+    def __init__(self, net: nn.Module, min_std: float = 0.1, max_std: float = 1.0):
+        super().__init__()
+        self.net, self.min_std, self.max_std = net, min_std, max_std
+
+    def dist(self, state: torch.Tensor, belief: torch.Tensor) -> BoundedNormal:
+        mean, std = self.net(features(state, belief).detach()).chunk(2, -1)
+        return BoundedNormal(torch.tanh(mean), (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std)
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        dist = self.dist(state, belief)
+        return dist.mode() if deterministic() else dist.rsample()

@@ -1,6 +1,10 @@
 """The world-model loss as named terms times configured scales (Dreamer Eq. 10; PlaNet Eq. 3).
 
-    L = sum_k scale_k * term_k,  terms = representation terms (reco | contrast | none) + reward + kl
+    L = sum_k scale_k * term_k,  terms = representation terms (reco | contrast | none) + reward + KL terms
+                                         [+ continue, when the world model has a continue head]
+
+The KL terms come from a callable (``kl_terms``): V1's one "kl" term with free nats on the batch mean by
+default; DreamerV2's balanced KL or DreamerV3's "dyn" and "rep" terms (:mod:`dreamer_trl.objectives.kl`).
 
 The set of terms must equal the set of configured scales (checked on the first forward), so a missing or
 misnamed term fails at once instead of silently training without it.
@@ -37,7 +41,13 @@ class WorldModelLoss(LossModule):
         scales: {term: scale}; its keys must equal the terms produced (default: 1 for each, with
             ``kl_scale`` for "kl").
         kl_scale: the KL term's scale when ``scales`` is not given (V1: 1).
-        free_nats: the KL threshold (V1: 3).
+        free_nats: the KL threshold (V1: 3) of the default KL term.
+        kl_terms: ``kl_terms(latent, posterior_params, prior_params) -> {name: scalar}`` replacing V1's
+            ``{"kl": max(mean KL(q || p), free_nats)}``.
+        continue_discount: the continue head's target is (1 - terminated) times this (DreamerV3's current
+            code trains it on c * (1 - 1/333), "contdisc"; 1: the plain flag).
+        keep_graph: hand on the posterior states with their graph (a single-phase update whose later terms,
+            like DreamerV3's replay critic loss, train the world model too); default detached.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
     reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
@@ -53,6 +63,7 @@ class WorldModelLoss(LossModule):
             reward: the real reward ``("next", "reward")``.
             reward_pred: the reward head's output at each row.
             is_init: episode-start flags.
+            terminated: the real terminal flags (continue head target; missing: never terminal).
             prior, posterior: prefixes of the latent distributions' parameter keys ("prior_mean", ...).
         """
 
@@ -61,13 +72,15 @@ class WorldModelLoss(LossModule):
         reward: NestedKey = keys.NEXT_REWARD
         reward_pred: NestedKey = keys.REWARD
         is_init: NestedKey = keys.IS_INIT
+        terminated: NestedKey = ("next", keys.TERMINATED)
         prior: str = "prior"
         posterior: str = "posterior"
 
     default_keys = _AcceptedKeys
 
     def __init__(self, world_model, *, representation=None, scales: dict[str, float] | None = None,
-                 kl_scale: float | None = None, free_nats: float = 3.0):
+                 kl_scale: float | None = None, free_nats: float = 3.0, kl_terms=None, continue_discount: float = 1.0,
+                 keep_graph: bool = False):
         super().__init__()
         if scales is not None and kl_scale is not None:
             raise ValueError("give the KL scale either as kl_scale or in scales['kl'], not both")
@@ -76,7 +89,7 @@ class WorldModelLoss(LossModule):
         self.representation = representation or Reconstruction()
         self.scales = dict(scales) if scales is not None else {
             **{t: 1.0 for t in self.representation.terms}, "reward": 1.0, "kl": kl_scale}
-        self.free_nats = free_nats
+        self.free_nats, self.kl_terms, self.continue_discount, self.keep_graph = free_nats, kl_terms, continue_discount, keep_graph
         self.set_keys(observation=world_model.obs_key, reco_observation=world_model.reco_key)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -95,20 +108,27 @@ class WorldModelLoss(LossModule):
         tensordict = self.world_model(tensordict.copy().set(k.observation, target))
         tensordict.set(k.observation, obs)
         latent = self.world_model.rssm.latent
-        kl = latent.kl(self._latent_params(tensordict, k.posterior), self._latent_params(tensordict, k.prior))  # (B, T)
+        post, prior = self._latent_params(tensordict, k.posterior), self._latent_params(tensordict, k.prior)
+        kl = latent.kl(post, prior)                                                                 # (B, T)
         terms = dict(self.representation(self.world_model, tensordict, target, k.reco_observation))
         reward_head = self.world_model.reward_head
         reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., 1:, :], tensordict.get(k.reward)[..., :-1, :])
         valid = (~tensordict.get(k.is_init)[..., 1:, :].bool()).squeeze(-1).to(reward_nll.dtype)
         terms["reward"] = (reward_nll * valid).sum() / valid.sum().clamp_min(1)
-        terms["kl"] = free_nats_kl(kl, self.free_nats)
+        terms.update(self.kl_terms(latent, post, prior) if self.kl_terms is not None
+                     else {"kl": free_nats_kl(kl, self.free_nats)})
+        continue_head = getattr(self.world_model, "continue_head", None)
+        if continue_head is not None:
+            raw = continue_head(tensordict.get(keys.STATE), tensordict.get(keys.BELIEF))[..., 1:, :]
+            term = tensordict.get(k.terminated, None)
+            alive = torch.ones_like(raw) if term is None else (~term[..., :-1, :].bool()).to(raw.dtype)
+            nll = continue_head.nll(raw, alive * self.continue_discount)
+            terms["continue"] = (nll * valid).sum() / valid.sum().clamp_min(1)
         if terms.keys() != self.scales.keys():
             raise KeyError(f"world-model loss terms {sorted(terms)} do not match the configured scales "
                            f"{sorted(self.scales)}")
         loss = TensorDict({f"loss_model_{name}": self.scales[name] * value for name, value in terms.items()})
-        loss.update({
-            "kl": kl.mean().detach(),
-            # 1 when the clamp is active: the prior, trained only by this term, gets no gradient
-            "kl_clamped": (kl.mean() < self.free_nats).to(kl.dtype).detach(),
-        })
-        return loss, tensordict.detach()
+        loss.set("kl", kl.mean().detach())
+        if self.kl_terms is None:  # 1 when the clamp is active: the prior, trained only by this term, gets no gradient
+            loss.set("kl_clamped", (kl.mean() < self.free_nats).to(kl.dtype).detach())
+        return loss, tensordict if self.keep_graph else tensordict.detach()

@@ -1,0 +1,190 @@
+"""DreamerV2/V3 behaviour losses against plain loops written from the equations (V3 Eq. 7, 10, 11)."""
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from dreamer_trl import keys
+from dreamer_trl.behavior import BoundedNormal, BoundedNormalActor
+from dreamer_trl.heads import NormalHead
+from dreamer_trl.latent import LatentState
+from dreamer_trl.objectives.actor_critic import (
+    ImaginedActorLoss, ImaginedCriticLoss, continue_weights, replay_lambda_return,
+)
+from dreamer_trl.rssm import RSSM
+
+S, D, A, H = 3, 4, 2, 5
+
+
+class Linear(nn.Module):
+    """A head on the features whose prediction is its raw output (pred = raw), with NormalHead's nll."""
+
+    def __init__(self, out=1, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.head = NormalHead(nn.Linear(S + D, out))
+
+    def forward(self, state, belief):
+        return self.head(state, belief)
+
+    def pred(self, raw):
+        return raw
+
+    def nll(self, raw, target):
+        return self.head.nll(raw, target)
+
+
+class Sigmoid(Linear):
+    def pred(self, raw):
+        return torch.sigmoid(raw)
+
+
+def actor_module():
+    torch.manual_seed(1)
+    return TensorDictModule(BoundedNormalActor(nn.Linear(S + D, 2 * A)), [keys.STATE, keys.BELIEF], [keys.ACTION])
+
+
+def value_module(seed=2):
+    return TensorDictModule(Linear(seed=seed), [keys.STATE, keys.BELIEF], [keys.STATE_VALUE])
+
+
+class FixedRollout(ImaginedActorLoss):
+    """Imagination replaced by a given trajectory, so the loss's math is checked alone."""
+
+    def __init__(self, traj, actions, **kw):
+        super().__init__(**kw)
+        self.traj, self.actions = traj, actions
+
+    def imagine(self, start):
+        return self.traj, self.actions
+
+
+def test_replay_lambda_return_matches_loop():
+    torch.manual_seed(0)
+    T, lam = 7, 0.9
+    rew, boot, live = torch.randn(2, T, 1), torch.randn(2, T, 1), torch.rand(2, T, 1)
+    got = replay_lambda_return(rew, boot, live, lam)
+    for b in range(2):
+        ret = [None] * T
+        ret[T - 1] = boot[b, T - 1, 0].item()
+        for t in reversed(range(T - 1)):  # official repl_loss recursion
+            ret[t] = rew[b, t + 1, 0].item() + live[b, t + 1, 0].item() * (
+                (1 - lam) * boot[b, t + 1, 0].item() + lam * ret[t + 1])
+        assert got[b, :, 0].tolist() == pytest.approx(ret[:-1], abs=1e-5)
+
+
+def test_continue_weights_are_the_cumulative_product():
+    c = torch.tensor([[0.9], [0.5], [1.0], [0.2]])
+    assert continue_weights(c).squeeze(-1).tolist() == pytest.approx([0.9, 0.45, 0.45, 0.09])
+
+
+@pytest.mark.parametrize("reinforce", [1.0, 0.0, 0.3])
+def test_actor_loss_matches_plain_loop(reinforce):
+    torch.manual_seed(0)
+    N, gamma, lam, eta, scale = 3, 0.97, 0.95, 3e-3, 2.0
+    traj = LatentState(torch.randn(N, H + 1, S), torch.randn(N, H + 1, D))
+    actions = torch.randn(N, H, A)
+    reward, value, cont = Linear(seed=3), value_module(), Sigmoid(seed=4)
+    loss_fn = FixedRollout(traj, actions, actor=actor_module(), value=value, rssm=None, reward_head=reward,
+                           continue_head=cont, return_norm=lambda x, update: (0.0, scale), horizon=H,
+                           discount=gamma, lmbda=lam, reinforce=reinforce, entropy=eta,
+                           continue_has_discount=False)
+    start = TensorDict({keys.STATE: traj.state[:, 0], keys.BELIEF: traj.belief[:, 0]}, [N])
+    loss, data = loss_fn(start)
+    with torch.no_grad():
+        r = reward(*traj).squeeze(-1)
+        v = value.module(*traj).squeeze(-1)
+        c = torch.sigmoid(cont(*traj)).squeeze(-1)
+        dist = loss_fn.actor.module.dist(traj.state[:, :-1], traj.belief[:, :-1])
+        logp, ent = dist.log_prob(actions), dist.entropy()
+    total = 0.0
+    for n in range(N):
+        ret = [0.0] * (H + 1)
+        ret[H] = v[n, H].item()
+        for t in reversed(range(H)):  # V3 Eq. 7 with gamma * c
+            g = gamma * c[n, t + 1].item()
+            ret[t] = r[n, t + 1].item() + g * ((1 - lam) * v[n, t + 1].item() + lam * ret[t + 1])
+        for t in range(H):
+            w = math.prod(gamma * c[n, k].item() for k in range(t + 1)) / gamma
+            adv = (ret[t] - v[n, t].item()) / scale
+            obj = reinforce * logp[n, t].item() * adv + (1 - reinforce) * adv + eta * ent[n, t].item()
+            total += -w * obj
+        assert data["imagined", keys.LAMBDA_TARGET][n, :, 0].tolist() == pytest.approx(ret[:-1], abs=1e-5)
+    assert loss["loss_actor"].item() == pytest.approx(total / (N * H), rel=1e-5)
+
+
+def test_reinforce_reaches_only_the_actor_and_backprop_reaches_it_through_the_dynamics():
+    torch.manual_seed(0)
+    rssm = RSSM(A, 5, S, D, 8)
+    reward, value = Linear(seed=3), value_module()
+    start = TensorDict({keys.STATE: torch.randn(2, 3, S), keys.BELIEF: torch.randn(2, 3, D)}, [2, 3])
+    for rho in (1.0, 0.0):
+        actor = actor_module()
+        loss_fn = ImaginedActorLoss(actor, value, rssm, reward, None, horizon=H, reinforce=rho)
+        loss, _ = loss_fn(start)
+        loss["loss_actor"].backward()
+        assert all(p.grad is not None for p in actor.parameters())
+        reached = any(p.grad is not None and p.grad.abs().sum() > 0 for p in rssm.parameters())
+        assert reached == (rho < 1)  # REINFORCE imagines without a graph; backprop goes through the prior
+        rssm.zero_grad(set_to_none=True)
+
+
+def test_reinforce_prefers_the_better_arm():
+    """A one-step bandit: reward +1 for a positive action, -1 otherwise; REINFORCE moves the mean up."""
+    torch.manual_seed(0)
+
+    class Bandit(nn.Module):  # the imagined next state carries the action's sign as the reward
+        def imagine(self, state, belief, policy, horizon):
+            action = policy(state, belief)
+            arm = torch.sign(action[..., :1]).expand(-1, S)
+            return {keys.STATE: arm[:, None], keys.BELIEF: belief[:, None], keys.ACTION: action[:, None]}
+
+    class ArmReward(Linear):
+        def forward(self, state, belief):
+            return state[..., :1]
+
+    actor = actor_module()
+    value = value_module()
+    nn.init.zeros_(value.module.head.net.weight), nn.init.zeros_(value.module.head.net.bias)
+    loss_fn = ImaginedActorLoss(actor, value, Bandit(), ArmReward(), None, horizon=1, discount=0.9, reinforce=1.0,
+                                entropy=0.0)
+    opt = torch.optim.Adam(actor.parameters(), lr=3e-2)
+    start = TensorDict({keys.STATE: torch.zeros(256, S), keys.BELIEF: torch.zeros(256, D)}, [256])
+    for _ in range(60):
+        opt.zero_grad()
+        loss_fn(start)[0]["loss_actor"].backward()
+        opt.step()
+    mean = actor.module.dist(torch.zeros(1, S), torch.zeros(1, D)).mean[0, 0]
+    assert mean > 0.5
+
+
+def test_critic_loss_weights_nll_and_slow_regulariser():
+    torch.manual_seed(0)
+    N = 4
+    value, slow = value_module(2), value_module(5)
+    state, belief, target = torch.randn(N, H, S), torch.randn(N, H, D), torch.randn(N, H, 1)
+    weight = torch.rand(N, H, 1)
+    data = TensorDict({"imagined": TensorDict({keys.STATE: state, keys.BELIEF: belief, keys.LAMBDA_TARGET: target,
+                                               "weight": weight}, [N, H])}, [])
+    loss, _ = ImaginedCriticLoss(value, slow, slow_reg=0.7)(data)
+    with torch.no_grad():
+        v, vs = value.module(state, belief), slow.module(state, belief)
+    expected = (weight * (0.5 * (v - target) ** 2 + 0.5 * math.log(2 * math.pi)
+                          + 0.7 * (0.5 * (v - vs) ** 2 + 0.5 * math.log(2 * math.pi)))).mean()
+    assert loss["loss_value"].item() == pytest.approx(expected.item(), rel=1e-5)
+    loss["loss_value"].backward()
+    assert all(p.grad is None for p in slow.parameters())
+
+
+def test_bounded_normal_std_range_and_entropy():
+    actor = BoundedNormalActor(nn.Linear(S + D, 2 * A), min_std=0.1, max_std=1.0)
+    dist = actor.dist(torch.randn(100, S) * 50, torch.randn(100, D) * 50)
+    assert dist.std.min() >= 0.1 and dist.std.max() <= 1.0 and dist.mean.abs().max() <= 1
+    ref = torch.distributions.Normal(dist.mean, dist.std)
+    assert torch.allclose(dist.entropy(), ref.entropy().sum(-1), atol=1e-5)
+    a = dist.rsample()
+    assert torch.allclose(dist.log_prob(a), ref.log_prob(a).sum(-1), atol=1e-5)
+    assert isinstance(dist, BoundedNormal)
