@@ -97,6 +97,17 @@ class PriorWatch:
                 "imagination runs on an untrained prior; try a lower --loss.free-nats (the state preset uses 0)")
 
 
+def updates_due(env_steps: int, schedule, action_repeat: int) -> int:
+    """Updates due after ``env_steps`` under ``schedule.train_ratio`` (DreamerV3's replay ratio).
+
+    train_ratio = replayed steps per policy step, so after the prefill every policy step (env steps /
+    action repeat) earns train_ratio / (batch_size * seq_len) updates; the count is taken over the whole run
+    (floor), so the realised ratio never drifts from the configured one, whatever the collection granularity.
+    """
+    policy_steps = max(0, env_steps - schedule.prefill_env_steps) // action_repeat
+    return int(policy_steps * schedule.train_ratio // (schedule.batch_size * schedule.seq_len))
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; otherwise the named device."""
     if name == "auto":
@@ -234,6 +245,9 @@ class Trainer:
             c.physics_errors = self.physics_errors_before + self.env.physics_errors
             elapsed = time.perf_counter() - self.start[0]
             rate = (c.env_steps - self.start[1]) / elapsed
+            policy_steps = max(0, c.env_steps - s.prefill_env_steps) // self.cfg.env.action_repeat
+            if policy_steps:
+                self.log({"train/replay_ratio": c.updates * s.batch_size * s.seq_len / policy_steps})
             self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
                       "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
             self.bar.update(new_steps)
@@ -253,7 +267,10 @@ class Trainer:
             self.log({"train/episode_return": ret})
         c.episodes += int(finished.sum())
         if c.env_steps >= s.prefill_env_steps:
-            c.pending_updates += s.updates_per_train  # the replay ratio: per train_every env steps
+            if s.train_ratio:  # exact over the whole run: due(env steps) - updates run so far
+                c.pending_updates = max(0, updates_due(c.env_steps, s, self.cfg.env.action_repeat) - c.updates)
+            else:
+                c.pending_updates += s.updates_per_train  # per train_every env steps
             self.training_clock = self.training_clock or (time.perf_counter(), c.env_steps)
         crossed = c.env_steps // s.eval_every > (c.env_steps - new_steps) // s.eval_every
         c.eval_due = c.eval_due or crossed or c.env_steps >= s.total_env_steps

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .schema import DreamerConfig, EnvConfig, LossConfig, ModelConfig, RunConfig, ScheduleConfig
+from .schema import DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
 
 
 def paper() -> DreamerConfig:
@@ -42,4 +42,62 @@ def debug() -> DreamerConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], DreamerConfig]] = {"paper": paper, "state": state, "debug": debug}
+def dreamer_v3() -> DreamerConfig:
+    """DreamerV3 from pixels, the official current configuration (danijar/dreamerv3 e3f0224, configs.yaml
+    ``defaults`` + ``dmc_vision``): default size (deter 8192, hidden 1024, 32 x 64 categoricals, units 1024),
+    RMSNorm + SiLU, block GRU (8), symlog / two-hot heads, continue head, dyn 1.0 / rep 0.1 with 1 free nat,
+    REINFORCE, entropy 3e-4, return normalisation, slow critic 0.02, replay critic loss 0.3, one LaProp
+    (lr 4e-5, AGC 0.3, warmup 1000), batch 16 x 64, train ratio 256, action repeat 1. The 2023 paper's
+    choices are each one field away: --loss.dyn-scale 0.5, --model.norm layer, --optim.kind adam,
+    --loss.actor-reinforce 0, --loss.replay-value-scale 0, --env.action-repeat 2, --schedule.train-ratio 512.
+    GPU work."""
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=1)
+    cfg.model = ModelConfig(agent="dreamer_v3", size="size200m", latent="categorical", state_dim=32, classes=64,
+                            norm="rms", blocks=8, mlp_layers=3, head_layers=1, twohot_bins=255, continue_head=True)
+    cfg.loss = LossConfig(kl="dyn_rep", dyn_scale=1.0, rep_scale=0.1, free_nats=1.0, horizon=15, gamma=1 - 1 / 333,
+                          lmbda=0.95, exploration_noise=0.0, actor_reinforce=1.0, actor_entropy=3e-4)
+    cfg.optim = OptimConfig(kind="laprop", lr=4e-5, laprop_eps=1e-20, agc=0.3, warmup=1000)
+    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=1024, train_every=16, train_ratio=256,
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+    return cfg
+
+
+def dreamer_v3_proprio() -> DreamerConfig:
+    """DreamerV3 from proprioception, the official current ``dmc_proprio`` configuration: size1m (deter 512,
+    hidden 64, 32 x 4 categoricals, units 64), train ratio 1024, 500k env steps (the budget of the official
+    score file), otherwise as :func:`dreamer_v3`. About one update per env step: slow on CPU."""
+    cfg = dreamer_v3()
+    cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=1)
+    cfg.model.size, cfg.model.classes = "size1m", 4
+    cfg.schedule = ScheduleConfig(total_env_steps=500_000, prefill_env_steps=1024, train_every=16, train_ratio=1024,
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+    return cfg
+
+
+def dreamer_v2() -> DreamerConfig:
+    """DreamerV2 on DMC, the official configuration (danijar/dreamerv2 configs.yaml ``defaults`` + ``dmc``):
+    deter 200, hidden 200, 32 x 32 categoricals, KL balancing 0.8 with 1 free nat, no discount head, MSE reward and
+    critic heads, dynamics backprop, entropy 1e-4, target critic copied every 100 updates, Adam eps 1e-5 clip 100
+    weight decay 1e-6 (model 3e-4, actor and critic 8e-5), batch 50 x 50, one update every 5 agent steps
+    (train ratio 500), action repeat 2, prefill 5000. Pixels; GPU work."""
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
+    cfg.model = ModelConfig(agent="dreamer_v2", latent="categorical", state_dim=32, classes=32, unimix=0.0,
+                            belief_dim=200, rssm_hidden=200, mlp_hidden=400, norm="none", blocks=1, mlp_layers=4,
+                            head_layers=4, twohot_bins=0, continue_head=False)
+    cfg.loss = LossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, horizon=15, gamma=0.99, lmbda=0.95,
+                          exploration_noise=0.0, actor_reinforce=0.0, actor_entropy=1e-4, return_norm=False,
+                          slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0,
+                          continue_discount=False)
+    cfg.optim = OptimConfig(kind="adam", model_lr=3e-4, actor_lr=8e-5, value_lr=8e-5, adam_eps=1e-5, grad_clip=100.0,
+                            weight_decay=1e-6)
+    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=5000, train_every=10, train_ratio=500,
+                                  batch_size=50, seq_len=50, eval_every=10_000, eval_episodes=10)
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], DreamerConfig]] = {
+    "paper": paper, "state": state, "debug": debug,
+    "dreamer_v2": dreamer_v2, "dreamer_v3": dreamer_v3, "dreamer_v3_proprio": dreamer_v3_proprio,
+}

@@ -55,6 +55,32 @@ class ModelConfig:
     """the actor's pre-tanh mean is s*tanh(x/s) with this s (paper 5); 0: the raw mean (TorchRL's actor)"""
     obs_layers: int = 2
     """hidden layers of the vector-observation encoder and decoder"""
+    agent: Literal["dreamer", "dreamer_v2", "dreamer_v3"] = "dreamer"
+    """which agent the builders make: Dreamer V1 (with its ablations), DreamerV2 or DreamerV3"""
+    size: str = ""
+    """DreamerV3 named size (size1m, size12m, size25m, size50m, ...): sets belief_dim, rssm_hidden, classes, mlp_hidden, cnn_depth; empty: the fields as given"""
+    latent: Literal["gaussian", "categorical"] = "gaussian"
+    """s_t's distribution: diagonal Gaussian (V1) or state_dim one-hot groups of `classes` (V2/V3)"""
+    classes: int = 32
+    """classes per categorical group (V2: 32; V3 size1m: 4)"""
+    unimix: float = 0.01
+    """uniform mix of the categorical latents and discrete actions (V3: 1%; V2: 0)"""
+    norm: Literal["rms", "layer", "none"] = "rms"
+    """normalisation in the V2/V3 MLPs and convs (V3 current: rms; V3 2023: layer; V2: none)"""
+    blocks: int = 8
+    """blocks of the block-diagonal GRU (V3 current: 8; 1: a dense GRU)"""
+    mlp_layers: int = 3
+    """hidden layers of the V3 encoder, decoder, actor and critic MLPs (reward and continue heads: head_layers)"""
+    head_layers: int = 1
+    """hidden layers of the V3 reward and continue heads"""
+    twohot_bins: int = 255
+    """symexp two-hot bins of the reward and critic heads (V3); 0: unit-Gaussian heads (V2)"""
+    continue_head: bool = True
+    """learn a continue (discount) predictor that discounts imagined returns (V3; V2 on DMC: off)"""
+    actor_min_std: float = 0.1
+    """V2/V3 actor's minimum std"""
+    actor_max_std: float = 1.0
+    """V3 actor's maximum std"""
 
 
 @dataclass
@@ -89,6 +115,32 @@ class LossConfig:
     """score imagined rollouts with rewards and values drawn from N(mean, 1) (TorchRL) instead of the means"""
     start_state_targets: bool = False
     """TorchRL's alignment: targets for the start state too, each from the next state's reward (paper: off)"""
+    kl: Literal["free_nats", "balance", "dyn_rep"] = "free_nats"
+    """KL term(s): V1's max(mean KL, free_nats); V2's balancing; V3's dyn and rep terms with free bits"""
+    kl_balance: float = 0.8
+    """V2: weight of the prior's side KL[sg(q) || p] (the posterior's side gets 1 - it)"""
+    dyn_scale: float = 1.0
+    """V3: scale of the dynamics term max(free_nats, KL[sg(q) || p]) (current code 1.0; 2023 paper 0.5)"""
+    rep_scale: float = 0.1
+    """V3: scale of the representation term max(free_nats, KL[q || sg(p)])"""
+    continue_scale: float = 1.0
+    """scale of the continue head's term of the world-model loss"""
+    actor_reinforce: float = 1.0
+    """V2/V3 actor gradient mix rho: 1 REINFORCE (V3 current), 0 dynamics backprop (V2 DMC, V3 2023 continuous)"""
+    actor_entropy: float = 3e-4
+    """V2/V3 entropy bonus eta (V3: 3e-4; V2: 1e-4)"""
+    return_norm: bool = True
+    """V3: divide advantages by max(1, S), S the EMA of the 5th-95th percentile range of the returns"""
+    slow_value_rate: float = 0.02
+    """V3: slow critic EMA v_slow += rate (v - v_slow) every slow_value_every updates (V2: 1.0 every 100)"""
+    slow_value_every: int = 1
+    """updates between slow-critic updates"""
+    slow_value_reg: float = 1.0
+    """V3: weight of the critic's regulariser toward the slow critic (V2: 0, the target net makes the returns)"""
+    replay_value_scale: float = 0.3
+    """V3 current code: scale of the critic loss on replayed states (0: off)"""
+    continue_discount: bool = True
+    """V3 current code: the continue head learns c * gamma ("contdisc"), so gamma is not applied again"""
 
 
 @dataclass
@@ -105,6 +157,18 @@ class OptimConfig:
     """Adam epsilon"""
     grad_clip: float = 100.0
     """global-norm gradient clip, per optimizer"""
+    kind: Literal["adam", "laprop"] = "adam"
+    """adam: one Adam per objective (V1, V2, V3 2023); laprop: one LaProp with AGC for everything (V3 current)"""
+    lr: float = 4e-5
+    """LaProp learning rate (V3 current)"""
+    laprop_eps: float = 1e-20
+    """LaProp epsilon"""
+    agc: float = 0.3
+    """LaProp: adaptive gradient clipping, each tensor's gradient norm clipped to agc * max(1e-3, its norm)"""
+    warmup: int = 1000
+    """LaProp: updates of linear learning-rate warmup"""
+    weight_decay: float = 0.0
+    """Adam weight decay (V2: 1e-6)"""
 
 
 @dataclass
@@ -119,6 +183,8 @@ class ScheduleConfig:
     """env steps collected between training phases"""
     updates_per_train: int = 100
     """gradient updates per training phase (also once after prefill)"""
+    train_ratio: float = 0.0
+    """replayed steps per policy step (DreamerV3), exact over the run; 0: updates_per_train per train_every"""
     batch_size: int = 50
     """sequences per batch"""
     seq_len: int = 50
