@@ -6,7 +6,7 @@ This is where the variants are chosen by name: the representation objective
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tensordict.nn import TensorDictModule
@@ -28,15 +28,28 @@ def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs
     env = make_dmc_env(domain, task, from_pixels=env_cfg.from_pixels, image_size=env_cfg.image_size,
                        action_repeat=env_cfg.action_repeat, episode_frames=env_cfg.episode_frames, seed=seed,
                        **env_kwargs)
-    env.append_transform(policy_carry_transform(model_cfg.state_dim, model_cfg.belief_dim,
-                                                env.action_spec.shape[-1]))
+    env.append_transform(policy_carry_transform(*latent_dims(model_cfg), env.action_spec.shape[-1]))
     env.append_transform(RewardSum())
     return env
 
 
+def latent_dims(model_cfg: ModelConfig) -> tuple[int, int]:
+    """(S, D): the widths of s_t (a sample; groups x classes for categorical latents) and h_t."""
+    if model_cfg.agent == "dreamer":
+        return model_cfg.state_dim, model_cfg.belief_dim
+    from dreamer_trl.family import widths
+
+    w = widths(model_cfg)
+    return (w.groups * w.classes if model_cfg.latent == "categorical" else w.groups), w.deter
+
+
 @dataclass
 class Agent:
-    """The networks and the losses of one Dreamer agent (``value_loss`` None with V_R: no value training)."""
+    """The networks and the losses of one Dreamer agent (``value_loss`` None with V_R: no value training).
+
+    ``hooks`` run around each update's optimizer steps and are checkpointed with it (V3's slow critic and
+    return statistics); ``kind`` is ``model.agent``, which picks the update's shape in :func:`make_update`.
+    """
 
     world_model: DreamerWorldModel
     imagination_env: ImaginationEnv
@@ -45,17 +58,29 @@ class Agent:
     model_loss: WorldModelLoss
     actor_loss: ActorLoss
     value_loss: ValueLoss | None
+    hooks: list = field(default_factory=list)
+    kind: str = "dreamer"
 
 
 def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
-               device="cpu") -> Agent:
+               device="cpu", optim_cfg: OptimConfig | None = None) -> Agent:
     """World model, imagination env, actor, value and their losses, on ``device``.
 
     ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
     actor's target. The actor loss shares its value predictions with the value loss
     (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or
     back-propagate the actor loss with ``retain_graph=True`` before the value loss.
+
+    ``model_cfg.agent`` "dreamer_v2" / "dreamer_v3" builds that agent instead (:mod:`dreamer_trl.family`);
+    ``optim_cfg.kind`` "laprop" then trains it in one phase.
     """
+    if model_cfg.agent != "dreamer":
+        from dreamer_trl.family import make_family_agent
+
+        single = optim_cfg is not None and optim_cfg.kind == "laprop"
+        agent = make_family_agent(obs_key, obs_shape, action_dim, model_cfg, loss_cfg, single, device)
+        agent.kind = model_cfg.agent
+        return agent
     device = torch.device(device)
     world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
@@ -76,6 +101,11 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
 
 
 def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
-    """The agent's update: world model, actor and (unless V_R) value phases with their Adams."""
+    """The agent's update: world model, actor and (unless V_R) value phases with their Adams (V2/V3: see
+    :func:`dreamer_trl.family.make_family_update`)."""
+    if agent.kind != "dreamer":
+        from dreamer_trl.family import make_family_update
+
+        return make_family_update(agent, optim_cfg, max_nonfinite, autocast)
     return DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, optim_cfg, max_nonfinite,
                          autocast=autocast)

@@ -128,7 +128,7 @@ def build(cfg: DreamerConfig, env, device) -> tuple[dt.Agent, torch.nn.Module, d
     """
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     obs_shape = tuple(env.observation_spec[obs_key].shape)
-    agent = dt.make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device)
+    agent = dt.make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device, cfg.optim)
     policy = dt.make_policy(agent.world_model, agent.actor, env.action_spec.to(device), cfg.loss.exploration_noise,
                             act_with_mode=cfg.loss.act_with_mode)
     with torch.no_grad():

@@ -61,6 +61,32 @@ def adam_phase(name: str, loss: nn.Module, module: nn.Module, lr: float, cfg: Op
     return Phase(name, loss, params, torch.optim.Adam(params, lr=lr, eps=cfg.adam_eps), cfg.grad_clip)
 
 
+class ChainedLoss(nn.Module):
+    """Several losses run in sequence, each on the previous one's output data, as one loss for one phase.
+
+    DreamerV3's current code trains everything with one optimizer on the sum of all terms (world model,
+    actor, critic, replay critic); with this, that is a single :class:`Phase`. The ``loss_*`` entries of every
+    part are merged (names must not collide); the data returned is the last part's.
+    """
+
+    def __init__(self, *losses: nn.Module):
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, data: TensorDictBase):
+        merged = None
+        for loss in self.losses:
+            loss_td, data = loss(data)
+            if merged is None:
+                merged = loss_td
+            else:
+                clash = set(merged.keys()) & set(loss_td.keys())
+                if clash:
+                    raise KeyError(f"ChainedLoss: terms {sorted(clash)} come from more than one loss")
+                merged.update(loss_td)
+        return merged, data
+
+
 def carries_graph(data: TensorDictBase) -> bool:
     """Whether any tensor of ``data`` requires grad (a phase handing it on must keep its graph)."""
     return any(t.requires_grad for t in data.values(include_nested=True, leaves_only=True))

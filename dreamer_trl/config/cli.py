@@ -88,6 +88,21 @@ def validate(cfg: DreamerConfig) -> None:
          f"a multiple of train_every = {s.train_every}", r.checkpoint_every),
         (r.stop_at_env_steps >= 0, "run.stop_at_env_steps", ">= 0", r.stop_at_env_steps),
         (r.max_nonfinite_updates >= 0, "run.max_nonfinite_updates", ">= 0", r.max_nonfinite_updates),
+        (s.train_ratio >= 0, "schedule.train_ratio", ">= 0 (0: updates_per_train per train_every)", s.train_ratio),
+        (cfg.optim.kind == "adam" or cfg.model.agent != "dreamer", "optim.kind",
+         "adam for model.agent dreamer (LaProp is wired for dreamer_v2/dreamer_v3)", cfg.optim.kind),
+        (cfg.optim.kind == "adam" or l.actor_reinforce == 1.0, "loss.actor_reinforce",
+         "1 with optim.kind laprop (one optimizer over everything: a backprop actor gradient would reach the world "
+         "model); use --optim.kind adam for dynamics backprop", l.actor_reinforce),
+        (0.0 <= l.actor_reinforce <= 1.0, "loss.actor_reinforce", "in [0, 1]", l.actor_reinforce),
+        (l.kl == "free_nats" or cfg.model.agent != "dreamer", "loss.kl",
+         "free_nats for model.agent dreamer (balance and dyn_rep belong to dreamer_v2/dreamer_v3)", l.kl),
+        (cfg.model.latent == "gaussian" or cfg.model.agent != "dreamer", "model.latent",
+         "gaussian for model.agent dreamer (categorical latents belong to dreamer_v2/dreamer_v3)", cfg.model.latent),
+        (cfg.model.classes >= 2 and 0.0 <= cfg.model.unimix < 1.0, "model.classes/unimix", ">= 2 and in [0, 1)",
+         (cfg.model.classes, cfg.model.unimix)),
+        (cfg.model.twohot_bins == 0 or cfg.model.twohot_bins >= 2, "model.twohot_bins", "0 or >= 2",
+         cfg.model.twohot_bins),
     ]
     for ok, name, expected, got in checks:
         if not ok:

@@ -57,7 +57,7 @@ class ModelConfig:
     """hidden layers of the vector-observation encoder and decoder"""
     agent: Literal["dreamer", "dreamer_v2", "dreamer_v3"] = "dreamer"
     """which agent the builders make: Dreamer V1 (with its ablations), DreamerV2 or DreamerV3"""
-    size: str = ""
+    size: Literal["", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = ""
     """DreamerV3 named size (size1m, size12m, size25m, size50m, ...): sets belief_dim, rssm_hidden, classes, mlp_hidden, cnn_depth; empty: the fields as given"""
     latent: Literal["gaussian", "categorical"] = "gaussian"
     """s_t's distribution: diagonal Gaussian (V1) or state_dim one-hot groups of `classes` (V2/V3)"""

@@ -1,0 +1,179 @@
+"""DreamerV2 and DreamerV3 built from the family's parts: one builder, the variant's choices from the config.
+
+The same world model, losses and update as Dreamer V1 (:mod:`dreamer_trl.builders`), with other parts:
+
+- latent: categorical one-hot groups with straight-through gradients and unimix
+  (:class:`~dreamer_trl.latent.CategoricalLatent`);
+- RSSM: :class:`~dreamer_trl.rssm_v3.RSSMV3` with the block GRU (V3 current) or one dense GRU (blocks 1);
+- networks: normalised SiLU MLPs and convs (:mod:`dreamer_trl.v3_networks`), V3's named sizes
+  (:mod:`dreamer_trl.v3_sizes`);
+- heads: symlog MSE (vectors) or MSE (images) decoder, symexp two-hot reward and critic (V3) or unit
+  Gaussians (V2), Bernoulli continue head (:mod:`dreamer_trl.heads`);
+- world-model loss: V2's balanced KL or V3's dyn/rep terms (:mod:`dreamer_trl.objectives.kl`);
+- behaviour: :class:`~dreamer_trl.objectives.actor_critic.ImaginedActorLoss` and
+  :class:`~dreamer_trl.objectives.actor_critic.ImaginedCriticLoss`, return normalisation and a slow critic
+  (:mod:`dreamer_trl.objectives.return_norm`);
+- update: one LaProp with adaptive gradient clipping over everything (V3 current) or one Adam per
+  objective (V2, V3 2023) (:mod:`dreamer_trl.optim`).
+
+Sources: danijar/dreamerv3 configs.yaml (e3f0224 current, 84ecf19 2023) and danijar/dreamerv2 configs.yaml;
+numbers in shared/reference/DREAMER_V2_V3.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from tensordict.nn import TensorDictModule
+
+from dreamer_trl import keys
+from dreamer_trl.behavior import BoundedNormalActor
+from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig
+from dreamer_trl.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
+from dreamer_trl.imagination import make_imagination_env
+from dreamer_trl.latent import CategoricalLatent, GaussianLatent
+from dreamer_trl.objectives.actor_critic import ImaginedActorLoss, ImaginedCriticLoss
+from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL
+from dreamer_trl.objectives.representation import Reconstruction
+from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget
+from dreamer_trl.objectives.world_model_loss import WorldModelLoss
+from dreamer_trl.optim import LaProp, v2_adam
+from dreamer_trl.rssm_v3 import BlockGRU, RSSMV3
+from dreamer_trl.symlog import TwoHotCodec
+from dreamer_trl.training import ChainedLoss, DreamerUpdate, Phase, trainable
+from dreamer_trl.v3_networks import ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, encoder_depths, vector_encoder
+from dreamer_trl.v3_sizes import v3_size
+from dreamer_trl.world_model import DreamerWorldModel
+
+SINGLE_PHASE = "agent"
+
+
+@dataclasses.dataclass
+class Widths:
+    """The widths a V2/V3 agent is built with (from ``model.size`` or the explicit fields)."""
+
+    deter: int
+    hidden: int
+    groups: int
+    classes: int
+    units: int
+    depth: int
+
+
+def widths(cfg: ModelConfig) -> Widths:
+    """``cfg.size`` (a V3 named size) overrides belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth."""
+    if cfg.size:
+        s = v3_size(cfg.size)
+        return Widths(s.deter, s.hidden, s.stoch, s.classes, s.units, s.depth)
+    return Widths(cfg.belief_dim, cfg.rssm_hidden, cfg.state_dim, cfg.classes, cfg.mlp_hidden, cfg.cnn_depth)
+
+
+def _style(cfg: ModelConfig) -> NetStyle:
+    return NetStyle(norm=cfg.norm, act="elu" if cfg.agent == "dreamer_v2" else "silu")
+
+
+def _scalar_head(in_dim: int, w: Widths, layers: int, cfg: ModelConfig, style: NetStyle):
+    """Two-hot (V3: 255 symexp bins, zero-initialised output) or unit-Gaussian (V2) scalar head."""
+    if cfg.twohot_bins:
+        net = MLPV3(in_dim, w.units, layers, out_dim=cfg.twohot_bins, style=style, outscale=0.0)
+        return TwoHotHead(net, TwoHotCodec(cfg.twohot_bins))
+    return NormalHead(MLPV3(in_dim, w.units, layers, out_dim=1, style=style))
+
+
+def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg: ModelConfig) -> DreamerWorldModel:
+    """Encoder, V3 RSSM, decoder, reward and continue heads as a :class:`DreamerWorldModel`."""
+    w, style = widths(cfg), _style(cfg)
+    if cfg.latent == "categorical":
+        latent = CategoricalLatent(w.groups, w.classes, cfg.unimix)
+    else:
+        latent = GaussianLatent(w.groups, cfg.min_std)
+    if obs_key == keys.PIXELS:
+        depths = encoder_depths(w.depth)
+        encoder = ConvEncoderV3(depths, style=style)
+    else:
+        encoder = vector_encoder(obs_shape[0], w.units, cfg.mlp_layers, style)
+    core = BlockGRU(w.deter, latent.sample_dim, action_dim, w.hidden, cfg.blocks, style=style)
+    rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, style=style)
+    feat = rssm.feature_dim
+    if obs_key == keys.PIXELS:
+        decoder = MSEHead(ConvDecoderV3(rssm.state_dim, w.deter, depths, w.units, blocks=cfg.blocks, style=style),
+                          event_dims=3)
+    else:
+        decoder = SymlogMSEHead(MLPV3(feat, w.units, cfg.mlp_layers, out_dim=obs_shape[0], style=style))
+    reward = _scalar_head(feat, w, cfg.head_layers, cfg, style)
+    world_model = DreamerWorldModel(encoder, rssm, decoder, reward, obs_key)
+    world_model.continue_head = (BernoulliHead(MLPV3(feat, w.units, cfg.head_layers, out_dim=1, style=style))
+                                 if cfg.continue_head else None)
+    return world_model
+
+
+def make_family_actor(feature_dim: int, action_dim: int, cfg: ModelConfig) -> TensorDictModule:
+    """V3's bounded-normal actor (output layer scaled by 0.01) on the features."""
+    w, style = widths(cfg), _style(cfg)
+    net = MLPV3(feature_dim, w.units, cfg.mlp_layers, out_dim=2 * action_dim, style=style, outscale=0.01)
+    actor = BoundedNormalActor(net, cfg.actor_min_std, cfg.actor_max_std)
+    return TensorDictModule(actor, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
+
+
+def make_family_value(feature_dim: int, cfg: ModelConfig) -> TensorDictModule:
+    """The critic: two-hot (V3) or unit-Gaussian (V2) head writing "state_value" (its raw output)."""
+    head = _scalar_head(feature_dim, widths(cfg), cfg.mlp_layers, cfg, _style(cfg))
+    return TensorDictModule(head, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.STATE_VALUE])
+
+
+def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
+                      single_phase: bool, device="cpu"):
+    """The V2/V3 agent (a :class:`~dreamer_trl.builders.Agent` with its hooks), on ``device``.
+
+    ``single_phase``: everything is trained by one optimizer on the sum of the terms (V3 current), so the
+    world-model loss hands on its graph for the replay critic loss.
+    """
+    from dreamer_trl.builders import Agent
+
+    device = torch.device(device)
+    world_model = make_family_world_model(obs_key, obs_shape, action_dim, model_cfg).to(device)
+    imagination_env = make_imagination_env(world_model, device=device)
+    feat = world_model.rssm.feature_dim
+    actor = make_family_actor(feat, action_dim, model_cfg).to(device)
+    value = make_family_value(feat, model_cfg).to(device)
+    l = loss_cfg
+    kl_terms = {"dyn_rep": lambda: DynRepKL(l.free_nats), "balance": lambda: BalancedKL(l.kl_balance, l.free_nats),
+                "free_nats": lambda: FreeNatsKL(l.free_nats)}[l.kl]()
+    kl_scales = {"dyn": l.dyn_scale, "rep": l.rep_scale} if l.kl == "dyn_rep" else {"kl": l.kl_scale}
+    scales = {"reco": l.obs_scale, "reward": l.reward_scale, **kl_scales}
+    if world_model.continue_head is not None:
+        scales["continue"] = l.continue_scale
+    contdisc = l.continue_discount and world_model.continue_head is not None
+    model_loss = WorldModelLoss(world_model, representation=Reconstruction(), scales=scales, kl_terms=kl_terms,
+                                continue_discount=l.gamma if contdisc else 1.0,
+                                keep_graph=single_phase and l.replay_value_scale > 0)
+    phase = SINGLE_PHASE if single_phase else "value"
+    slow = SlowTarget(value, fraction=l.slow_value_rate, every=l.slow_value_every, phase=phase)
+    return_norm = ReturnNormalizer().to(device) if l.return_norm else None
+    target_value = slow.target if l.slow_value_reg == 0 else None  # V2: the target critic makes the returns
+    actor_loss = ImaginedActorLoss(actor, value, world_model.rssm, world_model.reward_head, world_model.continue_head,
+                                   return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
+                                   reinforce=l.actor_reinforce, entropy=l.actor_entropy,
+                                   continue_has_discount=contdisc, target_value=target_value)
+    value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
+                                    replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
+    hooks = [slow] + ([return_norm] if return_norm is not None else [])
+    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss, hooks=hooks)
+
+
+def make_family_update(agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
+    """LaProp over everything in one phase (``optim.kind`` laprop), or one Adam per objective (adam)."""
+    o = optim_cfg
+    if o.kind == "laprop":
+        loss = ChainedLoss(agent.model_loss, agent.actor_loss, agent.value_loss)
+        params = trainable(agent.world_model) + trainable(agent.actor) + trainable(agent.value)
+        optimizer = LaProp(params, lr=o.lr, eps=o.laprop_eps, warmup=o.warmup, agc=o.agc)
+        phases = [Phase(SINGLE_PHASE, loss, params, optimizer, clip=float("inf"))]
+    else:
+        phases = []
+        for name, loss, module, lr in (("model", agent.model_loss, agent.world_model, o.model_lr),
+                                       ("actor", agent.actor_loss, agent.actor, o.actor_lr),
+                                       ("value", agent.value_loss, agent.value, o.value_lr)):
+            params = trainable(module)
+            phases.append(Phase(name, loss, params, v2_adam(params, lr, o.adam_eps, o.weight_decay), o.grad_clip))
+    return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast)
