@@ -68,6 +68,11 @@ def test_encode_matches_a_loop_on_inside_outside_and_exactly_on_bin_edges(space)
         assert out[i, i].item() == pytest.approx(1.0, abs=1e-6)
 
 
+def test_every_one_of_the_255_value_space_bins_encodes_to_its_own_one_hot():
+    codec = TwoHotCodec()
+    assert torch.equal(codec.encode(codec.bins), torch.eye(255))
+
+
 @pytest.mark.parametrize("space", ["symexp", "symlog"])
 def test_encode_then_bin_mean_recovers_values_inside_the_range(space):
     codec = TwoHotCodec(space=space)

@@ -118,7 +118,7 @@ class SlowTarget:
         dst = list(self.target.parameters()) + list(self.target.buffers())
         if len(src) != len(dst):
             raise ValueError("SlowTarget: source and target do not have the same tensors")
-        return zip(src, dst)
+        return zip(src, dst, strict=True)
 
     @torch.no_grad()
     def update(self) -> None:
