@@ -28,6 +28,11 @@ _EXPORTS = {
     "restore_run": "run_state", "save_run": "run_state",
     "DreamerUpdate": "training", "Phase": "training",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
+    "CategoricalLatent": "latent",
+    "BernoulliHead": "heads", "SymlogMSEHead": "heads", "TwoHotHead": "heads", "zero_init_last_linear": "heads",
+    "TwoHotCodec": "symlog",
+    "BalancedKL": "objectives", "DynRepKL": "objectives", "FreeNatsKL": "objectives",
+    "ReturnNormalizer": "objectives", "SlowTarget": "objectives",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,6 +6,10 @@ a target, summed over the event dims. The losses use only these two, so a head w
 distribution (DreamerV3's symlog MSE or symexp two-hot, a Bernoulli continue flag) is one more class.
 
 - :class:`NormalHead`: N(raw, 1) per element (Dreamer V1's decoder, reward and value heads).
+- :class:`SymlogMSEHead`: squared error in symlog space, pred = symexp(raw) (DreamerV3 vector decoder).
+- :class:`TwoHotHead`: K logits over symexp-spaced bins, cross-entropy to the two-hot target (DreamerV3
+  reward and critic; output layer zero-initialised with :func:`zero_init_last_linear`).
+- :class:`BernoulliHead`: a logit, pred = probability (DreamerV3 continue, DreamerV2 discount predictor).
 
 Shapes: features ``[*N, S + D]``; raw and pred ``[*N, *event]``; nll ``[*N]``.
 """
@@ -18,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamer_trl.latent import features
+from dreamer_trl.symlog import TwoHotCodec, symexp, symlog
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -53,3 +58,129 @@ class NormalHead(nn.Module):
         event = target.shape[target.dim() - self.event_dims:].numel()
         rows = target.numel() // max(event, 1)
         return 0.5 * F.mse_loss(raw, target, reduction="sum") / rows + event * HALF_LOG_2PI
+
+
+def zero_init_last_linear(module: nn.Module) -> nn.Module:
+    """Zero the weight and bias of the last ``nn.Linear`` in ``module`` (registration order); returns ``module``.
+
+    DreamerV3 zero-initialises the reward and critic output layers (official configs: ``outscale: 0.0``;
+    paper Sec. 3 "we initialize the output weights ... to zeros"), so both start predicting exactly 0.
+    """
+    last = None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValueError(f"zero_init_last_linear: {type(module).__name__} has no nn.Linear")
+    with torch.no_grad():
+        last.weight.zero_()
+        if last.bias is not None:
+            last.bias.zero_()
+    return module
+
+
+def _sum_event(x: torch.Tensor, event_dims: int) -> torch.Tensor:
+    return x.sum(tuple(range(-event_dims, 0))) if event_dims else x
+
+
+class SymlogMSEHead(nn.Module):
+    """Symlog regression (DreamerV3, arXiv:2301.04104, Eq. 9-10): the net predicts symlog(y).
+
+    nll = sum over the event of (raw - symlog(y))^2 (the official ``symlog_mse``: plain squared error, no 1/2,
+    no constant), pred = symexp(raw).
+
+    Args:
+        net: features ``[*N, F]`` -> raw ``[*N, *event]``.
+        event_dims: trailing dims forming one event (1 for vectors).
+    """
+
+    def __init__(self, net: nn.Module, event_dims: int = 1):
+        super().__init__()
+        self.net, self.event_dims = net, event_dims
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        return self.net(features(state, belief))
+
+    def pred(self, raw: torch.Tensor) -> torch.Tensor:
+        return symexp(raw)
+
+    def nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """sum over the event dims of (raw - symlog(target))^2: ``[*N]``."""
+        return _sum_event((raw - symlog(target.detach())) ** 2, self.event_dims)
+
+    def mean_nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """:meth:`nll` averaged over all rows."""
+        event = target.shape[target.dim() - self.event_dims:].numel()
+        rows = target.numel() // max(event, 1)
+        return F.mse_loss(raw, symlog(target.detach()), reduction="sum") / rows
+
+
+class TwoHotHead(nn.Module):
+    """Discrete regression of a scalar (DreamerV3 Eq. 10-11): K logits, two-hot cross-entropy, decoded mean.
+
+    Drop-in for a scalar :class:`NormalHead`: targets and predictions keep a trailing dim of 1.
+
+    Args:
+        net: features ``[*N, F]`` -> logits ``[*N, K]``; zero its last layer with :func:`zero_init_last_linear`.
+        codec: the bins (default :class:`~dreamer_trl.symlog.TwoHotCodec`: 255 symexp bins, current official).
+
+    Shapes: raw ``[*N, K]``; target and pred ``[*N, 1]``; nll ``[*N]``.
+    """
+
+    def __init__(self, net: nn.Module, codec: TwoHotCodec | None = None):
+        super().__init__()
+        self.net = net
+        self.codec = codec if codec is not None else TwoHotCodec()
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        return self.net(features(state, belief))
+
+    def pred(self, raw: torch.Tensor) -> torch.Tensor:
+        """The decoded value ``[*N, 1]``."""
+        return self.codec.decode(raw).unsqueeze(-1)
+
+    def nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of softmax(raw) to twohot(target): ``[*N]`` for target ``[*N, 1]``."""
+        if target.shape[-1] != 1 or target.shape[:-1] != raw.shape[:-1]:
+            raise ValueError(f"TwoHotHead: target {tuple(target.shape)} must be [*N, 1] for logits {tuple(raw.shape)}")
+        return self.codec.nll(raw, target.squeeze(-1))
+
+    def mean_nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.nll(raw, target).mean()
+
+
+class BernoulliHead(nn.Module):
+    """A Bernoulli flag from one logit per element: DreamerV3's continue predictor (``binary`` output),
+    DreamerV2's discount predictor.
+
+    pred = sigmoid(raw), the probability of 1, which multiplies the imagined discounts (V3 uses
+    ``con.prob(1)`` in its imagination loss); :meth:`mode` = raw > 0. nll = BCE with logits summed over the
+    event dims (targets may be soft, e.g. V3's ``contdisc`` target (1 - terminal)(1 - 1/H)).
+
+    Args:
+        net: features ``[*N, F]`` -> logits ``[*N, *event]`` (``[*N, 1]`` for the continue flag).
+        event_dims: trailing dims forming one event.
+    """
+
+    def __init__(self, net: nn.Module, event_dims: int = 1):
+        super().__init__()
+        self.net, self.event_dims = net, event_dims
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        return self.net(features(state, belief))
+
+    def pred(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw)
+
+    def mode(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw > 0).to(raw.dtype)
+
+    def nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """-[y log sigmoid(raw) + (1 - y) log sigmoid(-raw)] summed over the event dims: ``[*N]``."""
+        bce = F.binary_cross_entropy_with_logits(raw, target.detach().to(raw.dtype), reduction="none")
+        return _sum_event(bce, self.event_dims)
+
+    def mean_nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        event = target.shape[target.dim() - self.event_dims:].numel()
+        rows = target.numel() // max(event, 1)
+        return F.binary_cross_entropy_with_logits(raw, target.detach().to(raw.dtype), reduction="sum") / rows

@@ -10,6 +10,8 @@ A latent distribution family maps the raw output of a network layer to named par
 to that interface, so another family (DreamerV2/V3's categorical latents) is one more class here.
 
 - :class:`GaussianLatent`: diagonal Gaussian, std = softplus(x) + min_std (Dreamer V1 / PlaNet).
+- :class:`CategoricalLatent`: G one-hot groups of C classes with straight-through gradients and a uniform
+  mix (DreamerV2 Sec. 2; DreamerV3 Sec. 3, "unimix").
 
 Parameters travel as a dict ``{name: tensor}``; in TensorDicts they are stored under
 ``"<prefix>_<name>"`` (``"prior_mean"``, ``"posterior_std"``, ...), TorchRL's Dreamer key names.
@@ -115,3 +117,94 @@ class GaussianLatent:
     def log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
         """log N(value | mean, std) summed over S."""
         return normal_log_prob(value, params["mean"], params["std"]).sum(-1)
+
+
+class CategoricalLatent:
+    """G independent categoricals of C classes, sampled as one-hot vectors (DreamerV2, arXiv:2010.02193, Sec. 2
+    and Algorithm 1; DreamerV3, arXiv:2301.04104, Sec. 3).
+
+    - unimix: probs = (1 - u) softmax(raw) + u / C per group (V3: u = 0.01), so every class keeps at least
+      u / C; the stored parameter "logits" is log(probs), flattened to ``[*N, G * C]`` (the official 2023
+      code stores the mixed log-probabilities the same way).
+    - sample: a one-hot draw per group with straight-through gradients, onehot + probs - sg(probs)
+      (V2 Algorithm 1): the forward value is exactly one-hot, the gradient is that of probs.
+    - mode: the one-hot argmax per group, with the same straight-through gradient (official V3 ``OneHot.pred``).
+    - kl, entropy, log_prob: summed over the G groups.
+
+    Args:
+        groups: G (V2/V3: 32).
+        classes: C (V2/V3 default: 32; V3 size1m: 4).
+        unimix: u, the uniform share (V3: 0.01; V2: 0).
+
+    Shapes: raw and "logits" ``[*N, G * C]``; samples ``[*N, G * C]`` (group-major); kl/entropy ``[*N]``.
+    """
+
+    names = ("logits",)
+
+    def __init__(self, groups: int = 32, classes: int = 32, unimix: float = 0.01):
+        if not 0.0 <= unimix < 1.0:
+            raise ValueError(f"unimix must be in [0, 1), got {unimix}")
+        self.groups, self.classes, self.unimix = groups, classes, unimix
+
+    @property
+    def param_dim(self) -> int:
+        return self.groups * self.classes
+
+    @property
+    def sample_dim(self) -> int:
+        return self.groups * self.classes
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.groups, self.classes))                       # (*N, G, C)
+
+    def params(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self._grouped(raw)
+        if self.unimix:
+            probs = (1 - self.unimix) * torch.softmax(logits, -1) + self.unimix / self.classes
+            logits = torch.log(probs)
+        else:
+            logits = F.log_softmax(logits, -1)
+        return {"logits": logits.flatten(-2)}
+
+    def probs(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The (mixed) class probabilities ``[*N, G * C]``."""
+        return params["logits"].exp()
+
+    def _straight_through(self, index: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.exp()
+        onehot = F.one_hot(index, self.classes).to(probs.dtype)
+        return (onehot + (probs - probs.detach())).flatten(-2)  # bracketed: the forward value is exactly one-hot
+
+    def sample(self, params: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One-hot draw per group with straight-through gradients, by the Gumbel-max trick.
+
+        ``noise`` (standard normal ``[*N, G * C]``, as for the Gaussian family) replaces the random draw when
+        given: it is mapped to uniforms by the normal CDF, then to Gumbel noise, so the sample stays exact.
+        """
+        logits = self._grouped(params["logits"])
+        if noise is None:
+            uniform = torch.rand_like(logits)
+        else:
+            uniform = torch.special.ndtr(self._grouped(noise).to(logits.dtype))
+        tiny = torch.finfo(logits.dtype).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp(tiny, 1 - torch.finfo(logits.dtype).eps)))
+        index = (logits.detach() + gumbel).argmax(-1)
+        return self._straight_through(index, logits)
+
+    def mode(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self._grouped(params["logits"])
+        return self._straight_through(logits.detach().argmax(-1), logits)
+
+    def kl(self, q: dict[str, torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """KL(q || p) = sum over groups and classes of q_i (log q_i - log p_i): ``[*N]``."""
+        log_q, log_p = q["logits"], p["logits"]
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+
+    def entropy(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-sum over groups and classes of p_i log p_i: ``[*N]``."""
+        logits = params["logits"]
+        return -(logits.exp() * logits).sum(-1)
+
+    def log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
+        """log p of a one-hot ``value`` ``[*N, G * C]``, summed over groups: ``[*N]``."""
+        return (value * params["logits"]).sum(-1)

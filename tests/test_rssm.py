@@ -196,3 +196,31 @@ def test_imagine_chains_prior_steps_from_the_start_state():
         torch.testing.assert_close(roll["action"][:, t], a)
         torch.testing.assert_close(roll["belief"][:, t], h)
         torch.testing.assert_close(roll["state"][:, t], s)
+
+
+@pytest.mark.parametrize("groups,classes", [(3, 4), (2, 2)])
+def test_rssm_with_categorical_latents_observes_and_imagines_with_one_hot_states(groups, classes):
+    from dreamer_trl.latent import CategoricalLatent
+    torch.manual_seed(0)
+    latent = CategoricalLatent(groups, classes)
+    rssm = RSSM(A, E, belief_dim=D, hidden_dim=8, latent=latent)
+    B, T, Sc = 3, 5, groups * classes
+    embed, prev_action = torch.randn(B, T, E), torch.rand(B, T, A) * 2 - 1
+    is_init = torch.zeros(B, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    out = rssm.observe(embed, prev_action, is_init)
+    assert out["state"].shape == (B, T, Sc) and out["belief"].shape == (B, T, D)
+    assert out["prior_logits"].shape == out["posterior_logits"].shape == (B, T, Sc)
+    assert torch.equal(out["state"].detach().view(B, T, groups, classes).sum(-1), torch.ones(B, T, groups))
+    kl = latent.kl({"logits": out["posterior_logits"]}, {"logits": out["prior_logits"]})
+    assert kl.shape == (B, T) and (kl >= -1e-6).all()
+    kl.mean().backward()
+    assert rssm.obs_out.weight.grad.abs().sum() > 0 and rssm.img_out[-1].weight.grad.abs().sum() > 0
+    start = (out["state"][:, -1].detach(), out["belief"][:, -1].detach())
+    weight = torch.randn(Sc + D, A, requires_grad=True)
+    imagined = rssm.imagine(*start, lambda s, h: torch.tanh(torch.cat([s, h], -1) @ weight), horizon=4)
+    assert imagined["state"].shape == (B, 4, Sc) and imagined["belief"].shape == (B, 4, D)
+    assert imagined["action"].shape == (B, 4, A)
+    assert torch.equal(imagined["state"].detach().view(B, 4, groups, classes).sum(-1), torch.ones(B, 4, groups))
+    imagined["belief"].sum().backward()
+    assert weight.grad.abs().sum() > 0

@@ -5,9 +5,11 @@ Like TorchRL's Dreamer losses, each ``forward`` returns ``(loss TensorDict, data
 Keys are renamable with ``set_keys``; outputs are ``loss_*`` scalars (plus diagnostics).
 """
 from dreamer_trl.objectives.behavior_losses import ActorLoss, ValueLoss, discount_weights
+from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl
 from dreamer_trl.objectives.representation import (
     Contrastive, Reconstruction, RewardOnly, contrastive_log_scores, info_nce, make_representation,
 )
+from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget
 from dreamer_trl.objectives.value_estimates import (
     LambdaReturn, NStepReturn, RewardSum, lambda_return, make_value_estimate, nstep_return, reward_sum,
 )
@@ -17,4 +19,5 @@ __all__ = [
     "ActorLoss", "Contrastive", "LambdaReturn", "NStepReturn", "Reconstruction", "RewardOnly", "RewardSum",
     "ValueLoss", "WorldModelLoss", "contrastive_log_scores", "discount_weights", "free_nats_kl", "info_nce",
     "lambda_return", "make_representation", "make_value_estimate", "nstep_return", "reward_sum",
+    "BalancedKL", "DynRepKL", "FreeNatsKL", "ReturnNormalizer", "SlowTarget", "balanced_kl", "dyn_rep_kl",
 ]
