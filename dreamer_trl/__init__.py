@@ -28,6 +28,11 @@ _EXPORTS = {
     "restore_run": "run_state", "save_run": "run_state",
     "DreamerUpdate": "training", "Phase": "training",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
+    "NetStyle": "v3_networks", "MLPV3": "v3_networks", "BlockLinear": "v3_networks", "ConvEncoderV3": "v3_networks",
+    "ConvDecoderV3": "v3_networks", "TransposedConvDecoderV3": "v3_networks",
+    "RSSMV3": "rssm_v3", "BlockGRU": "rssm_v3", "NormGRU": "rssm_v3",
+    "V3_SIZES": "v3_sizes", "V3_2023_SIZES": "v3_sizes", "v3_size": "v3_sizes",
+    "LaProp": "optim", "AdaptiveGradClip": "optim", "adaptive_clip_grad_": "optim", "v2_adam": "optim",
 }
 
 __all__ = sorted(_EXPORTS)

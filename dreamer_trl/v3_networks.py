@@ -118,6 +118,14 @@ def linear(in_dim: int, out_dim: int, style: NetStyle = OFFICIAL_STYLE, bias: bo
     return _init_layer_(nn.Linear(in_dim, out_dim, bias=bias), "linear", style, outscale)
 
 
+class Float32RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` computed in float32 and returned in the input's dtype (official ``Norm``; under bf16
+    autocast the fused kernel would otherwise see a bf16 input with a float32 scale)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).to(x.dtype)
+
+
 def make_norm(dim: int, style: NetStyle = OFFICIAL_STYLE) -> nn.Module:
     """RMSNorm (learned scale, no shift), LayerNorm (scale and shift) or identity over the last dim.
 
@@ -125,7 +133,7 @@ def make_norm(dim: int, style: NetStyle = OFFICIAL_STYLE) -> nn.Module:
     * scale + shift``; both computed in float32.
     """
     if style.norm == "rms":
-        return nn.RMSNorm(dim, eps=style.eps)
+        return Float32RMSNorm(dim, eps=style.eps)
     if style.norm == "layer":
         return nn.LayerNorm(dim, eps=style.eps)
     if style.norm == "none":
