@@ -10,6 +10,7 @@ the details, so each choice is one field of :class:`NetStyle`:
 norm                   RMSNorm, eps 1e-4, scale only          LayerNorm, eps 1e-3, scale and shift
 bias before a norm     yes (``Linear(bias=True)``)            no (``bias and norm == 'none'``)
 weight init            truncated normal, fan_in               truncated normal, (fan_in + fan_out) / 2
+                                                              (output layers: uniform, same variance)
 =====================  =====================================  ====================================
 
 Initialisation (both versions): a standard normal truncated to [-2, 2], times
