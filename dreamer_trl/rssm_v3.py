@@ -1,0 +1,274 @@
+"""The DreamerV3 RSSM: normalised SiLU layers around a recurrent core, over any latent family.
+
+DreamerV3 (Hafner et al. 2023, arXiv:2301.04104, Eq. 3) keeps the RSSM of Dreamer V1/V2,
+
+    sequence model   h_t = f(h_{t-1}, z_{t-1}, a_{t-1})
+    encoder          z_t ~ q(z_t | h_t, x_t)
+    dynamics         z_t ~ p(z_t | h_t),
+
+and changes the networks. Two cores ``f`` are provided, each a module with the same interface:
+
+- :class:`BlockGRU`: the current official code (danijar/dreamerv3 ``dreamerv3/rssm.py``, ``RSSM._core``).
+  h, z and a each pass a Linear -> Norm -> SiLU layer (width ``hidden``); these three vectors are given to
+  every one of G blocks of h (concatenated with that block's slice of h); then block-diagonal layers
+  (:class:`~dreamer_trl.v3_networks.BlockLinear`) and the GRU gates, per block:
+
+      r, c, u = split_3(BlockLinear([h_g, x]))         (per block g: its D/G reset, candidate, update)
+      h'_g    = sigmoid(u - 1) * tanh(sigmoid(r) * c) + (1 - sigmoid(u - 1)) * h_g
+
+  So block g of h' reads the other blocks of h only through the dense projection of the whole h and
+  through the norm statistics of the hidden block layer, never through the recurrent weights.
+- :class:`NormGRU`: the 2023 code (commit 84ecf19, ``nets.py``, ``RSSM.img_step`` / ``_gru``): one
+  Linear -> Norm -> SiLU layer on concat(z, a), then a dense layer on concat(h, x) to the three gates,
+  normalised together (no bias), with the same gate equations.
+
+Both cores scale actions to at most 1 in magnitude, a / max(1, |a|) with the divisor not differentiated
+(current ``action /= sg(max(1, |a|))``; 2023 ``action_clip 1.0``).
+
+:class:`RSSMV3` wraps a core with the prior (``img_layers`` normalised layers on h_t, then the latent's
+raw parameters) and the posterior (``obs_layers`` normalised layers on concat(h_t, e_t), then the raw
+parameters). It has the interface of :class:`~dreamer_trl.rssm.RSSM` (``initial``, ``prior``,
+``prior_step``, ``posterior_step``, ``observe_step``, ``observe``, ``imagine``, ``feature_dim``, ``latent``),
+so the world model, the losses, the policy and the imagination env take either. As in the RSSM, the
+parts that do not depend on the recurrence (the action's input layer, the embedding's share of the
+posterior's first layer, the prior during observation) run for all steps at once outside the time loop.
+The state starts from zeros at every ``is_init`` (current code; the 2023 code learned the initial h).
+
+Shapes:
+    B batch, T time, H horizon, S state, D belief, A action, E embedding.
+    ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` -> "state",
+    "belief", "prior_<param>", "posterior_<param>" ``[B, T, .]``.
+    ``imagine``: state ``[N, S]``, belief ``[N, D]`` -> ``[N, H, S|D|A]``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dreamer_trl.latent import LatentState
+from dreamer_trl.v3_networks import (
+    OFFICIAL_STYLE,
+    STYLE_2023,
+    BlockLinear,
+    NetStyle,
+    activation,
+    dense,
+    fans,
+    linear,
+    make_norm,
+    trunc_normal_init_,
+)
+
+
+def squash_action(action: torch.Tensor) -> torch.Tensor:
+    """a / max(1, |a|) per element, the divisor without gradient (official ``_core`` / ``action_clip``)."""
+    return action / action.detach().abs().clamp(min=1.0)
+
+
+def gru_gates(reset: torch.Tensor, cand: torch.Tensor, update: torch.Tensor, belief: torch.Tensor,
+              update_bias: float = -1.0) -> torch.Tensor:
+    """h' = u * tanh(sigmoid(r) * c) + (1 - u) * h with u = sigmoid(update + update_bias) (official GRU)."""
+    u = torch.sigmoid(update + update_bias)
+    return u * torch.tanh(torch.sigmoid(reset) * cand) + (1 - u) * belief
+
+
+class BlockGRU(nn.Module):
+    """The current official recurrent core with G blocks (see the module docstring).
+
+    Args:
+        belief_dim, state_dim, action_dim: D, S (the flat sample width of the latent), A.
+        hidden: width of the three input layers (official ``hidden``).
+        blocks: G; D must be divisible by it (official 8 at every size).
+        layers: block-diagonal hidden layers before the gates (official ``dynlayers`` 1).
+        style: norm, activation, biases and initialisation (:class:`~dreamer_trl.v3_networks.NetStyle`).
+        update_bias: added to the update gate's input (official -1).
+
+    Call ``core(belief, state, core.project_action(action))``: ``project_action`` holds the part that
+    depends on the action alone, so a sequence's actions can be projected at once.
+    """
+
+    def __init__(self, belief_dim: int, state_dim: int, action_dim: int, hidden: int, blocks: int = 8,
+                 layers: int = 1, style: NetStyle = OFFICIAL_STYLE, update_bias: float = -1.0):
+        super().__init__()
+        if belief_dim % blocks:
+            raise ValueError(f"belief_dim {belief_dim} must be divisible by blocks {blocks}")
+        self.belief_dim, self.state_dim, self.action_dim = belief_dim, state_dim, action_dim
+        self.hidden, self.blocks, self.update_bias = hidden, blocks, update_bias
+        self.in_belief = dense(belief_dim, hidden, style)
+        self.in_state = dense(state_dim, hidden, style)
+        self.in_action = dense(action_dim, hidden, style)
+        bias = style.bias or style.norm == "none"
+        mods: list[nn.Module] = []
+        width = belief_dim + 3 * hidden * blocks
+        for _ in range(layers):
+            mods += [BlockLinear(width, belief_dim, blocks, style, bias), make_norm(belief_dim, style), activation(style)]
+            width = belief_dim
+        self.hidden_layers = nn.Sequential(*mods)
+        self.gates = BlockLinear(width, 3 * belief_dim, blocks, style)
+
+    def project_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action's input layer, SiLU(norm(W a' + b)) with a' = a / max(1, |a|): ``[*N, A] -> [*N, hidden]``."""
+        return self.in_action(squash_action(action))
+
+    def forward(self, belief: torch.Tensor, state: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
+        g, d = self.blocks, self.belief_dim // self.blocks
+        x = torch.cat([self.in_belief(belief), self.in_state(state), action_proj], -1)       # (N, 3 hidden)
+        x = torch.cat([belief.unflatten(-1, (g, d)), x.unsqueeze(-2).expand(*x.shape[:-1], g, x.shape[-1])], -1)
+        x = self.hidden_layers(x.flatten(-2))                                                # (N, D)
+        reset, cand, update = self.gates(x).unflatten(-1, (g, 3, d)).unbind(-2)             # (N, G, D/G) each
+        return gru_gates(reset.flatten(-2), cand.flatten(-2), update.flatten(-2), belief, self.update_bias)
+
+
+class NormGRU(nn.Module):
+    """The 2023 official recurrent core: x = SiLU(norm(W [z, a'])); gates = norm(W_g [h, x]) (no bias).
+
+    Args as :class:`BlockGRU` (no blocks); default style :data:`~dreamer_trl.v3_networks.STYLE_2023`.
+    """
+
+    def __init__(self, belief_dim: int, state_dim: int, action_dim: int, hidden: int,
+                 style: NetStyle = STYLE_2023, update_bias: float = -1.0):
+        super().__init__()
+        self.belief_dim, self.state_dim, self.action_dim = belief_dim, state_dim, action_dim
+        self.update_bias = update_bias
+        bias = style.bias or style.norm == "none"
+        self.img_in = linear(state_dim + action_dim, hidden, style, bias)
+        self.img_in_norm = nn.Sequential(make_norm(hidden, style), activation(style))
+        self.gru = linear(belief_dim + hidden, 3 * belief_dim, style, bias)
+        self.gru_norm = make_norm(3 * belief_dim, style)
+
+    def project_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action's share of the input layer, W_a a' (+ bias): ``[*N, A] -> [*N, hidden]``."""
+        w_a = self.img_in.weight[:, self.state_dim :]
+        return F.linear(squash_action(action), w_a, self.img_in.bias)
+
+    def forward(self, belief: torch.Tensor, state: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
+        x = self.img_in_norm(F.linear(state, self.img_in.weight[:, : self.state_dim]) + action_proj)
+        reset, cand, update = self.gru_norm(self.gru(torch.cat([belief, x], -1))).chunk(3, -1)
+        return gru_gates(reset, cand, update, belief, self.update_bias)
+
+
+class RSSMV3(nn.Module):
+    """RSSM with a V3 core, normalised prior and posterior networks, over any latent family.
+
+    Args:
+        core: :class:`BlockGRU` or :class:`NormGRU` (sets D, S and A; S must equal ``latent.sample_dim``).
+        latent: the latent distribution family (``params``, ``sample``, ``names``, ``param_dim``, ``sample_dim``).
+        embed_dim: E.
+        hidden: width of the prior and posterior layers (official ``hidden``; 2023 ``units``).
+        img_layers, obs_layers: normalised layers of the prior and the posterior (current 2 and 1; 2023 1 and 1).
+        style: as the networks'.
+        outscale: on the latent's output layers (official ``rssm.outscale`` 1).
+    """
+
+    def __init__(self, core: nn.Module, latent, embed_dim: int, hidden: int, img_layers: int = 2,
+                 obs_layers: int = 1, style: NetStyle = OFFICIAL_STYLE, outscale: float = 1.0):
+        super().__init__()
+        if core.state_dim != latent.sample_dim:
+            raise ValueError(f"the core's state_dim {core.state_dim} must equal the latent's sample_dim {latent.sample_dim}")
+        if obs_layers < 1:
+            raise ValueError("obs_layers must be at least 1 (the posterior reads the embedding there)")
+        self.core, self.latent = core, latent
+        self.state_dim, self.belief_dim, self.action_dim = core.state_dim, core.belief_dim, core.action_dim
+        D = self.belief_dim
+        prior: list[nn.Module] = []
+        width = D
+        for _ in range(img_layers):
+            prior.append(dense(width, hidden, style))
+            width = hidden
+        prior.append(linear(width, latent.param_dim, style, outscale=outscale))
+        self.img_out = nn.Sequential(*prior)
+        # The posterior's first layer is one Linear on concat(h_t, e_t); split so the e_t part runs once for all t.
+        bias = style.bias or style.norm == "none"
+        self.obs_belief = nn.Linear(D, hidden, bias=False)
+        self.obs_embed = nn.Linear(embed_dim, hidden, bias=bias)
+        joint = torch.empty(hidden, D + embed_dim)
+        trunc_normal_init_(joint, *fans(joint), style.fan)
+        with torch.no_grad():
+            self.obs_belief.weight.copy_(joint[:, :D])
+            self.obs_embed.weight.copy_(joint[:, D:])
+            if bias:
+                self.obs_embed.bias.zero_()
+        post: list[nn.Module] = [make_norm(hidden, style), activation(style)]
+        post += [dense(hidden, hidden, style) for _ in range(obs_layers - 1)]
+        post.append(linear(hidden, latent.param_dim, style, outscale=outscale))
+        self.obs_out = nn.Sequential(*post)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.state_dim + self.belief_dim
+
+    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
+        """Zero state and belief, the start of every episode."""
+        z = dict(device=device, dtype=dtype)
+        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
+
+    def _belief_step(self, state: torch.Tensor, belief: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
+        return self.core(belief, state, action_proj)
+
+    def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters of p(s_t | h_t)."""
+        return self.latent.params(self.img_out(belief))
+
+    def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (prior params, s', h')."""
+        belief = self._belief_step(state, belief, self.core.project_action(action))
+        params = self.prior(belief)
+        return params, self.latent.sample(params, noise), belief
+
+    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
+        params = self.latent.params(self.obs_out(self.obs_belief(belief) + embed_proj))
+        return params, self.latent.sample(params)
+
+    def observe_step(self, state, belief, prev_action, embed, is_init):
+        """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
+        out = self.observe(embed.unsqueeze(-2), prev_action.unsqueeze(-2), is_init.unsqueeze(-2), state, belief)
+        return out["state"].squeeze(-2), out["belief"].squeeze(-2)
+
+    def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
+                state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Filter a sequence: chain (s, h) across time, restart from zeros (and a zero action) where ``is_init``.
+
+        Returns "state", "belief", "prior_<name>" and "posterior_<name>" as :meth:`RSSM.observe` does.
+        """
+        B, T = embed.shape[:-1], embed.shape[-2]
+        assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
+        if (state is None) != (belief is None):
+            raise ValueError("give both the carried state and belief, or neither (start from zeros)")
+        if state is None:
+            state, belief = self.initial(B[:-1], embed.device, embed.dtype)
+        keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
+        action_proj = self.core.project_action(prev_action * keep)                # (B, T, hidden)
+        embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
+        beliefs, states = [], []
+        posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
+        for t in range(T):
+            k = keep[..., t, :]
+            state, belief = state * k, belief * k
+            belief = self._belief_step(state, belief, action_proj[..., t, :])
+            params, state = self.posterior_step(belief, embed_proj[..., t, :])
+            beliefs.append(belief)
+            states.append(state)
+            for n in self.latent.names:
+                posterior[n].append(params[n])
+        belief = torch.stack(beliefs, -2)                                         # (B, T, D)
+        out = {"state": torch.stack(states, -2), "belief": belief}
+        out.update({f"prior_{n}": v for n, v in self.prior(belief).items()})       # (B, T, .)
+        out.update({f"posterior_{n}": torch.stack(v, -2) for n, v in posterior.items()})
+        return out
+
+    def imagine(self, state: torch.Tensor, belief: torch.Tensor,
+                policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
+        """Roll the prior forward ``horizon`` steps with actions from ``policy(state, belief)``: ``[N, H, .]`` each."""
+        states, beliefs, actions = [], [], []
+        for _ in range(horizon):
+            action = policy(state, belief)
+            _, state, belief = self.prior_step(state, belief, action)
+            states.append(state)
+            beliefs.append(belief)
+            actions.append(action)
+        return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}
