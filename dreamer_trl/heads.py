@@ -63,8 +63,9 @@ class NormalHead(nn.Module):
 def zero_init_last_linear(module: nn.Module) -> nn.Module:
     """Zero the weight and bias of the last ``nn.Linear`` in ``module`` (registration order); returns ``module``.
 
-    DreamerV3 zero-initialises the reward and critic output layers (official configs: ``outscale: 0.0``;
-    paper Sec. 3 "we initialize the output weights ... to zeros"), so both start predicting exactly 0.
+    DreamerV3 zero-initialises the reward and critic output layers (paper, "Critic learning"; official
+    configs ``rewhead`` and ``value``: ``outscale: 0.0``), so with :class:`TwoHotHead` both start predicting
+    exactly 0 (uniform softmax over symmetric bins).
     """
     last = None
     for m in module.modules():
@@ -84,7 +85,7 @@ def _sum_event(x: torch.Tensor, event_dims: int) -> torch.Tensor:
 
 
 class SymlogMSEHead(nn.Module):
-    """Symlog regression (DreamerV3, arXiv:2301.04104, Eq. 9-10): the net predicts symlog(y).
+    """Symlog regression (DreamerV3, arXiv:2301.04104, "Robust predictions"): the net predicts symlog(y).
 
     nll = sum over the event of (raw - symlog(y))^2 (the official ``symlog_mse``: plain squared error, no 1/2,
     no constant), pred = symexp(raw).
@@ -116,7 +117,8 @@ class SymlogMSEHead(nn.Module):
 
 
 class TwoHotHead(nn.Module):
-    """Discrete regression of a scalar (DreamerV3 Eq. 10-11): K logits, two-hot cross-entropy, decoded mean.
+    """Discrete regression of a scalar (DreamerV3, "Robust predictions": symexp two-hot): K logits, two-hot
+    cross-entropy, decoded mean.
 
     Drop-in for a scalar :class:`NormalHead`: targets and predictions keep a trailing dim of 1.
 

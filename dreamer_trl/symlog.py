@@ -1,17 +1,17 @@
-"""Symlog squashing and the two-hot codec of DreamerV3 (Hafner et al. 2023, arXiv:2301.04104, Sec. 3 / Eq. 9-11).
+"""Symlog squashing and the two-hot codec of DreamerV3 (Hafner et al. 2023, arXiv:2301.04104, "Robust predictions").
 
-    symlog(x) = sign(x) ln(|x| + 1)        symexp(x) = sign(x) (exp(|x|) - 1)      (Eq. 9)
+    symlog(x) = sign(x) ln(|x| + 1)        symexp(x) = sign(x) (exp(|x|) - 1)
 
 symexp inverts symlog. Rewards and values are regressed as a categorical over K = 255 fixed bins B:
 a target y becomes the "two-hot" vector that puts weight on the two bins around it, in proportion to
-closeness, so the weights' mean is y (Eq. 11); a prediction is the softmax-weighted mean of the bins (Eq. 10).
+closeness, so the weights' mean is y; a prediction is the softmax-weighted mean of the bins.
 
 Two placements of the bins, both from the official code (danijar/dreamerv3):
 
 - ``space="symexp"`` (the current code, e3f0224, ``embodied/jax/heads.py`` ``symexp_twohot`` and
   ``outs.TwoHot``; the default): bins = symexp(linspace(-20, 20, K)) in value space; y is encoded by linear
   interpolation between its neighbouring bins in value space, and decode = sum_i p_i b_i in value space.
-- ``space="symlog"`` (the 2023 code, 84ecf19, ``jaxutils.DiscDist``, the paper's Eq. 10-11): bins =
+- ``space="symlog"`` (the 2023 code, 84ecf19, ``jaxutils.DiscDist``, the paper's equations): bins =
   linspace(-20, 20, K) in symlog space; symlog(y) is interpolated there, decode = symexp(sum_i p_i b_i).
 
 Both build the bins exactly symmetric around 0 (the negative half mirrored) and sum the two halves
@@ -31,12 +31,12 @@ SPACES = ("symexp", "symlog")
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) ln(|x| + 1) (Eq. 9)."""
+    """sign(x) ln(|x| + 1)."""
     return torch.sign(x) * torch.log1p(x.abs())
 
 
 def symexp(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) (exp(|x|) - 1), the inverse of :func:`symlog` (Eq. 9)."""
+    """sign(x) (exp(|x|) - 1), the inverse of :func:`symlog`."""
     return torch.sign(x) * torch.expm1(x.abs())
 
 
@@ -83,10 +83,11 @@ class TwoHotCodec(nn.Module):
         return symlog(y) if self.space == "symlog" else y
 
     def encode(self, y: torch.Tensor) -> torch.Tensor:
-        """Two-hot weights ``[*N, K]`` of ``y`` ``[*N]`` (Eq. 11): weights sum to 1, their bin mean is y.
+        """Two-hot weights ``[*N, K]`` of ``y`` ``[*N]``: they sum to 1 and their bin mean is x, where x = y
+        (``space="symexp"``) or symlog(y) (``space="symlog"``).
 
-        With b_k <= y < b_{k+1}: weight (b_{k+1} - y) / (b_{k+1} - b_k) on bin k and the rest on bin k+1
-        (y on a bin: all on that bin); y <= b_0 or y >= b_{K-1}: all on the end bin.
+        With b_k <= x < b_{k+1}: weight (b_{k+1} - x) / (b_{k+1} - b_k) on bin k and the rest on bin k+1
+        (x on a bin: all on that bin); x <= b_0 or x >= b_{K-1}: all on the end bin.
         """
         x = self._to_bin_space(y.detach().to(self.bins.dtype))
         bins, K = self.bins, self.num_bins
@@ -108,7 +109,7 @@ class TwoHotCodec(nn.Module):
         return (pb[..., :m].flip(-1) + pb[..., m:]).sum(-1)
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """The predicted value ``[*N]`` of logits ``[*N, K]`` (Eq. 10): E_softmax[b], then symexp in "symlog" space."""
+        """The predicted value ``[*N]`` of logits ``[*N, K]``: E_softmax[b], then symexp in "symlog" space."""
         mean = self.expectation(torch.softmax(logits.float(), -1))
         return symexp(mean) if self.space == "symlog" else mean
 
