@@ -173,7 +173,7 @@ class BlockLinear(nn.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, self.blocks, self.in_dim // self.blocks).transpose(0, 1)   # (G, N, in/G)
         y = torch.bmm(x, self.weight).transpose(0, 1).reshape(*lead, self.out_dim)  # (*N, out)
-        return y if self.bias is None else y + self.bias
+        return y if self.bias is None else y + self.bias.to(y.dtype)  # stays in bf16 under autocast
 
 
 class MLPV3(nn.Module):
