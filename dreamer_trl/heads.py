@@ -186,3 +186,16 @@ class BernoulliHead(nn.Module):
         event = target.shape[target.dim() - self.event_dims:].numel()
         rows = target.numel() // max(event, 1)
         return F.binary_cross_entropy_with_logits(raw, target.detach().to(raw.dtype), reduction="sum") / rows
+
+
+class MSEHead(NormalHead):
+    """Plain squared error summed over the event (DreamerV3's image loss, official ``mse``: no 1/2, no
+    constant); pred is the raw output. Images are targets in [-0.5, 0.5] here (the encoder's input), which
+    shifts the official [0, 1] target by a constant the decoder's output absorbs."""
+
+    def nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((target - raw) ** 2).sum(tuple(range(-self.event_dims, 0)))
+
+    def mean_nll(self, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        event = target.shape[target.dim() - self.event_dims:].numel()
+        return F.mse_loss(raw, target, reduction="sum") / (target.numel() // max(event, 1))
