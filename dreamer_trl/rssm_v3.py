@@ -113,11 +113,25 @@ class BlockGRU(nn.Module):
         """The action's input layer, SiLU(norm(W a' + b)) with a' = a / max(1, |a|): ``[*N, A] -> [*N, hidden]``."""
         return self.in_action(squash_action(action))
 
+    def _first_layer(self, belief: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The first block layer on concat_g(h_g, x) without building that input: the shared x (the same for
+        every block) meets its rows of each block's weight in one dense product, h_g its own rows."""
+        lin, g, d = self.hidden_layers[0], self.blocks, self.belief_dim // self.blocks
+        w_h, w_x = lin.weight[:, :d], lin.weight[:, d:]                                      # (G, d, o), (G, 3h, o)
+        lead = belief.shape[:-1]
+        y_h = torch.bmm(belief.reshape(-1, g, d).transpose(0, 1), w_h).transpose(0, 1)       # (N, G, o)
+        y_x = (x.reshape(-1, x.shape[-1]) @ w_x.transpose(0, 1).reshape(x.shape[-1], -1)).unflatten(-1, (g, -1))
+        y = (y_h + y_x).reshape(*lead, lin.out_dim)
+        return y if lin.bias is None else y + lin.bias.to(y.dtype)
+
     def forward(self, belief: torch.Tensor, state: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
         g, d = self.blocks, self.belief_dim // self.blocks
         x = torch.cat([self.in_belief(belief), self.in_state(state), action_proj], -1)       # (N, 3 hidden)
-        x = torch.cat([belief.unflatten(-1, (g, d)), x.unsqueeze(-2).expand(*x.shape[:-1], g, x.shape[-1])], -1)
-        x = self.hidden_layers(x.flatten(-2))                                                # (N, D)
+        if len(self.hidden_layers):
+            x = self.hidden_layers[1:](self._first_layer(belief, x))                        # (N, D)
+        else:
+            x = torch.cat([belief.unflatten(-1, (g, d)), x.unsqueeze(-2).expand(*x.shape[:-1], g, x.shape[-1])], -1)
+            x = x.flatten(-2)
         reset, cand, update = self.gates(x).unflatten(-1, (g, 3, d)).unbind(-2)             # (N, G, D/G) each
         return gru_gates(reset.flatten(-2), cand.flatten(-2), update.flatten(-2), belief, self.update_bias)
 
