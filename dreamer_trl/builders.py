@@ -53,8 +53,8 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
 
     ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
     actor's target. The actor loss shares its value predictions with the value loss
-    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or
-    back-propagate the actor loss with ``retain_graph=True`` before the value loss.
+    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or call
+    ``backward()`` on each loss as in a TorchRL loop (each reaches only its own module's parameters).
     """
     device = torch.device(device)
     world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
