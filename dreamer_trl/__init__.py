@@ -28,6 +28,7 @@ _EXPORTS = {
     "restore_run": "run_state", "save_run": "run_state",
     "DreamerUpdate": "training", "Phase": "training",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
+    "CheckpointError": "checkpoint", "MissingKeysError": "keys",
 }
 
 __all__ = sorted(_EXPORTS)
