@@ -24,7 +24,9 @@ def check_task(cfg: DreamerConfig) -> None:
     names = sorted(f"{domain}_{task}" for domain, task in suite.ALL_TASKS)
     if cfg.env.task not in names:
         close = difflib.get_close_matches(cfg.env.task, names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"expected one of {', '.join(names)}"
+        domains = sorted({domain for domain, _ in suite.ALL_TASKS})
+        hint = (f"did you mean {', '.join(close)}?" if close else
+                f"no task is close; the {len(names)} tasks are domain_task with a domain among {', '.join(domains)}")
         raise ValueError(f"config field 'env.task': unknown DMC task {cfg.env.task!r}; {hint}")
 
 
