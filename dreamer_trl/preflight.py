@@ -7,7 +7,6 @@ check needs only dm_control's task list; the resume lookup reads JSON (the check
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -37,11 +36,10 @@ def saved_run(path: str) -> tuple[dict, str, str]:
     checkpoint to resume is checked against the manifest (presence, size, CRC-32) here, before anything is
     built; a damaged newest checkpoint is refused with the file named, not silently replaced by an older one.
     """
-    from dreamer_trl.checkpoint import CheckpointError, checkpoint_dirs, read_meta, verify_checkpoint
-
     field, root = "config field 'run.resume'", Path(path)
     if not root.exists():
         raise ValueError(f"{field}: {path} does not exist")
+    from dreamer_trl.checkpoint import CheckpointError, checkpoint_dirs, read_meta, verify_checkpoint  # brings torch
     in_run = (root / "checkpoints").is_dir()
     if in_run:
         saved = sorted(p for p in (root / "checkpoints").iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -221,8 +221,9 @@ def test_float_pixels_in_unit_range_act_as_their_uint8_frames(scale):
     wm = make_world_model("pixels", (3, 64, 64), 1, TINY)
     policy = make_policy(wm, make_actor(FEAT, 1, TINY), Bounded(-1.0, 1.0, (1,)), exploration_noise=0.0)
     frame = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    td = TensorDict({"pixels": frame, "state": torch.zeros(2, TINY.state_dim), "belief": torch.zeros(2, TINY.belief_dim),
-                     "prev_action": torch.zeros(2, 1), "is_init": torch.ones(2, 1, dtype=torch.bool)}, [2])
+    td = TensorDict({"pixels": frame, "state": torch.zeros(2, TINY.state_dim),
+                     "belief": torch.zeros(2, TINY.belief_dim), "prev_action": torch.zeros(2, 1),
+                     "is_init": torch.ones(2, 1, dtype=torch.bool)}, [2])
     given = td.clone().set("pixels", frame.float() / 255) if scale == "unit_float" else td.clone()
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         torch.manual_seed(1)
