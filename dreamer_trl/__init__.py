@@ -38,6 +38,7 @@ _EXPORTS = {
     "RSSMV3": "rssm_v3", "BlockGRU": "rssm_v3", "NormGRU": "rssm_v3",
     "V3_SIZES": "v3_sizes", "V3_2023_SIZES": "v3_sizes", "v3_size": "v3_sizes",
     "LaProp": "optim", "AdaptiveGradClip": "optim", "adaptive_clip_grad_": "optim", "v2_adam": "optim",
+    "CheckpointError": "checkpoint", "MissingKeysError": "keys",
 }
 
 __all__ = sorted(_EXPORTS)

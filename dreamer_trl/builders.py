@@ -68,8 +68,8 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
 
     ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
     actor's target. The actor loss shares its value predictions with the value loss
-    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or
-    back-propagate the actor loss with ``retain_graph=True`` before the value loss.
+    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.DreamerUpdate`, or call
+    ``backward()`` on each loss as in a TorchRL loop (each reaches only its own module's parameters).
 
     ``model_cfg.agent`` "dreamer_v2" / "dreamer_v3" builds that agent instead (:mod:`dreamer_trl.family`);
     ``optim_cfg.kind`` "laprop" then trains it in one phase.

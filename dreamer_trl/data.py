@@ -8,6 +8,11 @@ Windows follow each trajectory's rows in write order rather than storage order, 
 several ``extend`` calls even when a batched env interleaves its envs' rows, and may span the
 point where the circular storage wraps around. Rows overwritten by the writer simply disappear
 from their trajectory (always its oldest rows), which leaves the rest contiguous.
+
+Rows that come without ``("collector", "traj_ids")`` (e.g. from ``env.rollout()``) get one fresh trajectory id
+per env per write, and rows without "is_init" have it derived from ``("next", "done")``: episodes then end
+where the done flags say. Pixels are stored as uint8; float ``[0, 1]`` frames (TorchRL's ``ToTensorImage``)
+are quantised back to uint8 on write.
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ from torchrl.data.replay_buffers.samplers import Sampler
 
 from dreamer_trl.keys import (
     BELIEF, DONE, ENCODED_LATENTS, IS_INIT, OBSERVATION, PIXELS, REWARD, STATE, TERMINATED,
-    TRAJ_IDS, TRUNCATED,
+    TRAJ_IDS, TRUNCATED, MissingKeysError,
 )
+from dreamer_trl.networks import pixels_as_uint8
 
 _KEPT_UNDER_NEXT = {REWARD, DONE, TERMINATED, TRUNCATED}
 # The policy's recurrent carry: recomputed by the world model during training.
@@ -51,10 +57,33 @@ def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
                 drop.append(("next", key))
     out = td.exclude(*drop)
     if PIXELS in root and out.get(PIXELS).dtype != torch.uint8:
-        raise TypeError(f"pixels must be stored as uint8, got {out.get(PIXELS).dtype}")
+        out.set(PIXELS, pixels_as_uint8(out.get(PIXELS)))  # float [0, 1] frames; other dtypes are refused
     if out.batch_dims > 1:
         out = out.reshape(-1)
     return out
+
+
+def mark_episodes(td: TensorDictBase, first_id: int) -> TensorDictBase:
+    """Adds what windows need and plain rollouts lack: trajectory ids (one per env, from ``first_id``) when
+    ``("collector", "traj_ids")`` is absent, and "is_init" from ``("next", "done")`` when absent.
+
+    Shapes: td ``[*E, T]`` (time last; ``[T]`` for one env, ``[]`` for one row) -> ``[*E, T]`` with ids
+    ``[*E, T]`` and is_init ``[*E, T, 1]``.
+    """
+    if td.batch_dims == 0:
+        td = td.unsqueeze(0)
+    present = set(td.keys(include_nested=True))
+    if IS_INIT not in present:
+        if ("next", DONE) not in present:
+            raise MissingKeysError(f"replay rows need {IS_INIT!r} (torchrl.envs.InitTracker) or ('next', 'done') "
+                                   f"to find episode starts; they have {sorted(map(str, present))}")
+        done = td.get(("next", DONE)).reshape(*td.batch_size, 1).bool()
+        td = td.clone(False).set(IS_INIT, torch.cat([torch.ones_like(done[..., :1, :]), done[..., :-1, :]], -2))
+    if TRAJ_IDS not in present:
+        envs = td.batch_size[:-1].numel()
+        ids = first_id + torch.arange(envs, dtype=torch.long).reshape(*td.batch_size[:-1], 1)
+        td = td.clone(False).set(TRAJ_IDS, ids.expand(td.batch_size).clone())
+    return td
 
 
 class TrajectoryWindowSampler(Sampler):
@@ -91,6 +120,10 @@ class TrajectoryWindowSampler(Sampler):
     def _index_windows(self, storage) -> None:
         n, capacity = len(storage), storage.max_size
         rows = storage._storage
+        missing = [k for k in (self.traj_key, self.init_key) if k not in rows.keys(include_nested=True)]
+        if missing:
+            raise MissingKeysError(f"stored rows lack {', '.join(map(repr, missing))}: write through "
+                                   "SequenceReplayBuffer.extend, which adds them to plain rollouts")
         traj = rows.get(self.traj_key)[:n].reshape(n).to(torch.long)
         init = rows.get(self.init_key)[:n].reshape(n)
         cursor = n if self._newest is None else (self._newest + 1) % capacity
@@ -163,11 +196,23 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
         # sample(batch_size) counts windows, not rows: silence the parent's batch-size warning.
         self._warned_batch_size_conflict = True
 
+    def _next_traj_id(self) -> int:
+        n = len(self)
+        if n == 0 or TRAJ_IDS not in self.storage._storage.keys(include_nested=True):
+            return 0
+        return int(self.storage._storage.get(TRAJ_IDS)[:n].max()) + 1
+
+    def _marked(self, data: TensorDictBase) -> TensorDictBase:
+        """``data`` with trajectory ids and "is_init" (see :func:`mark_episodes`)."""
+        present = set(data.keys(include_nested=True))
+        return data if TRAJ_IDS in present and IS_INIT in present else mark_episodes(data, self._next_traj_id())
+
     def add(self, data: TensorDictBase) -> int:
-        return super().add(strip_for_storage(data))
+        row = strip_for_storage(self._marked(data))
+        return super().add(row[0] if row.batch_dims else row)
 
     def extend(self, tensordicts: TensorDictBase, **kwargs) -> torch.Tensor:
-        data = strip_for_storage(tensordicts)
+        data = strip_for_storage(self._marked(tensordicts))
         # Writing more rows than fit at once would overwrite rows of this same call.
         return super().extend(data[-self.capacity:], **kwargs)
 

@@ -40,3 +40,13 @@ STATE_VALUE = "state_value"
 LAMBDA_TARGET = "lambda_target"
 
 RECO_KEYS = {PIXELS: RECO_PIXELS, OBSERVATION: RECO_OBSERVATION}
+
+
+class MissingKeysError(KeyError):
+    """A TensorDict lacks keys a module reads; the message names them and what provides each.
+
+    A KeyError (so ``except KeyError`` still catches it) whose message prints as written, not quoted.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -7,7 +7,6 @@ check needs only dm_control's task list; the resume lookup reads JSON (the check
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -24,29 +23,44 @@ def check_task(cfg: DreamerConfig) -> None:
     names = sorted(f"{domain}_{task}" for domain, task in suite.ALL_TASKS)
     if cfg.env.task not in names:
         close = difflib.get_close_matches(cfg.env.task, names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"expected one of {', '.join(names)}"
+        domains = sorted({domain for domain, _ in suite.ALL_TASKS})
+        hint = (f"did you mean {', '.join(close)}?" if close else
+                f"no task is close; the {len(names)} tasks are domain_task with a domain among {', '.join(domains)}")
         raise ValueError(f"config field 'env.task': unknown DMC task {cfg.env.task!r}; {hint}")
 
 
 def saved_run(path: str) -> tuple[dict, str, str]:
-    """(saved config as data, its preset, checkpoint directory) of the newest complete checkpoint.
+    """(saved config as data, its preset, checkpoint directory) of the newest checkpoint, fully verified.
 
-    ``path`` is a run directory (``RUN/checkpoints/STEP``) or one checkpoint directory.
+    ``path`` is a run directory (``RUN/checkpoints/STEP``) or one checkpoint directory. Every file of the
+    checkpoint to resume is checked against the manifest (presence, size, CRC-32) here, before anything is
+    built; a damaged newest checkpoint is refused with the file named, not silently replaced by an older one.
     """
-    from dreamer_trl.checkpoint import checkpoint_dirs, verify_checkpoint
-
-    root = Path(path)
+    field, root = "config field 'run.resume'", Path(path)
+    if not root.exists():
+        raise ValueError(f"{field}: {path} does not exist")
+    from dreamer_trl.checkpoint import CheckpointError, checkpoint_dirs, read_meta, verify_checkpoint  # brings torch
+    in_run = (root / "checkpoints").is_dir()
+    if in_run:
+        saved = sorted(p for p in (root / "checkpoints").iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not saved:
+            raise ValueError(f"{field}: no checkpoint under {root / 'checkpoints'}")
+        newest = saved[-1]
+    else:
+        newest = root
     try:
-        found = checkpoint_dirs(root / "checkpoints") if (root / "checkpoints").is_dir() else [verify_checkpoint(root)]
-    except FileNotFoundError as err:
-        raise ValueError(f"config field 'run.resume': {path} is neither a run directory nor a complete "
-                         f"checkpoint ({err})") from None
-    if not found:
-        raise ValueError(f"config field 'run.resume': no complete checkpoint under {root / 'checkpoints'}")
-    meta = json.loads((found[-1] / "meta.json").read_text())
+        newest = verify_checkpoint(newest)
+        meta = read_meta(newest)
+    except (FileNotFoundError, CheckpointError) as err:
+        if not in_run and not (root / "state.pt").exists() and not (root / "manifest.json").exists():
+            raise ValueError(f"{field}: {path} is neither a run directory (RUN/checkpoints/STEP) nor a "
+                             f"checkpoint") from None
+        older = [str(d) for d in checkpoint_dirs(root / "checkpoints") if d != newest][-1:] if in_run else []
+        hint = f"; the previous checkpoint can be resumed with --resume {older[0]}" if older else ""
+        raise ValueError(f"{field}: {err}{hint}") from None
     if "config" not in meta or "preset" not in meta:
-        raise ValueError(f"config field 'run.resume': {found[-1]} holds no run config (not a training checkpoint)")
-    return meta["config"], meta["preset"], str(found[-1])
+        raise ValueError(f"{field}: {newest} holds no run config (not a training checkpoint)")
+    return meta["config"], meta["preset"], str(newest)
 
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:

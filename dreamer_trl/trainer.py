@@ -66,15 +66,53 @@ class Counters:
         return cls(**{**data, "evals": [(int(step), float(ret)) for step, ret in data["evals"]]})
 
 
-def eta(remaining_steps: int, clock: tuple[float, int] | None, now: float, env_steps: int) -> str:
-    """Time left at the pace of training so far in this process, or '?' before a training phase is timed.
+class Pace:
+    """The ETA from the current phase's rates: seconds per update, and seconds per env step of everything else
+    (collection with the policy, evaluation, logging), both measured in this process.
 
-    ``clock`` is (time, env steps) when training started; the pace includes updates, evaluations and
-    checkpoints. tqdm's own estimate would extrapolate the much faster random-action prefill.
+    The random-action prefill is timed apart: it is much faster per env step than collecting with the policy,
+    and it runs no updates, so extrapolating it (as tqdm's own estimate does) promises a fraction of the time.
     """
-    if clock is None or env_steps <= clock[1] or now <= clock[0]:
-        return "?"
-    return tqdm.format_interval(remaining_steps * (now - clock[0]) / (env_steps - clock[1]))
+
+    def __init__(self):
+        self.update_s, self.updates = 0.0, 0
+        self.step_s, self.steps = {"prefill": 0.0, "train": 0.0}, {"prefill": 0, "train": 0}
+
+    def updated(self, seconds: float) -> None:
+        """One update took ``seconds``."""
+        self.update_s, self.updates = self.update_s + seconds, self.updates + 1
+
+    def stepped(self, steps: int, seconds: float, phase: str) -> None:
+        """``steps`` env steps of ``phase`` ("prefill" or "train") took ``seconds``, updates excluded."""
+        self.step_s[phase] += seconds
+        self.steps[phase] += steps
+
+    def seconds_left(self, updates: int, train_steps: int, prefill_steps: int) -> float | None:
+        """Time for that much work at the measured rates; None while a needed rate is unmeasured."""
+        rate = {k: self.step_s[k] / self.steps[k] for k in self.steps if self.steps[k]}
+        per_train_step = rate.get("train", rate.get("prefill"))  # before the first policy batch: a lower bound
+        if (updates and not self.updates) or (train_steps and per_train_step is None) or \
+                (prefill_steps and "prefill" not in rate):
+            return None
+        per_update = self.update_s / self.updates if self.updates else 0.0
+        return (updates * per_update + train_steps * (per_train_step or 0.0)
+                + prefill_steps * rate.get("prefill", 0.0))
+
+    def eta(self, updates: int, train_steps: int, prefill_steps: int) -> str:
+        left = self.seconds_left(updates, train_steps, prefill_steps)
+        return "?" if left is None else tqdm.format_interval(left)
+
+
+def work_left(c: Counters, s, action_repeat: int = 1) -> tuple[int, int, int]:
+    """(updates, env steps collected with the policy, prefill env steps) still to run under schedule ``s``:
+    ``updates_per_train`` updates after each ``train_every`` env steps from the end of the prefill on, or with
+    a ``train_ratio`` the updates due at the end (:func:`updates_due`) less those run."""
+    prefill_steps = max(0, s.prefill_env_steps - c.env_steps)
+    train_steps = s.total_env_steps - c.env_steps - prefill_steps
+    if s.train_ratio:
+        return max(0, updates_due(s.total_env_steps, s, action_repeat) - c.updates), train_steps, prefill_steps
+    boundaries = (s.total_env_steps - max(c.env_steps, s.prefill_env_steps - s.train_every)) // s.train_every
+    return c.pending_updates + max(0, boundaries) * s.updates_per_train, train_steps, prefill_steps
 
 
 class PriorWatch:
@@ -195,7 +233,9 @@ class Trainer:
         self.prior_watch = PriorWatch(cfg.loss.free_nats)
         self.videos = run_dir / "videos"
         self.preemption = dt.Preemption()
-        self.training_clock: tuple[float, int] | None = None  # (time, env steps) when training began here
+        self.clock = time.perf_counter  # replaceable in tests
+        self.pace = Pace()
+        self.update_seconds = 0.0  # spent in updates since the last collected batch
 
     @property
     def stopping(self) -> bool:
@@ -205,7 +245,7 @@ class Trainer:
     def run(self) -> dict:
         """Train to ``total_env_steps`` (or ``stop_at_env_steps``) and return the summary; exit 143/130 if preempted."""
         c, s, r = self.counters, self.cfg.schedule, self.cfg.run
-        self.start = (time.perf_counter(), c.env_steps, c.updates)
+        self.start = (self.clock(), c.env_steps, c.updates)
         self.bar = tqdm(total=s.total_env_steps, initial=c.env_steps, unit="env step", disable=not r.progress,
                         dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
         with self.preemption:
@@ -236,14 +276,20 @@ class Trainer:
             env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
         )
         max_traj = c.traj_offset - 1
+        mark = self.clock()
         for data in collector:
+            phase = "prefill" if c.env_steps < s.prefill_env_steps else "train"
             data["collector", "traj_ids"] += c.traj_offset
             max_traj = max(max_traj, int(data["collector", "traj_ids"].max()))
             self.buffer.extend(data)
             new_steps = self.count(data)
+            self.update_seconds = 0.0
             self.train_and_evaluate()
             c.physics_errors = self.physics_errors_before + self.env.physics_errors
-            elapsed = time.perf_counter() - self.start[0]
+            now = self.clock()
+            self.pace.stepped(new_steps, now - mark - self.update_seconds, phase)
+            mark = now
+            elapsed = now - self.start[0]
             rate = (c.env_steps - self.start[1]) / elapsed
             policy_steps = max(0, c.env_steps - s.prefill_env_steps) // self.cfg.env.action_repeat
             if policy_steps:
@@ -271,7 +317,6 @@ class Trainer:
                 c.pending_updates = max(0, updates_due(c.env_steps, s, self.cfg.env.action_repeat) - c.updates)
             else:
                 c.pending_updates += s.updates_per_train  # per train_every env steps
-            self.training_clock = self.training_clock or (time.perf_counter(), c.env_steps)
         crossed = c.env_steps // s.eval_every > (c.env_steps - new_steps) // s.eval_every
         c.eval_due = c.eval_due or crossed or c.env_steps >= s.total_env_steps
         return new_steps
@@ -279,11 +324,16 @@ class Trainer:
     def train_and_evaluate(self) -> None:
         """Run the pending updates, then the due evaluation; both stop early on preemption."""
         c = self.counters
-        metrics = None
+        metrics, phase_updates = None, c.pending_updates
         while c.pending_updates > 0 and not self.stopping:
+            start = self.clock()
             metrics = self.updater.update(self.buffer.sample())
+            seconds = self.clock() - start
+            self.pace.updated(seconds)
+            self.update_seconds += seconds
             c.updates += 1
             c.pending_updates -= 1
+            self.show_progress(phase=f"train {phase_updates - c.pending_updates}/{phase_updates}")  # every update
         if metrics is not None:
             self.log({**metrics, "train/updates": c.updates})
             warning = self.prior_watch.observe(metrics)
@@ -341,18 +391,19 @@ class Trainer:
                 logger.log_scalar(name, float(value), step=step)
 
     def show_progress(self, **extra) -> None:
+        """Redraw the bar's postfix: phase (with the update count inside a training phase), updates, last
+        evaluation, and the ETA from the current rates (:class:`Pace`)."""
         c, s = self.counters, self.cfg.schedule
-        self.bar.set_postfix(phase="prefill" if c.env_steps < s.prefill_env_steps else "train", updates=c.updates,
-                             eval_return=f"{self.last_eval:.1f}", **extra,
-                             eta=eta(s.total_env_steps - c.env_steps, self.training_clock, time.perf_counter(),
-                                     c.env_steps))
+        shown = {"phase": "prefill" if c.env_steps < s.prefill_env_steps else "train", "updates": c.updates,
+                 "eval_return": f"{self.last_eval:.1f}", **extra}
+        self.bar.set_postfix(**shown, eta=self.pace.eta(*work_left(c, s, self.cfg.env.action_repeat)))
 
     def summary(self) -> dict:
         """Write ``summary.json``, print where everything is, and return the summary."""
         c, run_dir = self.counters, self.run_dir
         summary = {"run_dir": str(run_dir), "checkpoint": str(self.checkpoint_path), "env_steps": c.env_steps,
                    "updates": c.updates, "skipped_updates": self.updater.skipped, "final_eval_return": self.last_eval,
-                   "evaluations": c.evals, "wall_clock_s": round(time.perf_counter() - self.start[0], 1)}
+                   "evaluations": c.evals, "wall_clock_s": round(self.clock() - self.start[0], 1)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"done: {c.env_steps} env steps, {c.updates} updates, final eval return {self.last_eval:.1f}, "
               f"{summary['wall_clock_s']} s\n  run directory: {run_dir}\n  checkpoint: {self.checkpoint_path}\n"

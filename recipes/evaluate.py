@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
-from dreamer_trl.checkpoint import MANIFEST, checkpoint_dirs  # noqa: E402
+from dreamer_trl.checkpoint import MANIFEST, CheckpointError, checkpoint_dirs  # noqa: E402
 from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
 from dreamer_trl.trainer import build  # noqa: E402
 from dreamer_trl.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
@@ -45,11 +45,11 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def load(path: Path, device: torch.device) -> tuple[Path, DreamerConfig, dict]:
-    """(checkpoint dir, config, state); a missing or incomplete checkpoint exits with an error."""
+    """(checkpoint dir, config, state); a missing, incomplete or damaged checkpoint exits with an error."""
     checkpoint = find_checkpoint(path)
     try:
         state, meta = dt.load_checkpoint(checkpoint, map_location=device)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, CheckpointError) as err:
         raise SystemExit(f"error: {err}") from None
     missing = [k for k in ("world_model", "actor") if k not in state] + (["config"] if "config" not in meta else [])
     if missing:

@@ -115,3 +115,12 @@ def test_learn_dmc_labels_runs_by_their_variant_flags():
             "--schedule.eval-episodes", "10"]
     assert learn_dmc.variant_flags(argv) == ["loss.value-estimate=nstep", "loss.value-steps=5", "loss.act-with-mode"]
     assert learn_dmc.variant_flags(["--preset", "state", "--run.threads", "1"]) == []
+
+
+def test_shared_machine_times_updates_alone_and_beside_a_busy_process(capsys):
+    results = _script("shared_machine").main(["--settings", "one_thread_passive", "--preset", "debug", "--batch", "2",
+                                              "--seq", "4", "--updates", "1", "--warmup", "1"])
+    [r] = results
+    assert r["setting"] == "one_thread_passive" and r["threads"] == 1 and r["wait_policy"] == "PASSIVE"
+    assert r["alone_s"] > 0 and r["beside_s"] > 0
+    assert "| one_thread_passive | 1 | PASSIVE |" in capsys.readouterr().out

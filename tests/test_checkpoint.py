@@ -166,7 +166,7 @@ def test_crash_on_first_save_leaves_nothing(tmp_path, monkeypatch):
 def test_missing_file_is_named(tmp_path, missing):
     target = tmp_path / "ckpt"
     if missing is None:  # no checkpoint directory at all
-        with pytest.raises(FileNotFoundError, match="state.pt"):
+        with pytest.raises(FileNotFoundError, match="ckpt does not exist"):
             load_checkpoint(target)
         return
     save_checkpoint(target, _state(), _meta())
@@ -258,7 +258,28 @@ def test_a_truncated_file_is_detected_by_the_manifest(tmp_path):
     target = save_checkpoint(tmp_path / "ckpt", _state(0), _meta(0))
     data = (target / "state.pt").read_bytes()
     (target / "state.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(FileNotFoundError, match="state.pt has .* the manifest says"):
+    with pytest.raises(checkpoint.CheckpointError, match="state.pt has .* the manifest says"):
+        load_checkpoint(target)
+
+
+def test_the_manifest_holds_each_files_size_and_crc32(tmp_path):
+    import zlib
+
+    target = save_checkpoint(tmp_path / "ckpt", _state(0), _meta(0))
+    files = json.loads((target / "manifest.json").read_text())["files"]
+    assert sorted(files) == ["meta.json", "state.pt"]
+    for name, entry in files.items():
+        data = (target / name).read_bytes()
+        assert entry == {"bytes": len(data), "crc32": f"{zlib.crc32(data):08x}"}
+
+
+@pytest.mark.parametrize("name", ["state.pt", "meta.json"])
+def test_same_size_garbage_is_detected_by_the_checksum(tmp_path, name):
+    target = save_checkpoint(tmp_path / "ckpt", _state(0), _meta(0))
+    data = bytearray((target / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (target / name).write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{name} has CRC-32 .* the manifest says"):
         load_checkpoint(target)
 
 

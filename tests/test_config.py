@@ -263,6 +263,8 @@ BAD_INPUTS = {
     "not_a_bool": (["--env.from-pixels", "maybe"], ["--env.from-pixels", "maybe", "--env.no-from-pixels"]),
     "bool_with_attached_value": (["--run.progress=false"], ["--run.progress", "false", "--run.no-progress"]),
     "unknown_choice": (["--run.precision", "fp16"], ["--run.precision", "fp16", "bf16"]),
+    "misspelt_choice": (["--loss.representation", "contrastiv"], ["did you mean contrastive?"]),
+    "negative_number_typo": (["--loss.free-nats", "-1e"], ["--loss.free-nats expects float, got '-1e'"]),
     "unknown_preset": (["--preset", "huge"], ["preset", "huge", "paper"]),
     "missing_preset": (["--preset"], ["preset"]),
     "missing_value": (["--schedule.batch-size"], ["--schedule.batch-size"]),
@@ -277,9 +279,13 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("argv, fragments", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_parse_args_rejects(argv, fragments, capsys):
-    err = " ".join(re.sub("[│╭╮╰╯─]", " ", _parse_error(argv, capsys)).split())
+    raw = _parse_error(argv, capsys)
+    err = " ".join(raw.split())
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"
+    # the error and one line on --help: no usage dump, no box of help text (issue 14, item 12)
+    lines = raw.strip().splitlines()
+    assert len(lines) == 2 and "--help" in lines[1], raw
 
 
 def test_parse_args_runs_the_given_checks(capsys):

@@ -257,3 +257,60 @@ def test_disk_preflight_refuses_a_capacity_that_does_not_fit(tmp_path):
     check_disk_space(tmp_path / "new" / "dir", 1000, 12_400)
     with pytest.raises(ValueError, match=r"buffer_capacity 1000000000000 needs about .* GiB .* free"):
         check_disk_space(tmp_path, 10**12, 12_400)
+
+
+# --- rows from plain rollouts (issue 14): no ("collector", "traj_ids"), maybe no "is_init" ---
+
+
+def rollout_rows(lengths, drop=(TRAJ_IDS,)):
+    """env.rollout()-like rows: episodes back to back, without the collector's trajectory ids."""
+    return episode_stream(lengths).exclude(*drop)
+
+
+def check_episode_windows(sample, seq_len=L):
+    """Windows of consecutive steps inside one episode (the observation holds (episode, step))."""
+    obs = sample[OBSERVATION]
+    assert (obs[..., 0] == obs[:, :1, 0]).all(), "a window mixes episodes"
+    assert (obs[..., 1].diff(dim=1) == 1).all(), "a window is not consecutive in time"
+
+
+@pytest.mark.parametrize("drop", [(TRAJ_IDS,), (TRAJ_IDS, IS_INIT)], ids=["no_traj_ids", "no_traj_ids_no_is_init"])
+def test_rollout_rows_without_trajectory_ids_sample_windows_inside_episodes(tmp_path, drop):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    stream = rollout_rows(LENGTHS, drop)
+    for part in chunks(stream, [50, 60, len(stream) - 110]):
+        rb.extend(part)
+    for _ in range(20):
+        check_episode_windows(rb.sample())
+    # one id per write: a window never spans two writes
+    ids = rb.storage._storage.get(TRAJ_IDS)[: len(rb)]
+    assert ids.unique().tolist() == [0, 1, 2]
+
+
+def test_batched_rollout_rows_without_trajectory_ids_never_mix_envs(tmp_path):
+    """A [n_envs, T] rollout: one id per env, so windows stay in one env's time series."""
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    first, second = episode_stream([30, 12]), episode_stream([25, 17], first_id=10)
+    rb.extend(torch.stack([first, second]).exclude(TRAJ_IDS))        # [2, 42]
+    for _ in range(20):
+        check_episode_windows(rb.sample())
+
+
+def test_rows_without_any_episode_marks_name_what_is_missing(tmp_path):
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    rows = rollout_rows([20], drop=(TRAJ_IDS, IS_INIT, ("next", "done")))
+    with pytest.raises(KeyError, match=r"'is_init' \(torchrl.envs.InitTracker\) or \('next', 'done'\)"):
+        rb.extend(rows)
+
+
+def test_float_pixels_in_the_unit_range_are_stored_as_their_uint8_frames(tmp_path):
+    rb = make_replay_buffer(1000, 2, 4, scratch_dir=str(tmp_path))
+    rows = episode_stream([20])
+    frames = rows[PIXELS].clone()
+    rows[PIXELS] = frames.float() / 255
+    rows["next", PIXELS] = rows[PIXELS].clone()
+    rb.extend(rows)
+    stored = rb.storage._storage.get(PIXELS)[: len(rb)]
+    assert stored.dtype == torch.uint8 and torch.equal(stored, frames)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        rb.extend(episode_stream([20]).set(PIXELS, frames.float()))

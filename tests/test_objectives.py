@@ -4,6 +4,7 @@ The hand-written math they call (value estimates, representation terms, heads, l
 reference tests; here the modules' wiring is pinned: which rows, states, weights and reductions enter.
 """
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -387,3 +388,100 @@ def test_sampled_heads_score_with_noisy_rewards_and_values_but_keep_the_means_in
     torch.testing.assert_close(data_sampled["reward"], data_plain["reward"])  # means in the data
     diff = (data_sampled["lambda_target"] - data_plain["lambda_target"]).abs()
     assert diff.min() > 0 and 0.3 < diff.mean() < 3  # unit-variance noise in every target
+
+
+# ------------------------------------------------------------------------- drop-ins for TorchRL loops (issue 14)
+
+
+def test_world_model_loss_reads_the_world_models_observation_key_by_default():
+    loss = WorldModelLoss(tiny_world_model())
+    assert loss.tensor_keys.observation == "observation" and loss.tensor_keys.reco_observation == "reco_observation"
+    out, _ = loss(make_batch(obs_key="observation"))
+    assert torch.isfinite(out["loss_model_reco"])
+
+
+@pytest.mark.parametrize("missing,named", [
+    ("observation", "'observation'"), ("prev_action", "'prev_action' (from dreamer_trl.policy_carry_transform"),
+    ("is_init", "'is_init' (from torchrl.envs.InitTracker"), (("next", "reward"), "('next', 'reward')"),
+])
+def test_world_model_loss_names_a_missing_key_and_its_source(missing, named):
+    batch = make_batch(obs_key="observation").exclude(missing)
+    with pytest.raises(KeyError, match=re.escape(named)):
+        WorldModelLoss(tiny_world_model())(batch)
+
+
+def test_world_model_loss_takes_float_pixels_in_the_unit_range_as_their_uint8_frames():
+    wm = tiny_world_model(obs_key="pixels")
+    batch = make_batch()
+    torch.manual_seed(0)
+    expected, _ = WorldModelLoss(wm)(batch)
+    torch.manual_seed(0)
+    got, _ = WorldModelLoss(wm)(batch.clone().set("pixels", batch["pixels"].float() / 255))
+    for name in ("loss_model_reco", "loss_model_reward", "loss_model_kl"):
+        assert torch.equal(got[name], expected[name]), name
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        WorldModelLoss(wm)(batch.clone().set("pixels", batch["pixels"].float()))
+
+
+def agent_and_losses(estimate="lambda", share_value=True):
+    from dreamer_trl.builders import make_agent
+    from dreamer_trl.config import LossConfig
+
+    torch.manual_seed(0)
+    agent = make_agent("observation", (3,), A, TINY, LossConfig(horizon=4, value_estimate=estimate))
+    agent.actor_loss.share_value = share_value and agent.actor_loss.share_value
+    return agent
+
+
+def grads(module):
+    return [p.grad for p in module.parameters()]
+
+
+def reached(module) -> bool:
+    return any(g is not None and g.abs().sum() > 0 for g in grads(module))
+
+
+@pytest.mark.parametrize("share_value", [True, False])
+@pytest.mark.parametrize("estimate", ["lambda", "reward"])
+def test_a_plain_backward_of_each_loss_reaches_only_its_own_parameters(estimate, share_value):
+    """TorchRL-style: loss.backward() per loss, no ``inputs=`` and no ``retain_graph``; then each module's
+    gradient must be exactly its own loss's."""
+    agent = agent_and_losses(estimate, share_value)
+    modules = {"model": agent.world_model, "actor": agent.actor, "value": agent.value}
+    model_out, post = agent.model_loss(make_batch(B=2, T=3, obs_key="observation"))
+    actor_out, imagined = agent.actor_loss(post)
+    losses = {"model": sum(v for k, v in model_out.items() if k.startswith("loss_")),
+              "actor": actor_out["loss_actor"]}
+    if agent.value_loss is not None:
+        losses["value"] = agent.value_loss(imagined)[0]["loss_value"]
+    for name, loss in losses.items():
+        for m in modules.values():
+            m.zero_grad(set_to_none=True)
+        loss.backward()
+        assert reached(modules[name]), name
+        for other, m in modules.items():
+            if other != name:
+                assert all(g is None for g in grads(m)), f"{name} loss reached the {other} parameters"
+    assert all(p.requires_grad for m in modules.values() for p in m.parameters())  # nothing left frozen
+
+
+def test_plain_backward_gives_the_same_gradients_as_the_updaters_restricted_backward():
+    """The held-out parameters and the split value predictions change no number: the gradients equal
+    those of backward(inputs=own parameters) on the same forward pass."""
+    agent = agent_and_losses()
+    modules = {"actor": agent.actor, "value": agent.value}
+    batch = make_batch(B=2, T=3, obs_key="observation")
+    got = {}
+    for restricted in (False, True):
+        torch.manual_seed(1)
+        _, post = agent.model_loss(batch)
+        actor_out, imagined = agent.actor_loss(post)
+        value_out, _ = agent.value_loss(imagined)
+        for name, loss in (("actor", actor_out["loss_actor"]), ("value", value_out["loss_value"])):
+            modules[name].zero_grad(set_to_none=True)
+            params = list(modules[name].parameters())
+            loss.backward(**({"inputs": params, "retain_graph": True} if restricted else {}))
+            got[name, restricted] = [p.grad.clone() for p in params]
+    for name in modules:
+        for a, b in zip(got[name, False], got[name, True]):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

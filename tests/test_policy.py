@@ -3,8 +3,11 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pytest
 import torch
+from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
+from torchrl.data import Bounded
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 
@@ -151,3 +154,92 @@ def test_act_with_mode_uses_the_actor_mode_under_random_exploration():
     a_det = act(sampling, ExplorationType.DETERMINISTIC)
     torch.testing.assert_close(a_mode, a_det)
     assert not torch.allclose(a_sample, a_det, atol=1e-3)
+
+
+# --- composing with TorchRL's own envs and transforms (issue 14) ---
+
+def torchrl_dmc_env(carry=True):
+    """TorchRL's DMControlEnv (float64 state) with the obvious transforms, then our carry."""
+    from torchrl.envs import CatTensors, DMControlEnv, DoubleToFloat, InitTracker, TransformedEnv
+
+    env = TransformedEnv(DMControlEnv("cartpole", "balance"),
+                         CatTensors(["position", "velocity"], "observation"))
+    env.append_transform(DoubleToFloat())
+    env.append_transform(InitTracker())
+    if carry:
+        env.append_transform(policy_carry_transform(TINY.state_dim, TINY.belief_dim, 1))
+    return env
+
+
+def tiny_state_policy(action_spec, noise=0.3):
+    torch.manual_seed(0)
+    wm = make_world_model("observation", (5,), 1, TINY)
+    return make_policy(wm, make_actor(FEAT, 1, TINY), action_spec, noise)
+
+
+def test_carry_after_double_to_float_passes_check_env_specs_and_a_collector():
+    """The carry casts the action (float64 after DoubleToFloat's inverse) to the float32 it declares."""
+    env = torchrl_dmc_env()
+    check_env_specs(env)
+    policy = tiny_state_policy(env.action_spec)
+    collector = Collector(env, policy, frames_per_batch=4, total_frames=8)
+    batches = list(collector)
+    collector.shutdown()
+    assert len(batches) == 2
+    for data in batches:
+        assert data["prev_action"].dtype == torch.float32
+        torch.testing.assert_close(data["prev_action"][1:], data["action"][:-1])
+
+
+def test_policy_without_the_carry_names_the_missing_keys_and_the_transform():
+    env = torchrl_dmc_env(carry=False)
+    policy = tiny_state_policy(env.action_spec)
+    with pytest.raises(KeyError, match=r"'state', 'belief', 'prev_action'.*policy_carry_transform"):
+        env.rollout(2, policy)
+
+
+def test_policy_built_on_a_batched_spec_runs_at_any_batch_shape():
+    """A ParallelEnv's action spec is [n_envs, A] (SerialEnv's is the same, without processes); the policy
+    built on it must also act in a single env (an eval env, or one collector worker)."""
+    from torchrl.envs import SerialEnv
+
+    batched = SerialEnv(2, torchrl_dmc_env)
+    assert batched.action_spec.shape == (2, 1)
+    for spec in (batched.action_spec, batched.full_action_spec):
+        policy = tiny_state_policy(spec)
+        with set_exploration_type(ExplorationType.RANDOM):
+            assert batched.rollout(3, policy)["action"].shape == (2, 3, 1)
+            single = torchrl_dmc_env().rollout(3, policy)
+        assert single["action"].shape == (3, 1) and (single["action"].abs() <= 1).all()
+    batched.close()
+
+
+@pytest.mark.parametrize("scale", ["uint8", "unit_float"])
+def test_float_pixels_in_unit_range_act_as_their_uint8_frames(scale):
+    """ToTensorImage's float [0, 1] frames reach the encoder centred exactly as the uint8 frames do."""
+    torch.manual_seed(0)
+    wm = make_world_model("pixels", (3, 64, 64), 1, TINY)
+    policy = make_policy(wm, make_actor(FEAT, 1, TINY), Bounded(-1.0, 1.0, (1,)), exploration_noise=0.0)
+    frame = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    td = TensorDict({"pixels": frame, "state": torch.zeros(2, TINY.state_dim),
+                     "belief": torch.zeros(2, TINY.belief_dim), "prev_action": torch.zeros(2, 1),
+                     "is_init": torch.ones(2, 1, dtype=torch.bool)}, [2])
+    given = td.clone().set("pixels", frame.float() / 255) if scale == "unit_float" else td.clone()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        torch.manual_seed(1)
+        expected = policy(td.clone())
+        torch.manual_seed(1)
+        got = policy(given)
+    torch.testing.assert_close(got["belief"], expected["belief"], rtol=0, atol=0)
+    torch.testing.assert_close(got["action"], expected["action"], rtol=0, atol=0)
+
+
+def test_float_pixels_outside_the_unit_range_are_refused():
+    torch.manual_seed(0)
+    wm = make_world_model("pixels", (3, 64, 64), 1, TINY)
+    policy = make_policy(wm, make_actor(FEAT, 1, TINY), Bounded(-1.0, 1.0, (1,)))
+    td = TensorDict({"pixels": torch.rand(3, 64, 64) - 0.5, "state": torch.zeros(TINY.state_dim),
+                     "belief": torch.zeros(TINY.belief_dim), "prev_action": torch.zeros(1),
+                     "is_init": torch.ones(1, dtype=torch.bool)}, [])
+    with pytest.raises(ValueError, match=r"float 'pixels' must be in \[0, 1\]"):
+        policy(td)

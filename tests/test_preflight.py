@@ -2,16 +2,17 @@
 import shutil
 
 import pytest
+import torch
 
 from dreamer_trl import config
-from dreamer_trl.checkpoint import save_checkpoint
+from dreamer_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dreamer_trl.preflight import check_task, parse_args, saved_run
 
 
 @pytest.mark.parametrize("task, fragments", [
     ("cheetah_fly", ["'env.task'", "cheetah_fly", "did you mean", "cheetah_run"]),
     ("walker_wlak", ["walker_walk"]),
-    ("nonexistent_task", ["nonexistent_task", "cartpole_swingup"]),  # no close match: every task is listed
+    ("nonexistent_task", ["nonexistent_task", "no task is close", "cartpole, cheetah"]),  # domains, not 80 tasks
 ])
 def test_check_task_names_the_field_and_close_tasks(task, fragments):
     cfg = config.paper()
@@ -57,13 +58,16 @@ def test_parse_args_resumes_with_the_saved_config(tmp_path):
 
 
 @pytest.mark.parametrize("layout, fragment", [
-    ("missing", "neither a run directory nor a complete checkpoint"),
-    ("empty", "no complete checkpoint under"),
-    ("incomplete", "no complete checkpoint under"),
+    ("missing", "run does not exist"),
+    ("not_a_run", "run is neither a run directory"),
+    ("empty", "no checkpoint under"),
+    ("incomplete", "is incomplete: state.pt is missing"),
     ("no_config", "holds no run config"),
 ])
 def test_saved_run_refuses_by_field(tmp_path, layout, fragment, capsys):
     run = tmp_path / "run"
+    if layout == "not_a_run":
+        run.mkdir()
     if layout == "empty":
         (run / "checkpoints").mkdir(parents=True)
     if layout == "incomplete":
@@ -78,3 +82,78 @@ def test_saved_run_refuses_by_field(tmp_path, layout, fragment, capsys):
         parse_args(["--resume", str(run)])
     assert exit_.value.code == 2 and fragment in capsys.readouterr().err
 
+
+
+# --- damaged checkpoints (issue 14, items 9-11; RELIABILITY.md P9): refused before anything is built ---
+
+
+def _run_checkpoint(run, step=400):
+    """A checkpoint with a replay part, as the trainer writes one: RUN/checkpoints/STEP."""
+    cfg = config.debug()
+    rows = lambda d: (d / "rows.bin").write_bytes(bytes(range(256)) * 64)  # noqa: E731  (stands for memmaps)
+    return save_checkpoint(run / "checkpoints" / f"{step:010d}", {"w": torch.arange(1000.0)},
+                           {"config": config.to_dict(cfg), "preset": "debug"}, parts={"replay": rows})
+
+
+def _same_size_garbage(f):
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 16] = b"\xa5" * 16
+    f.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "truncated_state": ("state.pt", lambda f: f.write_bytes(f.read_bytes()[:-100]), "state.pt has"),
+    "garbage_state": ("state.pt", _same_size_garbage, "state.pt has CRC-32"),
+    "garbage_meta": ("meta.json", lambda f: f.write_bytes(b"\x00" * f.stat().st_size), "meta.json has CRC-32"),
+    "garbage_replay": ("replay/rows.bin", _same_size_garbage, "replay/rows.bin has CRC-32"),
+}
+
+
+@pytest.mark.parametrize("through", ["run", "checkpoint"])
+@pytest.mark.parametrize("name", DAMAGE)
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, capsys, name, through):
+    run = tmp_path / "run"
+    older = _run_checkpoint(run, 200)
+    newest = _run_checkpoint(run, 400)
+    file, damage, fragment = DAMAGE[name]
+    damage(newest / file)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--resume", str(run if through == "run" else newest)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert fragment in err and str(newest) in err and "'run.resume'" in err, err
+    if through == "run":  # the older, intact checkpoint is offered, not silently taken
+        assert f"--resume {older}" in err
+
+
+def test_a_nonexistent_resume_path_is_named_with_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--resume", "/nonexistent/run"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "/nonexistent/run does not exist" in err and "state.pt" not in err
+
+
+def test_an_intact_checkpoint_is_checksummed_once_per_process(tmp_path, monkeypatch):
+    from dreamer_trl import checkpoint
+
+    newest = _run_checkpoint(tmp_path / "run")
+    read = []
+    monkeypatch.setattr(checkpoint, "file_crc32", lambda p, f=checkpoint.file_crc32: read.append(p) or f(p))
+    parse_args(["--resume", str(tmp_path / "run")])
+    load_checkpoint(newest)
+    assert len(read) == 3  # state.pt, meta.json, replay/rows.bin, once each (manifest.json is not listed)
+
+
+def test_a_checkpoint_without_checksums_loads_with_a_warning(tmp_path):
+    import json
+
+    newest = _run_checkpoint(tmp_path / "run")
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["files"] = {name: entry["bytes"] for name, entry in manifest["files"].items()}  # the old format
+    (newest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="no content checksums"):
+        state, _ = load_checkpoint(newest)
+    assert torch.equal(state["w"], torch.arange(1000.0))
+    (newest / "meta.json").write_bytes(b"\x00" * (newest / "meta.json").stat().st_size)
+    with pytest.raises(CheckpointError, match="meta.json is not JSON"):
+        load_checkpoint(newest)

@@ -173,7 +173,8 @@ COMMAND_LINE_ERRORS = {
     "impossible_value": (["--schedule.seq-len", "1"], "'schedule.seq_len' must be >= 2"),
     "unknown_task": (["--env.task", "cheetah_fly"], "did you mean cheetah_run"),
     "switch_with_value": (["--run.progress", "false"], "--run.no-progress"),
-    "missing_run": (["--resume", "/nonexistent/run"], "'run.resume'"),
+    "missing_run": (["--resume", "/nonexistent/run"], "'run.resume': /nonexistent/run does not exist"),
+    "no_close_task": (["--env.task", "nonexistent_task"], "no task is close"),
 }
 
 
@@ -186,5 +187,20 @@ def test_command_line_errors_are_fast_and_plain(tmp_path, argv, fragment):
     err = " ".join(out.stderr.replace("│", " ").split())
     assert out.returncode == 2, out.stderr
     assert fragment in err and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2 and "--help" in lines[1], out.stderr  # the error, one line on --help, no usage
     assert elapsed < 6, f"{elapsed:.1f} s to refuse {argv}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_recipe_makes_openmp_threads_sleep_before_torch_is_imported():
+    """Issue 14, item 13: spinning OpenMP threads made updates tenfold slower beside another busy process."""
+    probe = ("import importlib.util, os, sys; spec = importlib.util.spec_from_file_location('r', sys.argv[1]); "
+             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    for given, expected in ((None, "PASSIVE False"), ("ACTIVE", "ACTIVE False")):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update({"OMP_WAIT_POLICY": given} if given else {})
+        out = subprocess.run([sys.executable, "-c", probe, str(RECIPE)], env=env, capture_output=True, text=True,
+                             timeout=60, check=True)
+        assert out.stdout.split()[-2:] == expected.split(), out.stdout

@@ -14,8 +14,8 @@ import torch  # noqa: E402
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import config  # noqa: E402
 from dreamer_trl.trainer import (  # noqa: E402
-    Counters, PriorWatch, Trainer, build, eta, make_buffer, make_loggers, make_run_dir, resolve_device,
-    seed_everything,
+    Counters, Pace, PriorWatch, Trainer, build, make_buffer, make_loggers, make_run_dir, resolve_device,
+    seed_everything, work_left,
 )
 
 # --- counters ----------------------------------------------------------------------------------------
@@ -47,13 +47,66 @@ def test_counters_refuse_unknown_and_missing_names():
 # --- progress ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("clock, now, steps, expected", [
-    (None, 50.0, 3000, "?"),            # still in prefill: nothing timed yet
-    ((10.0, 2000), 10.0, 2000, "?"),    # training just began
-    ((10.0, 2000), 110.0, 3000, "01:40"),  # 1000 env steps per 100 s, 1000 left
-])
-def test_eta_is_the_training_pace(clock, now, steps, expected):
-    assert eta(4000 - steps, clock, now, steps) == expected
+def test_work_left_counts_the_updates_of_every_training_phase_to_come():
+    s = config.debug().schedule  # prefill 400, then 2 updates per 200 env steps, 800 in all
+    assert work_left(Counters(env_steps=0), s) == (6, 400, 400)           # updates at 400, 600 and 800
+    assert work_left(Counters(env_steps=200), s) == (6, 400, 200)
+    assert work_left(Counters(env_steps=400, pending_updates=2), s) == (6, 400, 0)
+    assert work_left(Counters(env_steps=800, pending_updates=1), s) == (1, 0, 0)
+
+
+def test_eta_comes_from_the_update_and_collection_rates_not_the_prefill():
+    pace = Pace()
+    pace.stepped(400, 4.0, "prefill")           # random actions: 100 env steps per second, no updates
+    assert pace.eta(updates=6, train_steps=400, prefill_steps=0) == "?"    # no update timed yet
+    pace.updated(2.0)
+    pace.updated(4.0)                           # 3 s per update
+    assert pace.seconds_left(6, 400, 0) == pytest.approx(6 * 3.0 + 400 * 0.01)  # policy rate unknown: prefill's
+    pace.stepped(200, 10.0, "train")            # collecting with the policy: 0.05 s per env step
+    assert pace.seconds_left(4, 200, 0) == pytest.approx(4 * 3.0 + 200 * 0.05)
+    assert pace.eta(4, 200, 0) == "00:22"
+    assert pace.seconds_left(0, 0, 0) == 0.0
+
+
+class _TickingUpdater:
+    """Takes 2 s of a fake clock per update and records the bar's postfix seen after the previous update."""
+
+    def __init__(self, clock):
+        self.clock, self.seen, self.trainer, self.skipped = clock, [], None, 0
+
+    def update(self, batch):
+        postfix = self.trainer.bar.postfix or ""  # tqdm keeps it as "name=value, name=value"
+        self.seen.append(dict(item.split("=", 1) for item in postfix.split(", ") if "=" in item))
+        self.clock.now += 2.0
+        return {}
+
+
+def test_the_bar_moves_at_every_update_and_estimates_from_the_update_rate(tmp_path):
+    """A training phase of 5 updates: the postfix changes at every update (not once per phase), and the ETA
+    is the remaining updates at 2 s each plus the remaining env steps at the policy's collection rate."""
+    import io
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    clock = SimpleNamespace(now=100.0)
+    cfg = _config(tmp_path, schedule__updates_per_train=5)
+    updater = _TickingUpdater(clock)
+    trainer = Trainer(cfg, "debug", tmp_path, env=None, eval_env=None,
+                      agent=SimpleNamespace(world_model=None, actor=None, value=None), policy=None, updater=updater,
+                      buffer=SimpleNamespace(sample=lambda: None), loggers=[], device=torch.device("cpu"))
+    trainer.clock, updater.trainer = (lambda: clock.now), trainer
+    trainer.bar = tqdm(total=800, file=io.StringIO(), mininterval=0)
+    trainer.pace.stepped(400, 4.0, "prefill")
+    trainer.pace.stepped(200, 20.0, "train")    # 0.1 s per env step with the policy
+    trainer.counters = Counters(env_steps=600, pending_updates=5)
+    trainer.train_and_evaluate()
+    phases = updater.seen[1:]  # what the bar showed after updates 1..4
+    assert [p["phase"] for p in phases] == ["train 1/5", "train 2/5", "train 3/5", "train 4/5"]
+    assert [p["updates"] for p in phases] == ["1", "2", "3", "4"]
+    # after the 4th update: 1 update of this phase + 5 after the last 200 env steps, 2 s each, + 200 steps x 0.1 s
+    assert phases[-1]["eta"] == tqdm.format_interval(6 * 2.0 + 200 * 0.1)
+    assert trainer.counters.updates == 5 and trainer.update_seconds == 10.0
 
 
 def test_prior_watch_warns_once_after_ten_clamped_phases():
@@ -171,3 +224,20 @@ def test_trainer_preempted_mid_phase_resumes_to_the_same_counters(tmp_path, one_
     c = resumed.counters
     assert (c.env_steps, c.updates, c.pending_updates) == (800, 9, 0)
     assert [step for step, _ in c.evals] == [400, 800] and math.isfinite(resumed.last_eval)
+
+
+def test_train_ratio_is_exact_over_the_run_whatever_the_collection_granularity():
+    from dreamer_trl.config import ScheduleConfig
+    from dreamer_trl.trainer import updates_due
+
+    s = ScheduleConfig(prefill_env_steps=1000, batch_size=4, seq_len=8, train_ratio=12, total_env_steps=9000)
+    # 12 replayed steps per policy step, 32 per update: 3 updates per 8 policy steps after the prefill
+    assert updates_due(1000, s, 1) == 0 and updates_due(1008, s, 1) == 3 and updates_due(9000, s, 1) == 3000
+    assert updates_due(9000, s, 2) == 1500  # policy steps are env steps / action repeat
+    for chunk in (1, 7, 64):  # collecting in any chunk size ends at the same count
+        done, steps = 0, 1000
+        while steps < 9000:
+            steps = min(9000, steps + chunk)
+            done += max(0, updates_due(steps, s, 1) - done)
+        assert done == 3000 and done * 32 / 8000 == 12
+    assert work_left(Counters(env_steps=5000, updates=1400), s, 1) == (1600, 4000, 0)

@@ -116,22 +116,37 @@ def validate(cfg: DreamerConfig) -> None:
                                  f"got {getattr(sub, name)!r}")
 
 
-def _options() -> tuple[set[str], set[str]]:
-    """(every option tyro accepts, spelled with '-'; the boolean switches among them)."""
-    options, switches = {"--help", "-h", "--preset", "--resume"}, set()
+def _options() -> tuple[set[str], set[str], dict[str, object]]:
+    """(every option tyro accepts, spelled with '-'; the boolean switches among them; {option: its type})."""
+    options, switches, kinds = {"--help", "-h", "--preset", "--resume"}, set(), {}
     template = DreamerConfig()
     for group in GROUPS:
         for name, kind in field_types(type(getattr(template, group))).items():
             flag = f"--{group}.{name.replace('_', '-')}"
             options.add(flag)
+            kinds[flag] = kind
             if kind is bool:
                 switches |= {flag, f"--{group}.no-{name.replace('_', '-')}"}
-    return options | switches, switches
+    return options | switches, switches, kinds
+
+
+def _check_value(option: str, kind, value: str) -> None:
+    """A number or a choice that does not parse, refused in one line (tyro would print a box of help)."""
+    if kind in (int, float):
+        try:
+            kind(value)
+        except ValueError:
+            raise ValueError(f"{option} expects {kind.__name__}, got {value!r}") from None
+    choices = get_args(kind) if get_origin(kind) is Literal else ()
+    if choices and value not in choices:
+        close = difflib.get_close_matches(value, list(choices), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}{hint}")
 
 
 def _check_options(args: Sequence[str]) -> None:
     """Refuse unknown options with the closest valid ones, and values given to on/off switches."""
-    options, switches = _options()
+    options, switches, kinds = _options()
     for i, token in enumerate(args):
         if not token.startswith("--"):
             continue
@@ -145,15 +160,21 @@ def _check_options(args: Sequence[str]) -> None:
             close = close or difflib.get_close_matches(flag, sorted(options), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else "; --help lists every option"
             raise ValueError(f"unknown option {given}{hint}")
-        value = attached or (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "")
+        follows = args[i + 1] if i + 1 < len(args) else ""
+        value = attached or (follows if follows and not follows.startswith("--") and follows != "-h" else "")
         if flag in switches and value:
             on = flag.replace(".no-", ".")
             raise ValueError(f"{given} is a switch and takes no value (got {value!r}): "
                              f"write {on} or {on.replace('.', '.no-', 1)}")
+        if flag in kinds and flag not in switches:
+            if not value and not attached:
+                raise ValueError(f"{given} needs a value")
+            _check_value(given, kinds[flag], value)
 
 
 def _usage_error(prog: str, message: str) -> None:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """The error, then one line on --help; no usage dump (RELIABILITY.md P10)."""
+    print(f"{prog}: error: {message}\n{prog}: '{prog} --help' lists every option with its default", file=sys.stderr)
     raise SystemExit(2)
 
 

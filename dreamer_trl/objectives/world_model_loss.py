@@ -19,7 +19,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
-from dreamer_trl.networks import preprocess_pixels
+from dreamer_trl.networks import pixels_as_uint8, preprocess_pixels
 from dreamer_trl.objectives.representation import Reconstruction
 
 
@@ -51,6 +51,9 @@ class WorldModelLoss(LossModule):
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
     reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
+
+    The batch needs the observation, "prev_action", "is_init" and ``("next", "reward")``; a missing key is
+    named with what provides it. Pixels may be uint8 or float in [0, 1] (TorchRL's ``ToTensorImage``).
     """
 
     @dataclass
@@ -95,15 +98,29 @@ class WorldModelLoss(LossModule):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
+    def _check_keys(self, tensordict: TensorDictBase) -> None:
+        k = self.tensor_keys
+        known = {k.observation: "the world model's observation; set_keys(observation=...) renames it",
+                 keys.PREV_ACTION: "dreamer_trl.policy_carry_transform on the env",
+                 k.is_init: "torchrl.envs.InitTracker on the env",
+                 k.reward: "the env's step"}
+        needed = [k.observation, *getattr(self.world_model, "in_keys", []), k.is_init, k.reward]
+        sources = {key: known.get(key, "the world model's input") for key in needed}
+        present = set(tensordict.keys(include_nested=True))
+        missing = [key for key in sources if key not in present]
+        if missing:
+            named = "; ".join(f"{key!r} (from {sources[key]})" for key in missing)
+            raise keys.MissingKeysError(f"WorldModelLoss: the batch lacks {named}; it has {sorted(map(str, present))}")
+
     def _latent_params(self, tensordict: TensorDictBase, prefix: str) -> dict[str, torch.Tensor]:
         return {n: tensordict.get(f"{prefix}_{n}") for n in self.world_model.rssm.latent.names}
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDictBase]:
         k = self.tensor_keys
-        obs = tensordict.get(k.observation, None)
-        if obs is None:
-            raise KeyError(f"WorldModelLoss: the batch has no observation key {k.observation!r} "
-                           f"(keys: {sorted(map(str, tensordict.keys()))})")
+        self._check_keys(tensordict)
+        obs = tensordict.get(k.observation)
+        if self.world_model.obs_key == keys.PIXELS:
+            obs = pixels_as_uint8(obs, k.observation)
         target = preprocess_pixels(obs)  # once, for the encoder and the reconstruction target
         tensordict = self.world_model(tensordict.copy().set(k.observation, target))
         tensordict.set(k.observation, obs)
