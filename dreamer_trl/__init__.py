@@ -1,4 +1,4 @@
-"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) as TorchRL components.
+"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) and PlaNet (ICML 2019) as TorchRL components.
 
 Names are imported on first use (PEP 562), so that ``import dreamer_trl.config`` (the command line)
 does not pull in torch, TorchRL and MuJoCo: bad arguments are refused in well under a second.
@@ -28,6 +28,7 @@ _EXPORTS = {
     "restore_run": "run_state", "save_run": "run_state",
     "DreamerUpdate": "training", "Phase": "training",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
+    "LatentCEMPlanner": "planner", "make_planner": "planner", "BehaviorConfig": "config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -231,3 +231,12 @@ def test_torchrl_cem_planner_over_our_imagination_env_finds_the_same_optimum():
     expected = TARGET[0].expand(3, A)
     torch.testing.assert_close(trl_action, expected, atol=0.05, rtol=0)
     torch.testing.assert_close(our_action, expected, atol=0.05, rtol=0)
+
+
+def test_torchrl_cem_planner_is_a_behaviour_of_our_acting_policy():
+    """Swapping the other way: TorchRL's planner over our imagination env, after our filter, on a real env."""
+    env, wm, policy = dmc_policy(lambda wm, env: CEMPlanner(make_imagination_env(wm), planning_horizon=3,
+                                                            optim_steps=2, num_candidates=16, top_k=4))
+    with set_exploration_type(ExplorationType.RANDOM):
+        td = env.rollout(3, policy)
+    assert td["action"].shape == (3, 1) and (td["action"].abs() <= 1).all()
