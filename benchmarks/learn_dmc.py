@@ -2,8 +2,10 @@
 
     python benchmarks/learn_dmc.py --impl ours    --task cartpole_swingup --env_steps 60000 --seed 0 --out runs/learn/ours-swingup-s0
     python benchmarks/learn_dmc.py --impl torchrl --task cartpole_swingup --env_steps 60000 --seed 0 --out runs/learn/trl-swingup-s0
+    python benchmarks/learn_dmc.py --impl ours --preset planet_state --task cartpole_balance --env_steps 60000 --seed 0 --out runs/learn/planet-balance-s0
     python benchmarks/learn_dmc.py --plot runs/learn/* --png benchmarks/learn_cartpole.png
 
+``--preset planet_state`` runs PlaNet (CEM planning, world model only) with the same world model and batch.
 Settings are the ``state`` preset (proprioceptive observations, model 16/128/128, MLPs 200, batch 8x32,
 prefill 5000, 100 updates per 1000 env steps, noise-free evaluation every 10k env steps); any config
 field can be overridden after the script's own flags, as in the recipe (``--schedule.batch-size 16
@@ -164,12 +166,16 @@ def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[i
 
 
 def variant_flags(config_argv: list[str]) -> list[str]:
-    """The model and loss flags of a run's command line (what makes it a variant), e.g.
-    ["loss.value-estimate=reward"]; the preset, task, budget, seed and run-time flags are left out."""
+    """The model, loss, optimizer and behaviour flags of a run's command line (what makes it a variant), e.g.
+    ["loss.value-estimate=reward"], led by the preset when it is not ``state`` (e.g. "planet_state"); the
+    task, budget, seed and run-time flags are left out."""
     out, i = [], 0
     while i < len(config_argv):
         arg = config_argv[i]
-        if arg.startswith(("--loss.", "--model.", "--optim.")):
+        if arg == "--preset" and i + 1 < len(config_argv):
+            out += [] if config_argv[i + 1] == "state" else [config_argv[i + 1]]
+            i += 2
+        elif arg.startswith(("--loss.", "--model.", "--optim.", "--behavior.")):
             has_value = i + 1 < len(config_argv) and not config_argv[i + 1].startswith("--")
             out.append(f"{arg[2:]}={config_argv[i + 1]}" if has_value else arg[2:])
             i += 2 if has_value else 1

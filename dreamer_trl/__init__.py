@@ -1,4 +1,4 @@
-"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) as TorchRL components.
+"""dreamer_trl: Dreamer (Hafner et al., ICLR 2020) and PlaNet (ICML 2019) as TorchRL components.
 
 Names are imported on first use (PEP 562), so that ``import dreamer_trl.config`` (the command line)
 does not pull in torch, TorchRL and MuJoCo: bad arguments are refused in well under a second.
@@ -39,6 +39,7 @@ _EXPORTS = {
     "V3_SIZES": "v3_sizes", "V3_2023_SIZES": "v3_sizes", "v3_size": "v3_sizes",
     "LaProp": "optim", "AdaptiveGradClip": "optim", "adaptive_clip_grad_": "optim", "v2_adam": "optim",
     "CheckpointError": "checkpoint", "MissingKeysError": "keys",
+    "LatentCEMPlanner": "planner", "make_planner": "planner", "BehaviorConfig": "config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,7 +21,8 @@ def compile_networks(world_model, actor, value, *, backend: str = "inductor", de
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
     cuda = torch.device(device).type == "cuda"
     mode = "reduce-overhead" if cuda and backend == "inductor" else None  # CUDA graphs on GPU only
-    modules = [world_model.encoder, world_model.decoder, world_model.reward_head, actor.module.net,
+    modules = [world_model.encoder, world_model.decoder, world_model.reward_head,
+               actor.module.net if actor is not None else None,  # None: a planning agent (PlaNet)
                value.module if value is not None else None]
     for module in modules:
         if module is not None:

@@ -166,9 +166,10 @@ def build(cfg: DreamerConfig, env, device) -> tuple[dt.Agent, torch.nn.Module, d
     """
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     obs_shape = tuple(env.observation_spec[obs_key].shape)
-    agent = dt.make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device, cfg.optim)
-    policy = dt.make_policy(agent.world_model, agent.actor, env.action_spec.to(device), cfg.loss.exploration_noise,
-                            act_with_mode=cfg.loss.act_with_mode)
+    agent = dt.make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device,
+                          behavior=cfg.behavior, action_spec=env.action_spec.to(device), optim_cfg=cfg.optim)
+    policy = dt.make_policy(agent.world_model, agent.behavior, env.action_spec.to(device), cfg.loss.exploration_noise,
+                            act_with_mode=cfg.loss.act_with_mode and agent.planner is None)
     with torch.no_grad():
         policy(env.fake_tensordict().to(device))
     updater = dt.make_update(agent, cfg.optim, cfg.run.max_nonfinite_updates,
@@ -222,7 +223,8 @@ class Trainer:
         self.cfg, self.preset, self.run_dir, self.device = cfg, preset, run_dir, device
         self.env, self.eval_env, self.agent, self.policy = env, eval_env, agent, policy
         self.updater, self.buffer, self.loggers = updater, buffer, loggers
-        self.run_parts = dict(modules={"world_model": agent.world_model, "actor": agent.actor, "value": agent.value},
+        modules = {"world_model": agent.world_model, "actor": agent.actor, "value": agent.value}
+        self.run_parts = dict(modules={k: m for k, m in modules.items() if m is not None},  # planner: the model only
                               updater=updater, buffer=buffer, envs={"train": env, "eval": eval_env})
         self.counters = Counters()
         if cfg.run.resume:

@@ -1,15 +1,18 @@
-"""Train Dreamer (Hafner et al., ICLR 2020; V1 and the paper's ablations) on a DeepMind Control Suite task.
+"""Train Dreamer (Hafner et al., ICLR 2020; V1 and the paper's ablations) or PlaNet (ICML 2019) on a DMC task.
 
     python recipes/dreamer_dmc.py --preset state                         # CPU: proprioceptive cartpole_balance
     python recipes/dreamer_dmc.py --preset paper --env.task walker_walk  # GPU: pixels, paper defaults
     python recipes/dreamer_dmc.py --preset state --schedule.batch-size 16 --loss.free-nats 0.5
     python recipes/dreamer_dmc.py --preset state --loss.value-estimate reward   # V_R (Eq. 4): no value network
     python recipes/dreamer_dmc.py --preset state --loss.representation contrastive   # InfoNCE world model
+    python recipes/dreamer_dmc.py --preset planet_state                  # PlaNet: CEM planning, world model only (CPU)
+    python recipes/dreamer_dmc.py --preset planet --env.task walker_walk # PlaNet from pixels; action repeat 2 (walker)
     python recipes/dreamer_dmc.py --resume runs/RUN                      # continue from the latest checkpoint
     python recipes/dreamer_dmc.py --preset state --help                  # every field, at the preset's values
 
 Loop (Dreamer Algorithm 1, dreamer_trl/trainer.py): prefill with random actions; then every
-``schedule.train_every`` env steps run ``schedule.updates_per_train`` updates (world model, actor, value) and
+``schedule.train_every`` env steps run ``schedule.updates_per_train`` updates (world model, actor, value; PlaNet's
+``--behavior.kind planner``: the world model alone, and CEM planning acts) and
 keep collecting with the noisy policy; a noise-free evaluation every ``schedule.eval_every`` env steps. Env
 steps are frames after action repeat. Every ``run.checkpoint_every`` env steps, and on SIGTERM/SIGINT, the
 whole run is checkpointed.

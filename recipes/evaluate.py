@@ -1,4 +1,4 @@
-"""Evaluate a trained Dreamer checkpoint: noise-free episodes, their return, and videos.
+"""Evaluate a trained Dreamer (or PlaNet) checkpoint: noise-free episodes, their return, and videos.
 
     python recipes/evaluate.py --checkpoint runs/RUN --episodes 10           # the run's newest checkpoint
     python recipes/evaluate.py --checkpoint runs/RUN/checkpoints/0000060000 --episodes 1 --video_dir docs/
@@ -51,10 +51,14 @@ def load(path: Path, device: torch.device) -> tuple[Path, DreamerConfig, dict]:
         state, meta = dt.load_checkpoint(checkpoint, map_location=device)
     except (FileNotFoundError, CheckpointError) as err:
         raise SystemExit(f"error: {err}") from None
-    missing = [k for k in ("world_model", "actor") if k not in state] + (["config"] if "config" not in meta else [])
+    if "config" not in meta:
+        raise SystemExit(f"error: checkpoint {checkpoint} is incomplete: config missing")
+    cfg = from_dict(meta["config"])
+    needed = ("world_model",) if cfg.behavior.kind == "planner" else ("world_model", "actor")  # PlaNet: no actor
+    missing = [k for k in needed if k not in state]
     if missing:
         raise SystemExit(f"error: checkpoint {checkpoint} is incomplete: {', '.join(missing)} missing")
-    return checkpoint, from_dict(meta["config"]), state
+    return checkpoint, cfg, state
 
 
 def run_dir_of(checkpoint: Path) -> Path:
@@ -89,14 +93,15 @@ def main(argv=None) -> dict:
     agent, policy, _ = build(cfg, env, device)  # as the training recipe builds them; the updater goes unused
     world_model, actor = agent.world_model, agent.actor
     world_model.load_state_dict(state["world_model"])
-    actor.load_state_dict(state["actor"])
     world_model.eval()
-    actor.eval()
-
-    # The actor's pre-tanh Gaussian on every visited state: a mean at the bound of 5 with a tiny std is a
-    # saturated actor, whose gradient has all but vanished (benchmarks/RESULTS.md, "Learning on CPU").
-    actor_net, dist = actor.module.net, []
-    hook = actor_net.net.register_forward_hook(lambda m, i, out: dist.append(actor_net.squash(out.detach())))
+    dist, hook = [], None
+    if actor is not None:  # None: a planning agent (PlaNet), which acts by CEM on the world model alone
+        actor.load_state_dict(state["actor"])
+        actor.eval()
+        # The actor's pre-tanh Gaussian on every visited state: a mean at the bound of 5 with a tiny std is a
+        # saturated actor, whose gradient has all but vanished (benchmarks/RESULTS.md, "Learning on CPU").
+        actor_net = actor.module.net
+        hook = actor_net.net.register_forward_hook(lambda m, i, out: dist.append(actor_net.squash(out.detach())))
 
     video_dir = Path(args.video_dir) if args.video_dir else run_dir_of(checkpoint) / "eval"
     returns, videos = [], []
@@ -106,17 +111,20 @@ def main(argv=None) -> dict:
         print(f"episode {i}: return {ret:.1f} ({len(frames) - 1} agent steps)")
         if i < args.videos:
             videos += write_video(frames, video_dir / f"episode_{i}")
-    hook.remove()
+    if hook is not None:
+        hook.remove()
     if obs_key == keys.PIXELS and world_model.decoder is not None:
         length = min(OPEN_LOOP_LENGTH, cfg.env.episode_frames // cfg.env.action_repeat)
         out = open_loop(world_model, real_sequences(env, policy, batch_size=4, length=length), OPEN_LOOP_CONTEXT)
         videos += write_open_loop(out, video_dir / "open_loop")
         print("open-loop MSE per imagined step:", " ".join(f"{v:.4f}" for v in out["mse_per_step"].tolist()))
-    q = torch.tensor([0.05, 0.5, 0.95])
-    actor_mean = torch.cat([m.reshape(-1) for m, _ in dist]).quantile(q).tolist()
-    actor_std = torch.cat([s.reshape(-1) for _, s in dist]).quantile(q).tolist()
-    print("actor pre-tanh mean, 5/50/95%: " + " / ".join(f"{v:.3f}" for v in actor_mean)
-          + f" (bound {actor_net.mean_scale:g}); std: " + " / ".join(f"{v:.4f}" for v in actor_std))
+    actor_mean = actor_std = []
+    if dist:
+        q = torch.tensor([0.05, 0.5, 0.95])
+        actor_mean = torch.cat([m.reshape(-1) for m, _ in dist]).quantile(q).tolist()
+        actor_std = torch.cat([s.reshape(-1) for _, s in dist]).quantile(q).tolist()
+        print("actor pre-tanh mean, 5/50/95%: " + " / ".join(f"{v:.3f}" for v in actor_mean)
+              + f" (bound {actor_net.mean_scale:g}); std: " + " / ".join(f"{v:.4f}" for v in actor_std))
     mean, std = float(np.mean(returns)), float(np.std(returns))
     print(f"return: {mean:.1f} ± {std:.1f} over {len(returns)} episodes")
     for path in videos:

@@ -124,3 +124,25 @@ def test_shared_machine_times_updates_alone_and_beside_a_busy_process(capsys):
     assert r["setting"] == "one_thread_passive" and r["threads"] == 1 and r["wait_policy"] == "PASSIVE"
     assert r["alone_s"] > 0 and r["beside_s"] > 0
     assert "| one_thread_passive | 1 | PASSIVE |" in capsys.readouterr().out
+
+
+def test_learn_dmc_runs_the_planet_preset(tmp_path):
+    out = tmp_path / "planet"
+    summary = _script("learn_dmc").main(["--impl", "ours", "--preset", "planet_state", "--task", "cartpole_balance",
+                                         "--env_steps", "400", "--seed", "0", "--out", str(out), *TINY_LEARN,
+                                         "--behavior.plan-horizon", "3", "--behavior.candidates", "16",
+                                         "--behavior.top-k", "4", "--behavior.iterations", "2"])
+    assert [step for step, _ in summary["evaluations"]] == [200, 400]
+    assert all(abs(ret) < 1e4 for _, ret in summary["evaluations"])
+    assert _script("learn_dmc").variant_flags(summary["config_argv"])[:1] == ["planet_state"]
+
+
+def test_plan_speed_splits_the_step_into_its_parts(capsys):
+    results = _script("plan_speed").main(["--envs", "1", "2", "--steps", "2", "--warmup", "1", "--threads", "1",
+                                          "--behavior.candidates", "20", "--behavior.top-k", "4",
+                                          "--behavior.iterations", "2", "--behavior.plan-horizon", "3"])
+    assert [r["envs"] for r in results] == [1, 2]
+    for r in results:
+        parts = r["rollout_ms"] + r["score_ms"] + r["refit_ms"]
+        assert r["rollout_ms"] > 0 and r["score_ms"] > 0 and r["refit_ms"] > 0 and parts <= 1.5 * r["median_ms"]
+    assert "| 2 |" in capsys.readouterr().out

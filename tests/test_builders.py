@@ -58,3 +58,22 @@ def test_make_agent_selects_the_value_estimate(estimate, kind, value_phase):
         assert agent.actor_loss.estimate.k == 2
     metrics = update.update(make_batch(A=1, obs_key="observation", obs_dim=5))
     assert ("loss/value" in metrics) == value_phase
+
+
+def test_make_agent_with_the_planner_trains_the_world_model_only():
+    from torchrl.data import Bounded
+
+    from dreamer_trl.config import BehaviorConfig
+
+    behavior = BehaviorConfig(kind="planner", plan_horizon=3, candidates=8, top_k=2, iterations=2)
+    spec = Bounded(-0.5, 0.5, (1,))
+    agent = dt.make_agent("observation", (5,), 1, TINY, LossConfig(), behavior=behavior, action_spec=spec)
+    assert agent.actor is None and agent.value is None and agent.actor_loss is None and agent.value_loss is None
+    planner = agent.behavior.module
+    assert agent.behavior is agent.planner and planner.rssm is agent.world_model.rssm
+    assert (planner.horizon, planner.candidates, planner.top_k, planner.iterations) == (3, 8, 2, 2)
+    assert planner.action_high.tolist() == [0.5]
+    update = dt.make_update(agent, OptimConfig(model_lr=1e-3))
+    assert list(update.optimizers) == ["model"] and update.optimizers["model"].param_groups[0]["lr"] == 1e-3
+    metrics = update.update(make_batch(A=1, obs_key="observation", obs_dim=5))
+    assert "loss/model_reward" in metrics and "loss/actor" not in metrics

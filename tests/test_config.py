@@ -75,6 +75,50 @@ def test_presets_validate(preset):
     validate(config.PRESETS[preset]())
 
 
+# PlaNet (Hafner et al. 2019; shared/reference/DREAMER_V2_V3.md), keyed by config field.
+PLANET = {
+    "behavior.kind": "planner", "behavior.plan_horizon": 12, "behavior.candidates": 1000, "behavior.top_k": 100,
+    "behavior.iterations": 10, "behavior.warm_start": False,
+    "model.state_dim": 30, "model.belief_dim": 200, "model.rssm_hidden": 200, "model.min_std": 0.1,
+    "loss.free_nats": 3.0, "loss.exploration_noise": 0.3,
+    "optim.model_lr": 1e-3, "optim.adam_eps": 1e-4, "optim.grad_clip": 1000.0,
+    "schedule.train_every": 1000, "schedule.updates_per_train": 100, "schedule.batch_size": 50, "schedule.seq_len": 50,
+    "env.task": "cartpole_swingup", "env.action_repeat": 8, "env.from_pixels": True, "env.episode_frames": 1000,
+}
+
+
+@pytest.mark.parametrize("name, expected", sorted(PLANET.items()))
+def test_planet_preset_matches_the_paper(name, expected):
+    value = _flat(config.planet())[name]
+    assert value == pytest.approx(expected) if isinstance(expected, float) else value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("task, repeat", [("cartpole_swingup", 8), ("reacher_easy", 4), ("cheetah_run", 4),
+                                          ("finger_spin", 2), ("ball_in_cup_catch", 4), ("walker_walk", 2),
+                                          ("hopper_hop", 2)])
+def test_planet_action_repeat_follows_the_task_unless_given(task, repeat):
+    assert config.planet(task).env.action_repeat == repeat == config.planet_action_repeat(task)
+    for preset in ("planet", "planet_state"):
+        cfg, _ = parse_args(["--preset", preset, "--env.task", task])
+        assert (cfg.env.task, cfg.env.action_repeat) == (task, repeat)
+    cfg, _ = parse_args(["--preset", "planet", f"--env.task={task}", "--env.action-repeat", "3"])
+    assert cfg.env.action_repeat == 3
+    assert parse_args(["--preset", "state", "--env.task", task])[0].env.action_repeat == 2  # Dreamer keeps 2
+
+
+def test_planet_state_differs_from_state_only_in_planet_parts():
+    planet, base = _flat(config.planet_state()), _flat(config.state())
+    differ = {k for k in planet if planet[k] != base[k]}
+    assert differ == {"behavior.kind", "optim.model_lr", "optim.adam_eps", "optim.grad_clip", "env.action_repeat"}
+    assert planet["env.from_pixels"] is False and planet["env.action_repeat"] == 8
+
+
+def test_planner_sizes_are_validated(capsys):
+    assert "behavior.top_k" in _parse_error(["--preset", "planet", "--behavior.top-k", "2000"], capsys)
+    assert "behavior.iterations" in _parse_error(["--preset", "planet", "--behavior.iterations", "0"], capsys)
+
+
 def test_presets_are_independent_copies():
     a, b = config.paper(), config.paper()
     a.schedule.batch_size = 3

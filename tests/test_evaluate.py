@@ -109,3 +109,21 @@ def test_evaluate_pixel_checkpoint_writes_open_loop(tmp_path, capsys):
     strip = imageio.imread(tmp_path / "videos" / "open_loop.png")
     assert strip.shape == (2 * 3 * 64, 50 * 64, 3)   # 100-step debug episodes give 2 windows of 50
     assert len(imageio.mimread(tmp_path / "videos" / "open_loop.mp4", format="FFMPEG", memtest=False)) == 50
+
+
+@pytest.mark.slow
+def test_evaluate_planet_checkpoint_plans_without_an_actor(tmp_path, capsys):
+    """A planet_state run (tiny planner) saves no actor: evaluation acts by CEM on the world model."""
+    argv = ["--preset", "planet_state", "--env.episode-frames", "80", "--schedule.total-env-steps", "160",
+            "--schedule.prefill-env-steps", "80", "--schedule.train-every", "80", "--schedule.updates-per-train", "1",
+            "--schedule.batch-size", "2", "--schedule.seq-len", "4", "--schedule.eval-every", "160",
+            "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "400", "--model.state-dim", "4",
+            "--model.belief-dim", "8", "--model.rssm-hidden", "8", "--model.mlp-hidden", "16",
+            "--behavior.plan-horizon", "3", "--behavior.candidates", "16", "--behavior.top-k", "4",
+            "--behavior.iterations", "2", "--run.run-dir", str(tmp_path), "--run.run-name", "run", "--run.no-progress",
+            "--run.threads", "1"]
+    checkpoint = Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
+    result = _evaluate(checkpoint, tmp_path / "videos", "--video_size", "32")
+    _check_printed_return(capsys.readouterr().out, result)
+    assert result["actor_mean_quantiles"] == [] and [Path(p).name for p in result["videos"]] == [
+        "episode_0.mp4", "episode_0.gif"]

@@ -42,7 +42,7 @@ def build(name):
     cfg = small(name)
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     shape = (3, 64, 64) if cfg.env.from_pixels else (O,)
-    agent = dt.make_agent(obs_key, shape, A, cfg.model, cfg.loss, "cpu", cfg.optim)
+    agent = dt.make_agent(obs_key, shape, A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
     return cfg, obs_key, agent, dt.make_update(agent, cfg.optim)
 
 

@@ -150,6 +150,33 @@ def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
     assert out.count("stayed below free_nats (1000.0)") == 1, out
 
 
+PLANET_TINY = ["--preset", "planet_state", "--env.episode-frames", "200", "--schedule.total-env-steps", "800",
+               "--schedule.prefill-env-steps", "400", "--schedule.train-every", "200", "--schedule.updates-per-train",
+               "2", "--schedule.batch-size", "4", "--schedule.seq-len", "10", "--schedule.eval-every", "400",
+               "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--model.state-dim", "4",
+               "--model.belief-dim", "8", "--model.rssm-hidden", "8", "--model.mlp-hidden", "16",
+               "--behavior.plan-horizon", "4", "--behavior.candidates", "32", "--behavior.top-k", "4",
+               "--behavior.iterations", "2"]
+
+
+@pytest.mark.slow
+def test_planet_preset_trains_the_world_model_and_evaluates_by_planning(tmp_path):
+    summary, argv = _run(tmp_path, *PLANET_TINY)  # the later --preset wins over _argv's debug
+    run_dir = Path(summary["run_dir"])
+    assert summary["env_steps"] == 800 and summary["updates"] == 6 and math.isfinite(summary["final_eval_return"])
+    assert [step for step, _ in summary["evaluations"]] == [400, 800]
+    written = json.loads((run_dir / "config.json").read_text())
+    assert written["preset"] == "planet_state" and written["behavior"]["kind"] == "planner"
+    assert written["env"]["action_repeat"] == 8  # PlaNet's cartpole value
+    logged = {str(p.relative_to(run_dir / "logs" / "scalars").with_suffix("")) for p in
+              (run_dir / "logs" / "scalars").rglob("*.csv")}
+    assert {"loss/model_reco", "loss/model_reward", "train/grad_norm_model", "eval/return"} <= logged
+    assert not {"loss/actor", "loss/value", "train/grad_norm_actor"} & logged
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert set(state) == {"world_model", "optimizers", "rng"} and set(state["optimizers"]) == {"model"}
+    assert list((run_dir / "videos").glob("eval_*"))
+
+
 @pytest.mark.parametrize("extra, fragment", [
     (["--env.task", "nonexistent_task"], "nonexistent_task"),
     (["--env.task", "cartpole"], "cartpole"),

@@ -78,6 +78,22 @@ def test_resume_twice_is_bit_exact(tmp_path):
     assert summary["env_steps"] == 800 and summary["updates"] == 6
 
 
+@pytest.mark.slow
+def test_planner_run_resumes_bit_exact(tmp_path):
+    """PlaNet's planner draws from the global random stream, which the checkpoint saves: resume is exact."""
+    planner = [*BASE, "--behavior.kind", "planner", "--behavior.plan-horizon", "3", "--behavior.candidates", "16",
+               "--behavior.top-k", "4", "--behavior.iterations", "2", "--run.run-dir", str(tmp_path)]
+    recipe(*planner, "--run.run-name", "straight")
+    recipe(*planner, "--run.run-name", "resumed", "--run.stop-at-env-steps", "400")
+    recipe("--resume", str(tmp_path / "resumed"), "--run.no-progress", "--run.stop-at-env-steps", "0")
+    straight = checkpoint_dirs(tmp_path / "straight" / "checkpoints")
+    again = checkpoint_dirs(tmp_path / "resumed" / "checkpoints")
+    assert [d.name for d in straight] == [d.name for d in again] and len(straight) == 4
+    for a, b in zip(straight, again):
+        assert_same_checkpoint(a, b)
+    assert set(load_checkpoint(straight[-1])[0]) == {"world_model", "optimizers", "rng"}
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "r", "--run.stop-at-env-steps", "400")
     out = recipe("--resume", str(tmp_path / "r"), "--schedule.batch-size", "3", "--schedule.seq-len", "4",

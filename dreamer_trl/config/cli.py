@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal, Sequence, get_args, get_origin
 
 import tyro
 
-from .presets import PRESETS
+from .presets import PRESETS, make_preset
 from .schema import GROUPS, DreamerConfig, field_names, field_types, from_dict, get_field
 
 PresetName = Literal[tuple(PRESETS)]
@@ -103,6 +103,13 @@ def validate(cfg: DreamerConfig) -> None:
          (cfg.model.classes, cfg.model.unimix)),
         (cfg.model.twohot_bins == 0 or cfg.model.twohot_bins >= 2, "model.twohot_bins", "0 or >= 2",
          cfg.model.twohot_bins),
+        (cfg.behavior.kind == "actor" or cfg.model.agent == "dreamer", "behavior.kind",
+         "actor for model.agent dreamer_v2/dreamer_v3 (the planner plans with Dreamer V1's world model)",
+         cfg.behavior.kind),
+        (cfg.behavior.plan_horizon >= 1, "behavior.plan_horizon", ">= 1", cfg.behavior.plan_horizon),
+        (cfg.behavior.iterations >= 1, "behavior.iterations", ">= 1", cfg.behavior.iterations),
+        (1 <= cfg.behavior.top_k <= cfg.behavior.candidates, "behavior.top_k",
+         f"in [1, candidates = {cfg.behavior.candidates}]", cfg.behavior.top_k),
     ]
     for ok, name, expected, got in checks:
         if not ok:
@@ -183,6 +190,13 @@ def _description(text: str) -> str:
     return f"{text.rstrip()}\n\nPresets (--preset NAME):\n{presets}"
 
 
+def _task_argument(args: Sequence[str]) -> str | None:
+    """The value of ``--env.task`` among ``args`` (None if absent): presets such as planet derive from it."""
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    peek.add_argument("--env.task", dest="task")
+    return peek.parse_known_args(args)[0].task
+
+
 def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                checks: Sequence[Callable[[DreamerConfig], None]] = (),
                load_resumed: Callable[[str], tuple[dict, str, str]] | None = None) -> tuple[DreamerConfig, str]:
@@ -214,7 +228,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
             saved, start = from_dict(data), from_dict(data)
         else:
             preset = known.preset or "paper"
-            start = PRESETS[preset]()
+            start = make_preset(preset, _task_argument(rest))
     except (ValueError, argparse.ArgumentError) as err:
         _usage_error(prog, str(err))
     cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=rest, prog=prog,

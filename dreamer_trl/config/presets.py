@@ -1,9 +1,11 @@
 """Named starting configurations: plain functions returning a fresh :class:`DreamerConfig`."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
-from .schema import DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
+from .schema import (BehaviorConfig, DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
+                     ScheduleConfig)
 
 
 def paper() -> DreamerConfig:
@@ -97,7 +99,57 @@ def dreamer_v2() -> DreamerConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], DreamerConfig]] = {
-    "paper": paper, "state": state, "debug": debug,
+# PlaNet's action repeat per DMC domain (Hafner et al. 2019, Sec. 5; shared/reference/DREAMER_V2_V3.md).
+PLANET_ACTION_REPEAT = {"cartpole": 8, "reacher": 4, "cheetah": 4, "finger": 2, "ball_in_cup": 4, "walker": 2}
+
+
+def planet_action_repeat(task: str) -> int:
+    """PlaNet's action repeat for the task's domain; domains PlaNet did not run keep the default 2."""
+    for domain, repeat in PLANET_ACTION_REPEAT.items():
+        if task.startswith(domain + "_"):
+            return repeat
+    return EnvConfig().action_repeat
+
+
+def planet(task: str = "cartpole_swingup") -> DreamerConfig:
+    """PlaNet from pixels (Hafner et al. 2019): CEM planning in latent space, world model only (GPU work).
+
+    The same RSSM as Dreamer V1; no actor or value. CEM with horizon 12, 1000 candidates, top 100, 10
+    iterations; 100 updates per collected episode (1000 env steps), batch 50 x 50, free nats 3, Adam 1e-3
+    (eps 1e-4), gradient clip 1000, exploration noise 0.3; action repeat per domain (cartpole 8, reacher 4,
+    cheetah 4, finger 2, cup 4, walker 2), derived from ``task`` (also from ``--env.task`` on the command
+    line) unless ``--env.action-repeat`` is given.
+    """
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task=task, from_pixels=True, action_repeat=planet_action_repeat(task))
+    cfg.optim = OptimConfig(model_lr=1e-3, adam_eps=1e-4, grad_clip=1000.0)
+    cfg.behavior = BehaviorConfig(kind="planner")
+    return cfg
+
+
+def planet_state(task: str = "cartpole_balance") -> DreamerConfig:
+    """PlaNet on proprioceptive observations with the state preset's model and batch: for 2 CPU cores.
+
+    PlaNet's planner, optimizer and action repeat (:func:`planet`), 100 updates per episode; the world
+    model, batch (8 x 32), free nats (0) and evaluation (10 episodes every 10k env steps) of the ``state``
+    preset, so that beside it only the behaviour differs.
+    """
+    cfg = planet(task)
+    base = state()
+    cfg.env = EnvConfig(task=task, from_pixels=False, action_repeat=planet_action_repeat(task))
+    cfg.model, cfg.loss, cfg.schedule = base.model, base.loss, base.schedule
+    return cfg
+
+
+PRESETS: dict[str, Callable[..., DreamerConfig]] = {
+    "paper": paper, "state": state, "debug": debug, "planet": planet, "planet_state": planet_state,
     "dreamer_v2": dreamer_v2, "dreamer_v3": dreamer_v3, "dreamer_v3_proprio": dreamer_v3_proprio,
 }
+
+
+def make_preset(name: str, task: str | None = None) -> DreamerConfig:
+    """The preset ``name``; presets that take a task (planet: its action repeat) are given ``task``."""
+    make = PRESETS[name]
+    if task is not None and "task" in inspect.signature(make).parameters:
+        return make(task)
+    return make()

@@ -242,6 +242,24 @@ class RunConfig:
 
 
 @dataclass
+class BehaviorConfig:
+    """What acts: the learned actor (Dreamer) or online planning with CEM (PlaNet, Hafner et al. 2019)."""
+
+    kind: Literal["actor", "planner"] = "actor"
+    """actor (Dreamer: actor and value are trained) or planner (PlaNet: CEM in latent space, world model only)"""
+    plan_horizon: int = 12
+    """planner: imagined steps per candidate action sequence (PlaNet 12)"""
+    candidates: int = 1000
+    """planner: candidate action sequences per CEM iteration (PlaNet 1000)"""
+    top_k: int = 100
+    """planner: best candidates the Gaussian is refit to (PlaNet 100)"""
+    iterations: int = 10
+    """planner: CEM iterations per agent step (PlaNet 10)"""
+    warm_start: bool = False
+    """planner: start from the previous plan shifted by one step instead of N(0, I) (PlaNet: off)"""
+
+
+@dataclass
 class DreamerConfig:
     """A whole run: one sub-config per concern."""
 
@@ -251,6 +269,7 @@ class DreamerConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
 GROUPS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DreamerConfig))
