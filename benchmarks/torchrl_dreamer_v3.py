@@ -390,7 +390,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="size1m", choices=sorted(SIZES))
     p.add_argument("--obs", default="state", choices=["state", "pixels"])
-    p.add_argument("--steps", type=int, default=10, help="timed updates (the median is reported)")
+    p.add_argument("--steps", type=int, default=10, help="timed updates (at least 1; the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed updates first")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64)
@@ -411,10 +411,12 @@ def main(argv=None) -> dict:
                                                  args.action_dim, args.obs_dim, args.compile, args.bf16)
     batch = make_batch()
 
+    metrics = {}
+
     def timed() -> float:
         sync()
         start = time.perf_counter()
-        step(batch)
+        metrics.update(step(batch))
         sync()
         return 1e3 * (time.perf_counter() - start)
 
@@ -422,7 +424,7 @@ def main(argv=None) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times = [timed() for _ in range(args.steps)]
-    losses = {k: float(v) for k, v in step(batch).items() if k.startswith("loss_")}
+    losses = {k: float(v) for k, v in metrics.items() if k.startswith("loss_")}  # of the last update
     if not all(math.isfinite(v) for v in losses.values()):
         raise RuntimeError(f"non-finite TorchRL V3 loss: {losses}")
     result = {
@@ -454,7 +456,7 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
 
     The loop the recipe runs with one environment: act with the stochastic policy from the first step (no
     random prefill, as the official agent), store each transition, start updating once the buffer holds
-    ``max(prefill_env_steps, batch_size * (seq_len + 1))`` steps, then run ``DreamerV3UpdateRatio(train_ratio
+    ``prefill_env_steps`` env steps and at least ``batch_size * (seq_len + 1)`` policy steps, then run ``DreamerV3UpdateRatio(train_ratio
     / (batch_size * seq_len))`` updates per policy step (train_ratio = replayed steps per policy step). Each
     update samples ``seq_len + 1`` steps, trains on the first ``seq_len`` and writes the posterior latents back
     into the next rows (the recipe's replay context). Evaluation: ``eval_episodes`` noise-free episodes
@@ -477,7 +479,6 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
     B, T = s.batch_size, s.seq_len
     buffer = make_replay_buffer(s.buffer_capacity, B, T + 1, scratch_dir=str(out / "replay"))
     ratio = DreamerV3UpdateRatio(train_ratio / (B * T))
-    start_training = max(s.prefill_env_steps, B * (T + 1))
     S, D = trl.size.stoch * trl.size.classes, trl.size.deter
 
     def carry() -> TensorDict:
@@ -517,7 +518,7 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
         buffer.storage.set(index, rows)
 
     evaluations, next_eval = [], s.eval_every
-    env_steps = agent_steps = episode = 0
+    env_steps = agent_steps = episode = updates = 0
     td, latent = env.reset(), carry()
     while env_steps < s.total_env_steps:
         with set_exploration_type(ExplorationType.RANDOM):
@@ -536,13 +537,15 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
             td, latent = env.reset(), carry()
         else:
             td, latent = step_mdp(td), new_latent
-        if len(buffer) >= start_training:
+        if env_steps >= s.prefill_env_steps and len(buffer) >= B * (T + 1):
             for _ in range(ratio(agent_steps)):
                 train_once()
+                updates += 1
         if env_steps >= next_eval or env_steps >= s.total_env_steps:
             evaluations.append((env_steps, evaluate()))
             next_eval += s.eval_every
-            print(f"torchrl_v3: {env_steps} env steps, eval return {evaluations[-1][1]:.1f}", flush=True)
+            print(f"torchrl_v3: {env_steps} env steps, {updates} updates, eval return {evaluations[-1][1]:.1f}",
+                  flush=True)
     return evaluations
 
 
