@@ -33,11 +33,10 @@ import json
 import math
 import resource
 import statistics
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -65,7 +64,12 @@ from torchrl.modules import (
     symexp,
     symlog,
 )
-from torchrl.objectives import DreamerV3ActorLoss, DreamerV3Loss, DreamerV3ModelLoss, DreamerV3ValueLoss
+from torchrl.objectives import (
+    DreamerV3ActorLoss,
+    DreamerV3Loss,
+    DreamerV3ModelLoss,
+    DreamerV3ValueLoss,
+)
 from torchrl.objectives.utils import SoftUpdate, ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper, DreamerV3Optimizer
 
@@ -376,7 +380,7 @@ def torchrl_v3_update(size: str, obs: str, device="cpu", batch: int = 16, seq: i
     """
     obs_key = {"state": "observation", "observation": "observation", "pixels": "pixels"}[obs]
     trl = make_torchrl_dreamer_v3(obs_key, obs_dim, action_dim, size, device=device, compile=compile, bf16=bf16)
-    batch_maker = lambda: fake_batch(obs_key, obs_dim, action_dim, trl.size, batch, seq, device)  # noqa: E731
+    batch_maker = lambda: fake_batch(obs_key, obs_dim, action_dim, trl.size, batch, seq, device)
     if compile:
         trl.stepper.warmup(batch_maker())
     return trl.update, trl.params, batch_maker
@@ -464,14 +468,15 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
     action_repeat, episode_frames), ``cfg.schedule`` (total_env_steps, prefill_env_steps, batch_size, seq_len,
     eval_every, eval_episodes, buffer_capacity) and ``cfg.run.seed``; every other value is the official one.
     """
-    import dreamer_trl as dt
     from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
     from torchrl.trainers.algorithms import DreamerV3UpdateRatio
     from torchrl_dreamer import make_replay_buffer
 
+    import dreamer_trl as dt
+
     s, a = cfg.schedule, cfg.env.action_repeat
     domain, task = dt.split_task(cfg.env.task)
-    make_env = lambda seed: dt.make_dmc_env(domain, task, from_pixels=False, action_repeat=a,  # noqa: E731
+    make_env = lambda seed: dt.make_dmc_env(domain, task, from_pixels=False, action_repeat=a,
                                             episode_frames=cfg.env.episode_frames, seed=seed)
     env, eval_env = make_env(cfg.run.seed), make_env(cfg.run.seed + 10_000)
     obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
@@ -550,5 +555,4 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()
