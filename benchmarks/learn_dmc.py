@@ -23,7 +23,8 @@ field can be overridden after the script's own flags, as in the recipe (``--sche
   same env from state, at ``--torchrl_v3_size`` (size1m) and ``--train_ratio`` (1024) with every other value
   official; it reads the task, action repeat, budget, batch, sequence length, prefill and evaluation settings
   from the config. The official dmc_proprio settings: ``--env.action-repeat 1 --schedule.batch-size 16
-  --schedule.seq-len 64 --schedule.prefill-env-steps 1024 --schedule.eval-episodes 10``.
+  --schedule.seq-len 64 --schedule.prefill-env-steps 1000 --schedule.eval-episodes 10`` (updates start at
+  1040 steps, one sampled window of 16 x 65; official: 1024).
 
 All write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
 after action repeat.
