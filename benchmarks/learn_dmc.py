@@ -21,7 +21,14 @@ field can be overridden after the script's own flags, as in the recipe (``--sche
   its prior keeps learning from the elements above the threshold, whereas our batch-mean clamp (the
   official code's) at 3 would switch the prior's training off at this size; the state preset uses 0.
 
-Both write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
+- ``torchrl_v3`` trains TorchRL's DreamerV3 (``benchmarks/torchrl_dreamer_v3.py``, ``run_torchrl_v3``) on the
+  same env from state, at ``--torchrl_v3_size`` (size1m) and ``--train_ratio`` (1024) with every other value
+  official; it reads the task, action repeat, budget, batch, sequence length, prefill and evaluation settings
+  from the config. The official dmc_proprio settings: ``--env.action-repeat 1 --schedule.batch-size 16
+  --schedule.seq-len 64 --schedule.prefill-env-steps 1000 --schedule.eval-episodes 10`` (updates start at
+  1040 steps, one sampled window of 16 x 65; official: 1024).
+
+All write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
 after action repeat.
 """
 from __future__ import annotations
@@ -224,7 +231,7 @@ def plot(dirs: list[str], png: str) -> None:
 def main(argv=None) -> dict | None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--impl", choices=["ours", "torchrl"])
+    p.add_argument("--impl", choices=["ours", "torchrl", "torchrl_v3"])
     p.add_argument("--task", default="cartpole_swingup")
     p.add_argument("--env_steps", type=int, default=60_000, help="env steps to train for")
     p.add_argument("--seed", type=int, default=0)
@@ -234,6 +241,9 @@ def main(argv=None) -> dict | None:
     p.add_argument("--png", default="learn_curves.png")
     p.add_argument("--torchrl_free_nats", type=float, default=3.0,
                    help="TorchRL's free nats (its recipe's 3; it clamps each KL element, not the batch mean)")
+    p.add_argument("--torchrl_v3_size", default="size1m", help="TorchRL V3's model size (torchrl_v3 only)")
+    p.add_argument("--train_ratio", type=float, default=1024.0,
+                   help="replayed steps per policy step (torchrl_v3 only; official dmc_proprio: 1024)")
     args, overrides = p.parse_known_args(argv)
     if args.plot:
         plot(args.plot, args.png)
@@ -250,10 +260,17 @@ def main(argv=None) -> dict | None:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     start = time.perf_counter()
-    evaluations = run_ours(config_argv, out) if args.impl == "ours" else run_torchrl(cfg, out, args.torchrl_free_nats)
+    if args.impl == "torchrl_v3":
+        from torchrl_dreamer_v3 import run_torchrl_v3
+
+        evaluations = run_torchrl_v3(cfg, out, args.torchrl_v3_size, args.train_ratio)
+    else:
+        evaluations = (run_ours(config_argv, out) if args.impl == "ours"
+                       else run_torchrl(cfg, out, args.torchrl_free_nats))
     summary = {"impl": args.impl, "task": args.task, "seed": args.seed, "env_steps": args.env_steps,
                "config_argv": config_argv, "evaluations": evaluations,
                **({"torchrl_free_nats": args.torchrl_free_nats} if args.impl == "torchrl" else {}),
+               **({"size": args.torchrl_v3_size, "train_ratio": args.train_ratio} if args.impl == "torchrl_v3" else {}),
                "wall_clock_s": round(time.perf_counter() - start, 1)}
     write_curve(out, evaluations, summary)
     print(f"{args.impl}: {evaluations} in {summary['wall_clock_s']} s; wrote {out / 'curve.csv'}")
