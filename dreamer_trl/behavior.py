@@ -26,7 +26,7 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from dreamer_trl import keys
 from dreamer_trl.config import ModelConfig
 from dreamer_trl.heads import NormalHead
-from dreamer_trl.latent import features, normal_log_prob
+from dreamer_trl.latent import features, normal_log_prob, on_features
 from dreamer_trl.networks import ScalarHead, TanhNormal, TanhNormalActor
 
 
@@ -101,7 +101,7 @@ class BoundedNormalActor(nn.Module):
         self.net, self.min_std, self.max_std = net, min_std, max_std
 
     def dist(self, state: torch.Tensor, belief: torch.Tensor) -> BoundedNormal:
-        mean, std = self.net(features(state, belief).detach()).chunk(2, -1)
+        mean, std = on_features(self.net, state.detach(), belief.detach()).chunk(2, -1)
         return BoundedNormal(torch.tanh(mean), (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std)
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:

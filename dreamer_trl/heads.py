@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamer_trl.latent import features
+from dreamer_trl.latent import on_features
 from dreamer_trl.symlog import TwoHotCodec, symexp, symlog
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -43,7 +43,7 @@ class NormalHead(nn.Module):
         self.net, self.event_dims = net, event_dims
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.net(features(state, belief))
+        return on_features(self.net, state, belief)
 
     def pred(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
@@ -100,7 +100,7 @@ class SymlogMSEHead(nn.Module):
         self.net, self.event_dims = net, event_dims
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.net(features(state, belief))
+        return on_features(self.net, state, belief)
 
     def pred(self, raw: torch.Tensor) -> torch.Tensor:
         return symexp(raw)
@@ -135,7 +135,7 @@ class TwoHotHead(nn.Module):
         self.codec = codec if codec is not None else TwoHotCodec()
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.net(features(state, belief))
+        return on_features(self.net, state, belief)
 
     def pred(self, raw: torch.Tensor) -> torch.Tensor:
         """The decoded value ``[*N, 1]``."""
@@ -169,7 +169,7 @@ class BernoulliHead(nn.Module):
         self.net, self.event_dims = net, event_dims
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.net(features(state, belief))
+        return on_features(self.net, state, belief)
 
     def pred(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw)

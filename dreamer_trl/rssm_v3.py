@@ -115,25 +115,40 @@ class BlockGRU(nn.Module):
 
     def _first_layer(self, belief: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The first block layer on concat_g(h_g, x) without building that input: the shared x (the same for
-        every block) meets its rows of each block's weight in one dense product, h_g its own rows."""
+        every block) meets its rows of each block's weight in one dense product, each h_g its own rows (a
+        batched product written into the same [N, G, o] result). ``[N, D]``, ``[N, 3 hidden]`` -> ``[N, G * o]``."""
         lin, g, d = self.hidden_layers[0], self.blocks, self.belief_dim // self.blocks
         w_h, w_x = lin.weight[:, :d], lin.weight[:, d:]                                      # (G, d, o), (G, 3h, o)
-        lead = belief.shape[:-1]
-        y_h = torch.bmm(belief.reshape(-1, g, d).transpose(0, 1), w_h).transpose(0, 1)       # (N, G, o)
-        y_x = (x.reshape(-1, x.shape[-1]) @ w_x.transpose(0, 1).reshape(x.shape[-1], -1)).unflatten(-1, (g, -1))
-        y = (y_h + y_x).reshape(*lead, lin.out_dim)
-        return y if lin.bias is None else y + lin.bias.to(y.dtype)
+        y = x @ w_x.transpose(0, 1).reshape(x.shape[-1], -1)                                # (N, G * o)
+        if lin.bias is not None:
+            y = y + lin.bias.to(y.dtype)
+        y_blocks = y.view(y.shape[0], g, -1).transpose(0, 1)                                # (G, N, o) view
+        y_blocks.baddbmm_(belief.view(-1, g, d).transpose(0, 1), w_h)
+        return y
+
+    def _gates(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """Block-diagonal gate layer and the GRU update, computed block-major ([G, N, .], where the gate slices
+        are contiguous rows) with one transpose in and one out. ``[N, D]`` -> h' ``[N, D]``."""
+        gates, g, d = self.gates, self.blocks, self.belief_dim // self.blocks
+        out = torch.bmm(x.view(x.shape[0], g, -1).transpose(0, 1), gates.weight)            # (G, N, 3d)
+        if gates.bias is not None:
+            out = out + gates.bias.to(out.dtype).view(g, 1, 3 * d)
+        reset, cand, update = out.split(d, -1)                                              # (G, N, d) each
+        h = belief.view(belief.shape[0], g, d).transpose(0, 1)                              # (G, N, d) view
+        new = torch.lerp(h, torch.tanh(torch.sigmoid(reset) * cand), torch.sigmoid(update + self.update_bias))
+        return new.transpose(0, 1).reshape(belief.shape)
 
     def forward(self, belief: torch.Tensor, state: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
         g, d = self.blocks, self.belief_dim // self.blocks
+        lead = belief.shape[:-1]
+        belief, state, action_proj = (t.reshape(-1, t.shape[-1]) for t in (belief, state, action_proj))
         x = torch.cat([self.in_belief(belief), self.in_state(state), action_proj], -1)       # (N, 3 hidden)
         if len(self.hidden_layers):
             x = self.hidden_layers[1:](self._first_layer(belief, x))                        # (N, D)
         else:
             x = torch.cat([belief.unflatten(-1, (g, d)), x.unsqueeze(-2).expand(*x.shape[:-1], g, x.shape[-1])], -1)
             x = x.flatten(-2)
-        reset, cand, update = self.gates(x).unflatten(-1, (g, 3, d)).unbind(-2)             # (N, G, D/G) each
-        return gru_gates(reset.flatten(-2), cand.flatten(-2), update.flatten(-2), belief, self.update_bias)
+        return self._gates(x, belief).reshape(*lead, self.belief_dim)
 
 
 class NormGRU(nn.Module):

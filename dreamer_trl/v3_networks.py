@@ -202,6 +202,20 @@ class MLPV3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(symlog(x) if self.symlog_inputs else x)
 
+    def forward_latent(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        """``forward(concat(state, belief))`` without forming the concat: the first layer's weight meets s_t and
+        h_t by its column blocks (the heads' input is large in imagination, N x H rows)."""
+        first = self.net[0]
+        layer = first[0] if isinstance(first, nn.Sequential) else first
+        if self.symlog_inputs or not isinstance(layer, nn.Linear):
+            return self(torch.cat([state, belief], -1))
+        w_s, w_h = layer.weight.split([state.shape[-1], belief.shape[-1]], 1)
+        y = torch.addmm(layer.bias, state.reshape(-1, state.shape[-1]), w_s.t()) if layer.bias is not None else \
+            state.reshape(-1, state.shape[-1]) @ w_s.t()
+        y = y.addmm_(belief.reshape(-1, belief.shape[-1]), w_h.t()).reshape(*state.shape[:-1], -1)
+        rest = first[1:] if isinstance(first, nn.Sequential) else nn.Identity()
+        return self.net[1:](rest(y))
+
 
 def vector_encoder(obs_dim: int, units: int, layers: int = 3, style: NetStyle = OFFICIAL_STYLE) -> MLPV3:
     """The V3 vector encoder: symlog inputs, then ``layers`` normalised SiLU layers (official ``Encoder``)."""

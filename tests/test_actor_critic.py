@@ -137,10 +137,8 @@ def test_reinforce_prefers_the_better_arm():
     torch.manual_seed(0)
 
     class Bandit(nn.Module):  # the imagined next state carries the action's sign as the reward
-        def imagine(self, state, belief, policy, horizon):
-            action = policy(state, belief)
-            arm = torch.sign(action[..., :1]).expand(-1, S)
-            return {keys.STATE: arm[:, None], keys.BELIEF: belief[:, None], keys.ACTION: action[:, None]}
+        def prior_step(self, state, belief, action):
+            return {}, torch.sign(action[..., :1]).expand(-1, S), belief
 
     class ArmReward(Linear):
         def forward(self, state, belief):
@@ -188,3 +186,36 @@ def test_bounded_normal_std_range_and_entropy():
     a = dist.rsample()
     assert torch.allclose(dist.log_prob(a), ref.log_prob(a).sum(-1), atol=1e-5)
     assert isinstance(dist, BoundedNormal)
+
+
+def test_reinforce_keeps_the_rollouts_log_probs_the_same_as_a_second_actor_pass():
+    rssm = RSSM(A, 5, S, D, 8)
+    start = TensorDict({keys.STATE: torch.randn(4, S), keys.BELIEF: torch.randn(4, D)}, [4])
+    losses, grads = [], []
+    for reuse in (True, False):
+        actor = actor_module()
+        loss_fn = ImaginedActorLoss(actor, value_module(), rssm, Linear(seed=3), Sigmoid(seed=4), horizon=H, entropy=0.1)
+        loss_fn.reuse_rollout_terms = reuse
+        torch.manual_seed(7)
+        loss = loss_fn(start)[0]["loss_actor"]
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in actor.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_shared_critic_output_gives_the_same_critic_loss_and_gradients():
+    rssm = RSSM(A, 5, S, D, 8)
+    start = TensorDict({keys.STATE: torch.randn(4, S), keys.BELIEF: torch.randn(4, D)}, [4])
+    out = []
+    for share in (True, False):
+        value, slow = value_module(2), value_module(5)
+        actor_loss = ImaginedActorLoss(actor_module(), value, rssm, Linear(seed=3), None, horizon=H, share_value=share)
+        torch.manual_seed(3)
+        _, data = actor_loss(start)
+        assert ("value_raw" in data["imagined"].keys()) == share
+        loss = ImaginedCriticLoss(value, slow, slow_reg=0.5)(data)[0]["loss_value"]
+        loss.backward()
+        out.append((loss.item(), torch.cat([p.grad.flatten() for p in value.parameters()])))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6) and torch.allclose(out[0][1], out[1][1], atol=1e-6)

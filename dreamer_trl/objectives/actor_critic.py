@@ -93,6 +93,8 @@ class ImaginedActorLoss(LossModule):
             c * gamma (V3 current ``contdisc``), so gamma is not applied again.
         target_value: the critic whose values make the returns and the baseline (V2's target critic); default
             ``value`` (V3, ``slowtar: False``).
+        share_value: hand the critic's raw output on s_0..s_{H-1}, with its graph, to :class:`ImaginedCriticLoss`
+            ("value_raw"), which then skips its own pass over the same states (same numbers).
     The dynamics-backprop part of the objective is (R_t - sg(v(s_t))) / S: the baseline carries no gradient
     (as in V2, whose dynamics objective is the return alone).
     Returns ``loss_actor`` and the data for :class:`ImaginedCriticLoss`: detached s_0..s_{H-1}, the targets
@@ -105,7 +107,7 @@ class ImaginedActorLoss(LossModule):
     def __init__(self, actor: TensorDictModule, value: TensorDictModule, rssm, reward_head, continue_head=None, *,
                  return_norm=None, horizon: int = 15, discount: float = 1 - 1 / 333, lmbda: float = 0.95,
                  reinforce: float = 1.0, entropy: float = 3e-4, continue_has_discount: bool = True,
-                 target_value: TensorDictModule | None = None):
+                 target_value: TensorDictModule | None = None, share_value: bool = True):
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -116,18 +118,40 @@ class ImaginedActorLoss(LossModule):
         self.__dict__.update(rssm=rssm, reward_head=reward_head, continue_head=continue_head)  # not owned
         self.horizon, self.discount, self.lmbda = horizon, discount, lmbda
         self.reinforce, self.entropy_scale, self.continue_has_discount = reinforce, entropy, continue_has_discount
+        self.share_value = share_value
+        self.reuse_rollout_terms = True  # False: a second actor pass (same numbers; for tests)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
-    def imagine(self, start: LatentState) -> LatentState:
-        """s_0..s_H ``[N, L, .]`` and the actions a_0..a_{H-1} sampled on the way (``self.actions``)."""
-        backprop = self.reinforce < 1.0
-        with set_exploration_type(ExplorationType.RANDOM), torch.set_grad_enabled(backprop and torch.is_grad_enabled()):
-            roll = self.rssm.imagine(start.state, start.belief, self.actor.module, self.horizon)
-        states = torch.cat([start.state[:, None], roll[keys.STATE]], 1)
-        beliefs = torch.cat([start.belief[:, None], roll[keys.BELIEF]], 1)
-        return LatentState(states, beliefs), roll[keys.ACTION]
+    def imagine(self, start: LatentState) -> tuple[LatentState, torch.Tensor]:
+        """s_0..s_H ``[N, L, .]`` and the actions a_0..a_{H-1} sampled on the way ``[N, H, A]``.
+
+        With pure REINFORCE (rho = 1) the dynamics run without a graph, and the actor's log-probabilities and
+        entropies at s_0..s_{H-1} are kept from the rollout itself (``self.rollout_terms``, with the actor's
+        graph) instead of a second actor pass over the N x H states.
+        """
+        self.rollout_terms = None
+        if self.reinforce < 1.0 or not self.reuse_rollout_terms:
+            with set_exploration_type(ExplorationType.RANDOM):
+                roll = self.rssm.imagine(start.state, start.belief, self.actor.module, self.horizon)
+            states = torch.cat([start.state[:, None], roll[keys.STATE]], 1)
+            beliefs = torch.cat([start.belief[:, None], roll[keys.BELIEF]], 1)
+            return LatentState(states, beliefs), roll[keys.ACTION]
+        state, belief = start
+        states, beliefs, actions, log_probs, entropies = [state], [belief], [], [], []
+        for _ in range(self.horizon):
+            dist = self.actor.module.dist(state, belief)
+            with torch.no_grad():
+                action = dist.rsample()
+                _, state, belief = self.rssm.prior_step(state, belief, action)
+            log_probs.append(dist.log_prob(action))
+            entropies.append(dist.entropy())
+            states.append(state)
+            beliefs.append(belief)
+            actions.append(action)
+        self.rollout_terms = (torch.stack(log_probs, 1).unsqueeze(-1), torch.stack(entropies, 1).unsqueeze(-1))
+        return LatentState(torch.stack(states, 1), torch.stack(beliefs, 1)), torch.stack(actions, 1)
 
     def continues(self, traj: LatentState, start_cont: torch.Tensor | None) -> torch.Tensor:
         """gamma * c_t for t = 0..H ``[N, L, 1]`` (c_0 from the data when given, else predicted)."""
@@ -143,10 +167,15 @@ class ImaginedActorLoss(LossModule):
         k = self.tensor_keys
         start = LatentState.from_tensordict(tensordict, k.state, k.belief).detach().flatten()      # (N, S|D)
         traj, actions = self.imagine(start)                                                         # (N, L, .)
-        reward = self.reward_head.pred(self.reward_head(*traj))                                    # (N, L, 1)
+        backprop = self.reinforce < 1 and torch.is_grad_enabled()  # REINFORCE: the heads need no graph here
+        share = self.share_value and self.target_value is None and torch.is_grad_enabled() and not backprop
+        with torch.set_grad_enabled(backprop):
+            reward = self.reward_head.pred(self.reward_head(*traj))                                # (N, L, 1)
+            live = self.continues(traj, None)                                                      # (N, L, 1)
         critic = (self.value if self.target_value is None else self.target_value).module
-        value = critic.pred(critic(*traj))                                                         # (N, L, 1)
-        live = self.continues(traj, None)                                                          # (N, L, 1)
+        with torch.set_grad_enabled(backprop or share):
+            value_raw = critic(*traj)
+        value = critic.pred(value_raw if backprop else value_raw.detach())                         # (N, L, 1)
         returns = lambda_return(reward[:, 1:], value[:, :-1], value[:, -1], live[:, 1:], self.lmbda)  # (N, H, 1)
         divisor = 1.0 if self.continue_has_discount and self.continue_head is not None else self.discount
         weight = (continue_weights(live.detach()) / divisor)[:, :-1]                                # (N, H, 1)
@@ -154,9 +183,13 @@ class ImaginedActorLoss(LossModule):
         if self.return_norm is not None:
             _, scale = self.return_norm(returns.detach(), update=self.training and torch.is_grad_enabled())
         advantage = (returns - value[:, :-1]) / scale                                              # (N, H, 1)
-        dist = self.actor.module.dist(traj.state[:, :-1], traj.belief[:, :-1])
-        log_prob = dist.log_prob(actions.detach()).unsqueeze(-1)                                  # (N, H, 1)
-        entropy = dist.entropy().unsqueeze(-1)
+        if getattr(self, "rollout_terms", None) is not None:
+            log_prob, entropy = self.rollout_terms                                                  # (N, H, 1)
+        else:
+            dist = self.actor.module.dist(traj.state[:, :-1], traj.belief[:, :-1])
+            log_prob = dist.log_prob(actions.detach()).unsqueeze(-1)                              # (N, H, 1)
+            entropy = dist.entropy().unsqueeze(-1)
+        self.rollout_terms = None
         objective = self.entropy_scale * entropy
         if self.reinforce > 0:
             objective = objective + self.reinforce * log_prob * advantage.detach()
@@ -170,6 +203,8 @@ class ImaginedActorLoss(LossModule):
         n = start.state.shape[0]
         data = TensorDict({k.state: traj.state[:, :-1], k.belief: traj.belief[:, :-1], k.lambda_target: returns,
                            "weight": weight}, batch_size=[n, self.horizon]).detach()
+        if share:  # the critic's raw output on s_0..s_{H-1} with its graph, for ImaginedCriticLoss
+            data.set("value_raw", value_raw[:, :-1])
         out = TensorDict({"imagined": data, "start_return": returns[:, 0].detach(),
                           "replay": tensordict.select(k.state, k.belief, *self._replay_keys(tensordict))},
                          batch_size=[])
@@ -208,9 +243,9 @@ class ImaginedCriticLoss(LossModule):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
-    def _critic_nll(self, state, belief, target) -> torch.Tensor:
+    def _critic_nll(self, state, belief, target, raw=None) -> torch.Tensor:
         head = self.value.module
-        raw = head(state, belief)
+        raw = head(state, belief) if raw is None else raw
         nll = head.nll(raw, target.detach())
         if self.slow_value is not None and self.slow_reg:
             with torch.no_grad():
@@ -221,7 +256,8 @@ class ImaginedCriticLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDictBase]:
         k = self.tensor_keys
         imagined = tensordict.get("imagined")
-        nll = self._critic_nll(imagined.get(k.state), imagined.get(k.belief), imagined.get(k.lambda_target))
+        nll = self._critic_nll(imagined.get(k.state), imagined.get(k.belief), imagined.get(k.lambda_target),
+                               imagined.get("value_raw", None))
         loss = TensorDict(loss_value=(imagined.get("weight").squeeze(-1) * nll).mean())
         if self.replay_scale:
             loss.set("loss_replay_value", self.replay_scale * self._replay_loss(tensordict))
