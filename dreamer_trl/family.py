@@ -62,7 +62,7 @@ class Widths:
 
 def widths(cfg: ModelConfig) -> Widths:
     """``cfg.size`` (a V3 named size) overrides belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth."""
-    if cfg.size:
+    if cfg.size != "custom":
         s = v3_size(cfg.size)
         return Widths(s.deter, s.hidden, s.stoch, s.classes, s.units, s.depth)
     return Widths(cfg.belief_dim, cfg.rssm_hidden, cfg.state_dim, cfg.classes, cfg.mlp_hidden, cfg.cnn_depth)

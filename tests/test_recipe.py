@@ -231,3 +231,25 @@ def test_the_recipe_makes_openmp_threads_sleep_before_torch_is_imported():
         out = subprocess.run([sys.executable, "-c", probe, str(RECIPE)], env=env, capture_output=True, text=True,
                              timeout=60, check=True)
         assert out.stdout.split()[-2:] == expected.split(), out.stdout
+
+
+V3_TINY = ["--preset", "dreamer_v3_proprio", "--env.episode-frames", "200", "--schedule.total-env-steps", "600",
+           "--schedule.prefill-env-steps", "400", "--schedule.train-every", "40", "--schedule.train-ratio", "8",
+           "--schedule.batch-size", "4", "--schedule.seq-len", "10", "--schedule.eval-every", "600",
+           "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--model.size", "custom",
+           "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16", "--model.rssm-hidden", "8",
+           "--model.mlp-hidden", "16", "--model.blocks", "2", "--model.twohot-bins", "21", "--loss.horizon", "4"]
+
+
+def test_dreamer_v3_preset_trains_from_the_recipe_at_its_replay_ratio(tmp_path):
+    summary, _ = _run(tmp_path, *V3_TINY)
+    run_dir = Path(summary["run_dir"])
+    # train_ratio 8 replayed steps per policy step, 4 x 10 per update: 200 policy steps after the prefill -> 40
+    assert summary["env_steps"] == 600 and summary["updates"] == 40 and math.isfinite(summary["final_eval_return"])
+    logged = {str(p.relative_to(run_dir / "logs" / "scalars").with_suffix("")) for p in
+              (run_dir / "logs" / "scalars").rglob("*.csv")}
+    assert {"loss/model_dyn", "loss/model_rep", "loss/model_continue", "loss/actor", "loss/value",
+            "loss/replay_value", "train/replay_ratio", "train/grad_norm_agent"} <= logged
+    assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert meta["config"]["model"]["agent"] == "dreamer_v3" and set(state["optimizers"]) >= {"agent", "hooks"}

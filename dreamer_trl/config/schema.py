@@ -57,8 +57,8 @@ class ModelConfig:
     """hidden layers of the vector-observation encoder and decoder"""
     agent: Literal["dreamer", "dreamer_v2", "dreamer_v3"] = "dreamer"
     """which agent the builders make: Dreamer V1 (with its ablations), DreamerV2 or DreamerV3"""
-    size: Literal["", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = ""
-    """DreamerV3 named size (size1m, size12m, size25m, size50m, ...): sets belief_dim, rssm_hidden, classes, mlp_hidden, cnn_depth; empty: the fields as given"""
+    size: Literal["custom", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = "custom"
+    """DreamerV2/V3 size: a V3 named size sets belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth; custom: the fields as given"""
     latent: Literal["gaussian", "categorical"] = "gaussian"
     """s_t's distribution: diagonal Gaussian (V1) or state_dim one-hot groups of `classes` (V2/V3)"""
     classes: int = 32
