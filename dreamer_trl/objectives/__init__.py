@@ -4,6 +4,9 @@ Like TorchRL's Dreamer losses, each ``forward`` returns ``(loss TensorDict, data
 ``WorldModelLoss`` -> posterior states -> ``ActorLoss`` -> imagined states and targets -> ``ValueLoss``.
 Keys are renamable with ``set_keys``; outputs are ``loss_*`` scalars (plus diagnostics).
 """
+from dreamer_trl.objectives.actor_critic import (
+    ImaginedActorLoss, ImaginedCriticLoss, continue_weights, replay_lambda_return,
+)
 from dreamer_trl.objectives.behavior_losses import ActorLoss, ValueLoss, discount_weights
 from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl
 from dreamer_trl.objectives.representation import (
@@ -16,6 +19,7 @@ from dreamer_trl.objectives.value_estimates import (
 from dreamer_trl.objectives.world_model_loss import WorldModelLoss, free_nats_kl
 
 __all__ = [
+    "ImaginedActorLoss", "ImaginedCriticLoss", "continue_weights", "replay_lambda_return",
     "ActorLoss", "Contrastive", "LambdaReturn", "NStepReturn", "Reconstruction", "RewardOnly", "RewardSum",
     "ValueLoss", "WorldModelLoss", "contrastive_log_scores", "discount_weights", "free_nats_kl", "info_nce",
     "lambda_return", "make_representation", "make_value_estimate", "nstep_return", "reward_sum",
