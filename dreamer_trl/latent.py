@@ -185,8 +185,10 @@ class CategoricalLatent:
         return params["logits"].exp()
 
     def _straight_through(self, index: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(index, self.classes).to(logits.dtype)
+        if not (torch.is_grad_enabled() and logits.requires_grad):  # no gradient to pass through
+            return onehot.flatten(-2)
         probs = logits.exp()
-        onehot = F.one_hot(index, self.classes).to(probs.dtype)
         return (onehot + (probs - probs.detach())).flatten(-2)  # bracketed: the forward value is exactly one-hot
 
     def sample(self, params: dict[str, torch.Tensor], noise: torch.Tensor | None = None) -> torch.Tensor:
