@@ -38,10 +38,12 @@ from dreamer_trl.objectives.representation import Reconstruction
 from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget
 from dreamer_trl.objectives.world_model_loss import WorldModelLoss
 from dreamer_trl.optim import LaProp, v2_adam
-from dreamer_trl.rssm_v3 import BlockGRU, RSSMV3
+from dreamer_trl.rssm_v3 import BlockGRU, NormGRU, RSSMV3
 from dreamer_trl.symlog import TwoHotCodec
 from dreamer_trl.training import ChainedLoss, DreamerUpdate, Phase, trainable
-from dreamer_trl.v3_networks import ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, encoder_depths, vector_encoder
+from dreamer_trl.v3_networks import (
+    ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, TransposedConvDecoderV3, encoder_depths, vector_encoder,
+)
 from dreamer_trl.v3_sizes import v3_size
 from dreamer_trl.world_model import DreamerWorldModel
 
@@ -69,7 +71,9 @@ def widths(cfg: ModelConfig) -> Widths:
 
 
 def _style(cfg: ModelConfig) -> NetStyle:
-    return NetStyle(norm=cfg.norm, act="elu" if cfg.agent == "dreamer_v2" else "silu")
+    if cfg.agent == "dreamer_v2":  # ELU, Glorot-scaled initialisation (TF's default in dreamerv2)
+        return NetStyle(norm=cfg.norm, act="elu", fan="avg")
+    return NetStyle(norm=cfg.norm, act="silu")
 
 
 def _scalar_head(in_dim: int, w: Widths, layers: int, cfg: ModelConfig, style: NetStyle):
@@ -87,17 +91,29 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
         latent = CategoricalLatent(w.groups, w.classes, cfg.unimix)
     else:
         latent = GaussianLatent(w.groups, cfg.min_std)
-    if obs_key == keys.PIXELS:
-        depths = encoder_depths(w.depth)
-        encoder = ConvEncoderV3(depths, style=style)
+    v2 = cfg.agent == "dreamer_v2"
+    if obs_key == keys.PIXELS:  # V2: 4x4 stride-2 convs, 2^i depth (dreamerv2 ConvEncoder); V3: conv + max-pool
+        downsample = "stride" if v2 else "maxpool"
+        depths = encoder_depths(w.depth, downsample)
+        encoder = ConvEncoderV3(depths, kernel=4 if v2 else 5, downsample=downsample, style=style)
+    elif v2:
+        encoder = MLPV3(obs_shape[0], w.units, cfg.mlp_layers, style=style)  # V2 takes vectors as they are
     else:
         encoder = vector_encoder(obs_shape[0], w.units, cfg.mlp_layers, style)
-    core = BlockGRU(w.deter, latent.sample_dim, action_dim, w.hidden, cfg.blocks, style=style)
-    rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, style=style)
+    if v2:  # dreamerv2 EnsembleRSSM: one input layer, GRUCell(norm=True), one prior layer
+        core = NormGRU(w.deter, latent.sample_dim, action_dim, w.hidden, style=style, gate_norm="layer")
+        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
+    else:
+        core = BlockGRU(w.deter, latent.sample_dim, action_dim, w.hidden, cfg.blocks, style=style)
+        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, style=style)
     feat = rssm.feature_dim
-    if obs_key == keys.PIXELS:
+    if obs_key == keys.PIXELS and v2:  # transposed convs, linear output, N(mean, 1) (dreamerv2 ConvDecoder)
+        decoder = NormalHead(TransposedConvDecoderV3(feat, w.depth, style=style), event_dims=3)
+    elif obs_key == keys.PIXELS:
         decoder = MSEHead(ConvDecoderV3(rssm.state_dim, w.deter, depths, w.units, blocks=cfg.blocks, style=style),
                           event_dims=3)
+    elif v2:
+        decoder = NormalHead(MLPV3(feat, w.units, cfg.mlp_layers, out_dim=obs_shape[0], style=style))
     else:
         decoder = SymlogMSEHead(MLPV3(feat, w.units, cfg.mlp_layers, out_dim=obs_shape[0], style=style))
     reward = _scalar_head(feat, w, cfg.head_layers, cfg, style)

@@ -42,6 +42,8 @@ Shapes:
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import torch
@@ -155,10 +157,11 @@ class NormGRU(nn.Module):
     """The 2023 official recurrent core: x = SiLU(norm(W [z, a'])); gates = norm(W_g [h, x]) (no bias).
 
     Args as :class:`BlockGRU` (no blocks); default style :data:`~dreamer_trl.v3_networks.STYLE_2023`.
+    ``gate_norm`` overrides the style's norm on the gates only (DreamerV2: "layer" there, none elsewhere).
     """
 
     def __init__(self, belief_dim: int, state_dim: int, action_dim: int, hidden: int,
-                 style: NetStyle = STYLE_2023, update_bias: float = -1.0):
+                 style: NetStyle = STYLE_2023, update_bias: float = -1.0, gate_norm: str | None = None):
         super().__init__()
         self.belief_dim, self.state_dim, self.action_dim = belief_dim, state_dim, action_dim
         self.update_bias = update_bias
@@ -166,7 +169,8 @@ class NormGRU(nn.Module):
         self.img_in = linear(state_dim + action_dim, hidden, style, bias)
         self.img_in_norm = nn.Sequential(make_norm(hidden, style), activation(style))
         self.gru = linear(belief_dim + hidden, 3 * belief_dim, style, bias)
-        self.gru_norm = make_norm(3 * belief_dim, style)
+        gate_style = style if gate_norm is None else dataclasses.replace(style, norm=gate_norm)
+        self.gru_norm = make_norm(3 * belief_dim, gate_style)  # V2: LayerNorm here, no norm on the input layer
 
     def project_action(self, action: torch.Tensor) -> torch.Tensor:
         """The action's share of the input layer, W_a a' (+ bias): ``[*N, A] -> [*N, hidden]``."""

@@ -463,10 +463,6 @@ def test_v3_2023_choices_are_one_field_each():
     validate(cfg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v2: dreamer_v2 uses batch 50 x 50 (train ratio 500), prefill 5000 env steps and cnn_depth 32; "
-    "danijar/dreamerv2 configs.yaml defaults + dmc_vision: dataset 16 x 50, train_every 5 agent steps "
-    "(ratio 800 / 5 = 160), prefill 1000 agent steps (2000 env steps at repeat 2), cnn_depth 48"))
 def test_v2_preset_matches_the_official_dmc_vision_schedule():
     cfg = config.PRESETS["dreamer_v2"]()
     s = cfg.schedule

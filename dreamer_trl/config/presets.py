@@ -79,23 +79,25 @@ def dreamer_v3_proprio() -> DreamerConfig:
 
 def dreamer_v2() -> DreamerConfig:
     """DreamerV2 on DMC, the official configuration (danijar/dreamerv2 configs.yaml ``defaults`` + ``dmc``):
-    deter 200, hidden 200, 32 x 32 categoricals, KL balancing 0.8 with 1 free nat, no discount head, MSE reward and
-    critic heads, dynamics backprop, entropy 1e-4, target critic copied every 100 updates, Adam eps 1e-5 clip 100
-    weight decay 1e-6 (model 3e-4, actor and critic 8e-5), batch 50 x 50, one update every 5 agent steps
-    (train ratio 500), action repeat 2, prefill 5000. Pixels; GPU work."""
+    deter 200, hidden 200, 32 x 32 categoricals, LayerNorm GRU gates, ELU, conv depth 48, KL balancing 0.8 with
+    1 free nat, no discount head, unit-Gaussian image, reward and critic heads, dynamics backprop, entropy 1e-4,
+    target critic copied every 100 updates, Adam eps 1e-5 clip 100 weight decay 1e-6 (model 3e-4, actor and
+    critic 8e-5), batch 16 x 50, one update every 5 agent steps (train ratio 160), action repeat 2, prefill 1000
+    agent steps. Not reproduced: V2's truncated-normal actor (V3's bounded normal here) and its 100 pretraining
+    updates after the prefill. Pixels; GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v2", latent="categorical", state_dim=32, classes=32, unimix=0.0,
-                            belief_dim=200, rssm_hidden=200, mlp_hidden=400, norm="none", blocks=1, mlp_layers=4,
-                            head_layers=4, twohot_bins=0, continue_head=False)
+                            belief_dim=200, rssm_hidden=200, mlp_hidden=400, cnn_depth=48, norm="none", blocks=1,
+                            mlp_layers=4, head_layers=4, twohot_bins=0, continue_head=False)
     cfg.loss = LossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, horizon=15, gamma=0.99, lmbda=0.95,
                           exploration_noise=0.0, actor_reinforce=0.0, actor_entropy=1e-4, return_norm=False,
                           slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0,
                           continue_discount=False)
     cfg.optim = OptimConfig(kind="adam", model_lr=3e-4, actor_lr=8e-5, value_lr=8e-5, adam_eps=1e-5, grad_clip=100.0,
                             weight_decay=1e-6)
-    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=5000, train_every=10, train_ratio=500,
-                                  batch_size=50, seq_len=50, eval_every=10_000, eval_episodes=10)
+    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2000, train_every=10, train_ratio=160,
+                                  batch_size=16, seq_len=50, eval_every=10_000, eval_episodes=10)
     return cfg
 
 
