@@ -29,6 +29,7 @@ _EXPORTS = {
     "DreamerUpdate": "training", "Phase": "training", "ChainedLoss": "training",
     "ImaginedActorLoss": "objectives", "ImaginedCriticLoss": "objectives",
     "BoundedNormalActor": "behavior", "BoundedNormal": "behavior", "MSEHead": "heads",
+    "OneHotActor": "behavior", "OneHotCategorical": "behavior",
     "make_family_agent": "family", "make_family_update": "family",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
     "CategoricalLatent": "latent",

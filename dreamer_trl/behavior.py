@@ -107,3 +107,54 @@ class BoundedNormalActor(nn.Module):
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         dist = self.dist(state, belief)
         return dist.mode() if deterministic() else dist.rsample()
+
+
+class OneHotCategorical:
+    """Categorical over A actions with DreamerV3's 1% unimix, acting with one-hot vectors: rsample is the one-hot
+    draw with straight-through gradients, mode the one-hot argmax; log_prob of a one-hot action; entropy.
+
+    Shapes: logits ``[*N, A]`` (already mixed: log of (1 - u) softmax + u / A); actions ``[*N, A]``; log_prob and
+    entropy ``[*N]``.
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.exp()
+
+    def _one_hot(self, index: torch.Tensor) -> torch.Tensor:
+        onehot = torch.nn.functional.one_hot(index, self.logits.shape[-1]).to(self.logits.dtype)
+        return onehot + (self.probs - self.probs.detach())  # forward: exactly one-hot
+
+    def rsample(self) -> torch.Tensor:
+        index = torch.multinomial(self.probs.detach().reshape(-1, self.logits.shape[-1]), 1)
+        return self._one_hot(index.reshape(self.logits.shape[:-1]))
+
+    def mode(self) -> torch.Tensor:
+        return self._one_hot(self.logits.detach().argmax(-1))
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return (action * self.logits).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.probs * self.logits).sum(-1)
+
+
+class OneHotActor(nn.Module):
+    """(state, belief) -> one-hot action for discrete action spaces (DreamerV3: categorical policy with 1% unimix,
+    trained by REINFORCE). ``net``: features -> ``[*N, A]`` logits. Same interface as :class:`BoundedNormalActor`."""
+
+    def __init__(self, net: nn.Module, unimix: float = 0.01):
+        super().__init__()
+        self.net, self.unimix = net, unimix
+
+    def dist(self, state: torch.Tensor, belief: torch.Tensor) -> OneHotCategorical:
+        logits = on_features(self.net, state.detach(), belief.detach())
+        probs = (1 - self.unimix) * torch.softmax(logits, -1) + self.unimix / logits.shape[-1]
+        return OneHotCategorical(torch.log(probs))
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        dist = self.dist(state, belief)
+        return dist.mode() if deterministic() else dist.rsample()

@@ -248,3 +248,30 @@ def test_backprop_objective_differentiates_the_baseline_as_the_2023_code():
             total = total - gamma**t * (ret[t] - v[n, t]) / scale
     (want,) = torch.autograd.grad(total / (N * H), state)
     torch.testing.assert_close(got, want)
+
+
+def test_one_hot_actor_mixes_samples_one_hot_and_trains_by_reinforce():
+    from dreamer_trl.behavior import OneHotActor
+
+    torch.manual_seed(0)
+    actor = OneHotActor(nn.Linear(S + D, 3), unimix=0.01)
+    with torch.no_grad():
+        actor.net.weight.mul_(100)
+    dist = actor.dist(torch.randn(512, S), torch.randn(512, D))
+    assert dist.probs.min() >= 0.01 / 3 - 1e-7 and torch.allclose(dist.probs.sum(-1), torch.ones(512))
+    sample = dist.rsample()
+    assert torch.equal(sample.detach().sum(-1), torch.ones(512)) and set(sample.detach().unique().tolist()) == {0.0, 1.0}
+    ref = torch.distributions.Categorical(probs=dist.probs)
+    assert torch.allclose(dist.entropy(), ref.entropy(), atol=1e-5)
+    assert torch.allclose(dist.log_prob(sample.detach()), ref.log_prob(sample.detach().argmax(-1)), atol=1e-5)
+    actor = OneHotActor(nn.Linear(S + D, 2), unimix=0.01)  # two arms: the second pays 1, the first 0
+    opt = torch.optim.Adam(actor.parameters(), lr=0.05)
+    state, belief = torch.zeros(256, S), torch.zeros(256, D)
+    for _ in range(100):
+        d = actor.dist(state, belief)
+        a = d.rsample().detach()
+        advantage = a[:, 1] - a[:, 1].mean()
+        opt.zero_grad()
+        (-(d.log_prob(a) * advantage).mean()).backward()
+        opt.step()
+    assert actor.dist(state[:1], belief[:1]).probs[0, 1] > 0.9
