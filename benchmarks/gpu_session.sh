@@ -6,6 +6,7 @@
 #   check    - the wheels import against the GPU's torch; one compiled bf16 update on CUDA (tests marked gpu)
 #   bench    - update ms for ours and TorchRL at 50x50 and 200x50, eager and compiled+bf16
 #   learn T  - pixels, paper preset, task T, resuming from $OUT-carried runs/ in 9-minute chunks
+#   bench_v3 - DreamerV3 update ms, ours beside TorchRL's V3 (issue 11): size1m state and size12m pixels, 16x64
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl
@@ -20,6 +21,10 @@ case "${1:-check}" in
       python3 benchmarks/bench_update.py --device cuda --obs pixels --batch "$1" --seq "$2" --updates 20 --impl ours \
         --compile --precision bf16 --markdown || true
     done | tee "$OUT/bench.md" ;;
+  bench_v3)
+    for args in "--size size1m --obs state" "--size size12m --obs pixels --action_dim 6"; do
+      python3 benchmarks/bench_v3_update.py --device cuda $args --steps 20 --warmup 3 --rounds 2 --markdown
+    done | tee "$OUT/bench_v3.md" ;;
   learn)
     task=${2:?task}
     timeout 540 python3 recipes/dreamer_dmc.py --preset paper --env.task "$task" --run.run-dir runs \
