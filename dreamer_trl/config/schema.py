@@ -239,6 +239,10 @@ class RunConfig:
     """MuJoCo physics errors tolerated within physics_error_window episodes"""
     physics_error_window: int = 100
     """episodes over which physics errors are counted"""
+    world_size: int = 1
+    """data-parallel ranks (set from torchrun's WORLD_SIZE); a checkpoint resumes only with as many"""
+    check_every: int = 100
+    """data-parallel: updates between checks that every rank holds the same parameters (0: never)"""
 
 
 @dataclass
