@@ -135,7 +135,7 @@ def train_data_parallel(cfg: DreamerConfig, preset: str) -> dict:
     seed_everything(cfg.run.seed)  # the same initialisation everywhere (rank 0's is broadcast anyway)
     faults = dict(max_physics_errors=cfg.run.max_physics_errors, physics_error_window=cfg.run.physics_error_window)
     seed = rank_seed(cfg.run.seed, world)
-    env = dt.make_env(cfg.env, cfg.model, seed, **faults)
+    env = dt.make_envs(cfg.env, cfg.model, seed, cfg.env.num_envs, cfg.env.parallel_envs, **faults)
     eval_env = dt.make_env(cfg.env, cfg.model, seed + 10_000, **faults)
     check_env_specs(env)
     agent, policy, updater = build(cfg, env, device)
@@ -158,5 +158,6 @@ def train_data_parallel(cfg: DreamerConfig, preset: str) -> dict:
     try:
         return trainer.run()
     finally:
+        getattr(env, "shutdown", lambda: None)()
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
 
     # Environments, then the agent, its policy and updater (build() smoke-tests the policy on a fake step).
     faults = dict(max_physics_errors=cfg.run.max_physics_errors, physics_error_window=cfg.run.physics_error_window)
-    env = dt.make_env(cfg.env, cfg.model, cfg.run.seed, **faults)
+    env = dt.make_envs(cfg.env, cfg.model, cfg.run.seed, cfg.env.num_envs, cfg.env.parallel_envs, **faults)
     eval_env = dt.make_env(cfg.env, cfg.model, cfg.run.seed + 10_000, **faults)
     check_env_specs(env)
     agent, policy, updater = build(cfg, env, device)
@@ -73,7 +73,10 @@ def main(argv=None) -> dict:
 
     trainer = Trainer(cfg, preset, run_dir, env=env, eval_env=eval_env, agent=agent, policy=policy,
                       updater=updater, buffer=buffer, loggers=loggers, device=device)
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        getattr(env, "shutdown", lambda: None)()  # env.num_envs > 1: end the env workers (vector_env.py)
 
 
 if __name__ == "__main__":

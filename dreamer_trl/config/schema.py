@@ -27,6 +27,10 @@ class EnvConfig:
     """each action is repeated this many frames; rewards are summed"""
     episode_frames: int = 1000
     """frames per episode (time limit; the episode ends as truncated)"""
+    num_envs: int = 1
+    """training envs per learner (rank), the policy batched over them; seeds seed + 1000 * i"""
+    parallel_envs: bool = True
+    """with num_envs > 1: step the envs in worker processes (TorchRL ParallelEnv); False: in turn (SerialEnv)"""
 
 
 @dataclass
