@@ -46,6 +46,7 @@ _EXPORTS = {
     "make_envs": "vector_env", "ParallelDMC": "vector_env", "SerialDMC": "vector_env",
     "World": "distributed", "DataParallelHook": "distributed", "make_data_parallel": "distributed",
     "DataParallelTrainer": "parallel_trainer", "train_data_parallel": "parallel_trainer",
+    "AsyncTrainer": "async_trainer",
 }
 
 __all__ = sorted(_EXPORTS)

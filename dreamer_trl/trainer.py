@@ -273,11 +273,7 @@ class Trainer:
         c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
         end = min((c.env_steps // self.cfg.run.checkpoint_every + 1) * self.cfg.run.checkpoint_every,
                   s.total_env_steps)
-        collector = Collector(
-            self.env, self.policy, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
-            init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a, policy_device=self.device,
-            env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
-        )
+        collector = self.make_collector(end)
         max_traj = c.traj_offset - 1
         mark = self.clock()
         for data in collector:
@@ -305,6 +301,16 @@ class Trainer:
                 break
         collector.shutdown(close_env=False)
         c.traj_offset = max_traj + 1
+
+    def make_collector(self, end: int):
+        """The segment's collector: this process's env and policy up to ``end`` env steps (a subclass may
+        collect elsewhere, e.g. :class:`dreamer_trl.async_trainer.AsyncTrainer`)."""
+        c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
+        return Collector(
+            self.env, self.policy, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
+            init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a, policy_device=self.device,
+            env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
+        )
 
     def count(self, data) -> int:
         """Book a collected batch: env steps, finished episodes, and the updates and evaluation now due."""

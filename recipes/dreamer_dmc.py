@@ -71,6 +71,8 @@ def main(argv=None) -> dict:
     buffer = make_buffer(cfg, env, run_dir, device)
     loggers = make_loggers(cfg.run, run_dir)
 
+    if cfg.run.async_collection:  # collection in a worker process, overlapping the updates
+        from dreamer_trl.async_trainer import AsyncTrainer as Trainer  # noqa: N813
     trainer = Trainer(cfg, preset, run_dir, env=env, eval_env=eval_env, agent=agent, policy=policy,
                       updater=updater, buffer=buffer, loggers=loggers, device=device)
     try:

@@ -247,6 +247,8 @@ class RunConfig:
     """data-parallel ranks (set from torchrun's WORLD_SIZE); a checkpoint resumes only with as many"""
     check_every: int = 100
     """data-parallel: updates between checks that every rank holds the same parameters (0: never)"""
+    async_collection: bool = False
+    """collect in a worker process while the learner trains (overlap; no bit-exact resume, see async_trainer.py)"""
 
 
 @dataclass
