@@ -50,7 +50,8 @@ class AsyncTrainer(Trainer):
         """The segment's collector in a worker process (its ``env.num_envs`` envs step in turn there)."""
         c, s, cfg = self.counters, self.cfg.schedule, self.cfg
         a = cfg.env.action_repeat
-        maker = functools.partial(make_envs, cfg.env, cfg.model, segment_seed(cfg.run.seed, c.env_steps),
+        seed = getattr(self, "collect_seed", cfg.run.seed)  # a data-parallel rank's: seed + rank
+        maker = functools.partial(make_envs, cfg.env, cfg.model, segment_seed(seed, c.env_steps),
                                   cfg.env.num_envs, False, max_physics_errors=cfg.run.max_physics_errors,
                                   physics_error_window=cfg.run.physics_error_window)
         return _SegmentCollector(

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import dreamer_trl as dt
 from dreamer_trl.config import DreamerConfig, to_dict
 from dreamer_trl.distributed import World, init, local_device, make_data_parallel, rank_seed
+from dreamer_trl.async_trainer import AsyncTrainer
 from dreamer_trl.trainer import Trainer
 
 
@@ -70,6 +71,7 @@ class DataParallelTrainer(Trainer):
 
     def __init__(self, cfg: DreamerConfig, preset: str, run_dir: Path, *, world: World, **parts):
         self.world, self._local = world, False
+        self.collect_seed = rank_seed(cfg.run.seed, world)
         super().__init__(cfg, preset, run_dir, **parts)
 
     @property
@@ -119,6 +121,10 @@ class DataParallelTrainer(Trainer):
         return {"rank": self.world.rank, "env_steps": self.counters.env_steps, "updates": self.counters.updates}
 
 
+class AsyncDataParallelTrainer(DataParallelTrainer, AsyncTrainer):
+    """A data-parallel rank whose envs step in a collector process (``--run.async-collection``)."""
+
+
 def train_data_parallel(cfg: DreamerConfig, preset: str) -> dict:
     """The recipe's body on one rank under torchrun: build, make data-parallel, train; rank 0's summary."""
     from torchrl.envs.utils import check_env_specs
@@ -133,7 +139,7 @@ def train_data_parallel(cfg: DreamerConfig, preset: str) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)  # the same initialisation everywhere (rank 0's is broadcast anyway)
-    faults = dict(max_physics_errors=cfg.run.max_physics_errors, physics_error_window=cfg.run.physics_error_window)
+    faults = {"max_physics_errors": cfg.run.max_physics_errors, "physics_error_window": cfg.run.physics_error_window}
     seed = rank_seed(cfg.run.seed, world)
     env = dt.make_envs(cfg.env, cfg.model, seed, cfg.env.num_envs, cfg.env.parallel_envs, **faults)
     eval_env = dt.make_env(cfg.env, cfg.model, seed + 10_000, **faults)
@@ -153,8 +159,9 @@ def train_data_parallel(cfg: DreamerConfig, preset: str) -> dict:
                                                                    / f"replay_rank{world.rank}")))
     buffer = make_buffer(rank_cfg, env, run_dir, device)
     loggers = make_loggers(cfg.run, run_dir) if world.is_main else []
-    trainer = DataParallelTrainer(rank_cfg, preset, run_dir, world=world, env=env, eval_env=eval_env, agent=agent,
-                                  policy=policy, updater=updater, buffer=buffer, loggers=loggers, device=device)
+    cls = AsyncDataParallelTrainer if cfg.run.async_collection else DataParallelTrainer
+    trainer = cls(rank_cfg, preset, run_dir, world=world, env=env, eval_env=eval_env, agent=agent,
+                  policy=policy, updater=updater, buffer=buffer, loggers=loggers, device=device)
     try:
         return trainer.run()
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import torch
-
 from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
 
 from dreamer_trl.config import EnvConfig, ModelConfig

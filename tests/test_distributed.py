@@ -134,7 +134,7 @@ def ranks(tmp_path_factory):
 def test_two_ranks_update_as_one_process_on_the_concatenated_batch(ranks, name, monkeypatch):
     """The gradients every phase is clipped and stepped with (Adam's first step is about lr * sign(g), so the
     weights after it would amplify float noise in gradients near zero; the twenty-update test covers the steps)."""
-    agent, updater = build(name, seed=0)  # rank 0's initialisation, which the broadcast gives every rank
+    _, updater = build(name, seed=0)  # rank 0's initialisation, which the broadcast gives every rank
     recorder = GradientRecorder()
     updater.hooks.append(recorder)
     fixed_noise(monkeypatch.setattr)
@@ -147,7 +147,7 @@ def test_two_ranks_update_as_one_process_on_the_concatenated_batch(ranks, name, 
         for key, value in expected.items():
             scale = value.abs().max().item()
             torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5 * max(scale, 1e-3),
-                                       msg=lambda m: f"{name} {key}: {m}")
+                                       msg=lambda m, key=key: f"{name} {key}: {m}")
 
 
 def test_parameters_stay_identical_over_twenty_updates(ranks):
