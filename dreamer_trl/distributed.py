@@ -58,13 +58,15 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init(device: torch.device | str = "cpu", timeout_s: float = 600.0) -> World:
-    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...): NCCL for a CUDA
-    ``device`` (then this rank's GPU is ``LOCAL_RANK``), gloo otherwise. A single process gets ``World()``."""
+def init(device: torch.device | str = "cpu", timeout_s: float = 3600.0) -> World:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...): for a CUDA
+    ``device`` NCCL for CUDA tensors and gloo for the few CPU ones (stop flags, the run directory), this rank's GPU
+    being ``LOCAL_RANK``; gloo otherwise. A single process gets ``World()``. ``timeout_s`` bounds every
+    collective, so it must exceed rank 0's longest evaluation (the other ranks wait for it)."""
     if not launched():
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
