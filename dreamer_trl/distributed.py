@@ -136,7 +136,7 @@ class DataParallelHook:
     def __init__(self, modules: dict[str, nn.Module], world: World, check_every: int = 100):
         self.modules, self.world, self.check_every = modules, world, check_every
         self.steps = 0  # updates stepped by this process
-        self.last_phase = None
+        self.first_phase = None  # after_step runs once per phase after every optimizer has stepped
 
     @torch.no_grad()
     def before_clip(self, phase) -> None:
@@ -155,9 +155,9 @@ class DataParallelHook:
             offset += g.numel()
 
     def after_step(self, phase) -> None:
-        if self.last_phase is None:
-            self.last_phase = phase.name  # the phases run in a fixed order; the first one seen starts an update
-        if phase.name != self.last_phase:
+        if self.first_phase is None:
+            self.first_phase = phase.name  # the phases run in a fixed order: count each update once
+        if phase.name != self.first_phase:
             return
         self.steps += 1
         if self.check_every and self.steps % self.check_every == 0:
