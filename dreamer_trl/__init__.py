@@ -44,6 +44,10 @@ _EXPORTS = {
     "LaProp": "optim", "AdaptiveGradClip": "optim", "adaptive_clip_grad_": "optim", "v2_adam": "optim",
     "CheckpointError": "checkpoint", "MissingKeysError": "keys",
     "LatentCEMPlanner": "planner", "make_planner": "planner", "BehaviorConfig": "config",
+    "make_envs": "vector_env", "ParallelDMC": "vector_env", "SerialDMC": "vector_env",
+    "World": "distributed", "DataParallelHook": "distributed", "make_data_parallel": "distributed",
+    "DataParallelTrainer": "parallel_trainer", "train_data_parallel": "parallel_trainer",
+    "AsyncTrainer": "async_trainer",
 }
 
 __all__ = sorted(_EXPORTS)

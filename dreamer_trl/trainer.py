@@ -165,7 +165,7 @@ def build(cfg: DreamerConfig, env, device) -> tuple[dt.Agent, torch.nn.Module, d
     The policy gets one smoke call on ``env.fake_tensordict()``, so wiring errors show before collection.
     """
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
-    obs_shape = tuple(env.observation_spec[obs_key].shape)
+    obs_shape = tuple(env.observation_spec[obs_key].shape[len(env.batch_size):])  # one env's (batched: [N, ...])
     agent = dt.make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device,
                           behavior=cfg.behavior, action_spec=env.action_spec.to(device), optim_cfg=cfg.optim)
     policy = dt.make_policy(agent.world_model, agent.behavior, env.action_spec.to(device), cfg.loss.exploration_noise,
@@ -192,7 +192,8 @@ def make_buffer(cfg: DreamerConfig, env, run_dir: Path, device):
     """The memory-mapped sequence replay buffer, once the disk is known to hold it and its checkpoint copies."""
     s, obs_key = cfg.schedule, keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     buffer_dir = Path(cfg.run.buffer_dir or run_dir / "replay")
-    row_bytes = (int(np.prod(env.observation_spec[obs_key].shape)) * (1 if cfg.env.from_pixels else 4)
+    one_env = env.observation_spec[obs_key].shape[len(env.batch_size):]  # a batched env's spec is [N, ...]
+    row_bytes = (int(np.prod(one_env)) * (1 if cfg.env.from_pixels else 4)
                  + 8 * env.action_spec.shape[-1] + 32)
     check_disk_space(buffer_dir, s.buffer_capacity, row_bytes, copies=2 + cfg.run.checkpoints_kept)
     return dt.make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
@@ -272,11 +273,7 @@ class Trainer:
         c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
         end = min((c.env_steps // self.cfg.run.checkpoint_every + 1) * self.cfg.run.checkpoint_every,
                   s.total_env_steps)
-        collector = Collector(
-            self.env, self.policy, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
-            init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a, policy_device=self.device,
-            env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
-        )
+        collector = self.make_collector(end)
         max_traj = c.traj_offset - 1
         mark = self.clock()
         for data in collector:
@@ -304,6 +301,16 @@ class Trainer:
                 break
         collector.shutdown(close_env=False)
         c.traj_offset = max_traj + 1
+
+    def make_collector(self, end: int):
+        """The segment's collector: this process's env and policy up to ``end`` env steps (a subclass may
+        collect elsewhere, e.g. :class:`dreamer_trl.async_trainer.AsyncTrainer`)."""
+        c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
+        return Collector(
+            self.env, self.policy, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
+            init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a, policy_device=self.device,
+            env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
+        )
 
     def count(self, data) -> int:
         """Book a collected batch: env steps, finished episodes, and the updates and evaluation now due."""

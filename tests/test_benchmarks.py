@@ -185,3 +185,12 @@ def test_learn_dmc_torchrl_v3_smallest_budget(tmp_path):
     assert [int(r["env_steps"]) for r in rows] == [200, 400]
     assert all(abs(float(r["eval_return"])) < 1e4 for r in rows)
     assert summary["impl"] == "torchrl_v3" and summary["size"] == "debug"
+
+
+def test_bench_scale_collects_with_env_workers_and_learns_on_two_ranks():
+    rows = _script("bench_scale").main(["collect", "--workers", "2", "--state", "--task", "cartpole_balance",
+                                        "--steps", "10", "--repeats", "1"])
+    assert rows[0]["workers"] == 2 and rows[0]["frames_s"] > 0
+    rows = _script("bench_scale").main(["learn", "--ranks", "2", "--preset", "debug", "--updates", "1", "--warmup",
+                                        "1", "--check_every", "1"])
+    assert rows[0]["ranks"] == 2 and rows[0]["updates_s"] > 0

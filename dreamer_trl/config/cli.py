@@ -83,6 +83,9 @@ def validate(cfg: DreamerConfig) -> None:
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
          "auto, cpu, cuda[:i] or mps", r.device),
         (r.checkpoint_every >= 1, "run.checkpoint_every", ">= 1", r.checkpoint_every),
+        (e.num_envs == 1 or e.num_envs > 1 and s.train_every % (e.action_repeat * e.num_envs) == 0, "env.num_envs",
+         f">= 1 and dividing train_every / action_repeat = {s.train_every / e.action_repeat:g} (every env steps "
+         "equally per batch, so the replay ratio stays exact)", e.num_envs),
         (r.checkpoints_kept >= 1, "run.checkpoints_kept", ">= 1", r.checkpoints_kept),
         (r.checkpoint_every % s.train_every == 0, "run.checkpoint_every",
          f"a multiple of train_every = {s.train_every}", r.checkpoint_every),

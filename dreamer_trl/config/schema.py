@@ -27,6 +27,10 @@ class EnvConfig:
     """each action is repeated this many frames; rewards are summed"""
     episode_frames: int = 1000
     """frames per episode (time limit; the episode ends as truncated)"""
+    num_envs: int = 1
+    """training envs per learner (rank), the policy batched over them; seeds seed + 1000 * i"""
+    parallel_envs: bool = True
+    """with num_envs > 1: step the envs in worker processes (TorchRL ParallelEnv); False: in turn (SerialEnv)"""
 
 
 @dataclass
@@ -239,6 +243,12 @@ class RunConfig:
     """MuJoCo physics errors tolerated within physics_error_window episodes"""
     physics_error_window: int = 100
     """episodes over which physics errors are counted"""
+    world_size: int = 1
+    """data-parallel ranks (set from torchrun's WORLD_SIZE); a checkpoint resumes only with as many"""
+    check_every: int = 100
+    """data-parallel: updates between checks that every rank holds the same parameters (0: never)"""
+    async_collection: bool = False
+    """collect in a worker process while the learner trains (overlap; no bit-exact resume, see async_trainer.py)"""
 
 
 @dataclass

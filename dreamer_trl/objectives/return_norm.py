@@ -61,6 +61,7 @@ class ReturnNormalizer(nn.Module):
             raise ValueError(f"return normalisation needs 0 < rate <= 1 and 0 <= low < high <= 100, "
                              f"got rate={rate}, low={low}, high={high}")
         self.rate, self.low, self.high, self.limit, self.debias = rate, low, high, limit, debias
+        self.gather = None  # returns -> the returns of all ranks (set by distributed.share_return_statistics)
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("weight", torch.zeros(()))  # total EMA weight 1 - (1 - r)^k, for debias
@@ -69,6 +70,8 @@ class ReturnNormalizer(nn.Module):
     def update(self, returns: torch.Tensor) -> None:
         """Move the EMAs toward this batch's percentiles (no change if any return is not finite; no host sync)."""
         x = returns.detach().float()
+        if self.gather is not None:  # data-parallel: every rank's returns (dreamer_trl.distributed)
+            x = self.gather(x)
         lo, hi = percentile(x, self.low), percentile(x, self.high)
         ok = torch.isfinite(x).all()  # sort puts NaN last, so the percentiles alone could look finite
         r = self.rate

@@ -1,0 +1,171 @@
+"""Data-parallel learning on gloo with spawned ranks: an update on two shards equals one process's update on the
+concatenated batch; the parameters stay identical over many updates; a drift is caught and named."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tensordict import TensorDict
+
+import dreamer_trl as dt
+from dreamer_trl import keys
+from dreamer_trl.config import PRESETS
+from dreamer_trl.distributed import World, check_identical, make_data_parallel, rank_seed
+
+PRESETS_CHECKED = ["debug", "planet_state", "dreamer_v2", "dreamer_v3_proprio"]
+B, T, A, O = 4, 6, 2, 5  # B: the concatenated batch; each of 2 ranks takes B // 2
+
+
+def tiny(name):
+    """The preset at tiny widths; free nats 0 where the clamp acts on the batch mean (V1, V2: per rank)."""
+    cfg = PRESETS[name]()
+    m = cfg.model
+    m.size, m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.state_dim, m.classes = "custom", 16, 16, 16, 4, 4
+    m.blocks = min(m.blocks, 2)
+    cfg.loss.horizon = 4
+    if cfg.loss.kl != "dyn_rep":
+        cfg.loss.free_nats = 0.0
+    cfg.behavior.candidates, cfg.behavior.top_k, cfg.behavior.iterations = 8, 2, 2
+    return cfg
+
+
+def batch(seed=0, size=B):
+    g = torch.Generator().manual_seed(seed)
+    is_init = torch.zeros(size, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    return TensorDict({keys.OBSERVATION: torch.randn(size, T, O, generator=g),
+                       keys.ACTION: torch.rand(size, T, A, generator=g) * 2 - 1,
+                       keys.PREV_ACTION: torch.rand(size, T, A, generator=g) * 2 - 1, keys.IS_INIT: is_init,
+                       ("next", keys.REWARD): torch.randn(size, T, 1, generator=g),
+                       ("next", keys.TERMINATED): torch.zeros(size, T, 1, dtype=torch.bool)}, [size, T])
+
+
+def build(name, seed=0):
+    torch.manual_seed(seed)
+    cfg = tiny(name)
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", behavior=cfg.behavior,
+                          action_spec=None, optim_cfg=cfg.optim)
+    return agent, dt.make_update(agent, cfg.optim)
+
+
+def state(agent, updater):
+    modules = {"world_model": agent.world_model, "actor": agent.actor, "value": agent.value}
+    return {f"{k}.{n}": v.detach().clone() for k, m in modules.items() if m is not None
+            for n, v in m.state_dict().items()}
+
+
+class GradientRecorder:
+    """The gradients each phase is clipped with (after the all-reduce when it comes last among the hooks)."""
+
+    def __init__(self):
+        self.grads = {}
+
+    def before_clip(self, phase):
+        for i, p in enumerate(phase.params):
+            if p.grad is not None:
+                self.grads[f"{phase.name}.{i}"] = p.grad.detach().clone()
+
+
+def fixed_noise(monkeypatch_setattr):
+    """Noise as a fixed function of the numbers it perturbs, not of the batch size or the random stream, so an
+    update is a function of its batch alone and shards can be compared with their concatenation."""
+    monkeypatch_setattr(torch, "randn_like", lambda x, **kw: torch.sin(3.0 * x.detach() + 1.0))
+    monkeypatch_setattr(torch, "rand_like", lambda x, **kw: 0.01 + 0.49 * (torch.sin(5.0 * x.detach()) + 1.0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    world = World(rank, world_size)
+    try:
+        # 1. one update on this rank's shard, with the noise fixed (see fixed_noise)
+        real = torch.randn_like, torch.rand_like
+        fixed_noise(lambda obj, name, value: setattr(obj, name, value))
+        for name in PRESETS_CHECKED:
+            agent, updater = build(name, seed=rank)  # different initialisations: the broadcast makes them equal
+            make_data_parallel(agent, updater, world, check_every=1)
+            recorder = GradientRecorder()
+            updater.hooks.append(recorder)
+            share = B // world_size
+            updater.update(batch()[rank * share:(rank + 1) * share])
+            torch.save(recorder.grads, os.path.join(out, f"{name}_{rank}.pt"))
+        torch.randn_like, torch.rand_like = real
+
+        # 2. twenty updates with each rank's own batches and random streams, checked every 5
+        agent, updater = build("dreamer_v3_proprio")
+        make_data_parallel(agent, updater, world, check_every=5)
+        torch.manual_seed(rank_seed(0, world))
+        for i in range(20):
+            updater.update(batch(seed=100 * rank + i, size=2))
+        torch.save(state(agent, updater), os.path.join(out, f"twenty_{rank}.pt"))
+
+        # 3. a drift on one rank is caught and named
+        if rank == 1:
+            with torch.no_grad():
+                next(agent.value.parameters()).view(-1)[0] += 1e-3
+        try:
+            check_identical({"value": agent.value})
+            message = ""
+        except dt.distributed.ParametersDiverged as err:
+            message = str(err)
+        with open(os.path.join(out, f"drift_{rank}.txt"), "w") as f:
+            f.write(message)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Run the two-rank worker once for the whole module; its results are files in the returned directory."""
+    out = tmp_path_factory.mktemp("ranks")
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+@pytest.mark.parametrize("name", PRESETS_CHECKED)
+def test_two_ranks_update_as_one_process_on_the_concatenated_batch(ranks, name, monkeypatch):
+    """The gradients every phase is clipped and stepped with (Adam's first step is about lr * sign(g), so the
+    weights after it would amplify float noise in gradients near zero; the twenty-update test covers the steps)."""
+    _, updater = build(name, seed=0)  # rank 0's initialisation, which the broadcast gives every rank
+    recorder = GradientRecorder()
+    updater.hooks.append(recorder)
+    fixed_noise(monkeypatch.setattr)
+    updater.update(batch())
+    expected = recorder.grads
+    assert expected
+    for rank in range(2):
+        got = torch.load(ranks / f"{name}_{rank}.pt", weights_only=True)
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            scale = value.abs().max().item()
+            torch.testing.assert_close(got[key], value, rtol=1e-4, atol=1e-5 * max(scale, 1e-3),
+                                       msg=lambda m, key=key: f"{name} {key}: {m}")
+
+
+def test_parameters_stay_identical_over_twenty_updates(ranks):
+    first, second = (torch.load(ranks / f"twenty_{r}.pt", weights_only=True) for r in range(2))
+    initial = state(*build("dreamer_v3_proprio"))
+    assert any(not torch.equal(first[k], initial[k]) for k in first)  # it trained
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_a_drift_between_ranks_is_caught_and_named(ranks):
+    for rank in range(2):
+        message = (ranks / f"drift_{rank}.txt").read_text()
+        assert message.startswith("parameters differ between ranks: value."), message
+
+
+def test_a_single_process_is_left_alone():
+    agent, updater = build("debug")
+    hooks = list(updater.hooks)
+    assert make_data_parallel(agent, updater, World()) is None and updater.hooks == hooks
+    assert rank_seed(7, World(3, 4)) == 10 and World(0, 2).is_main and not World(1, 2).is_main
