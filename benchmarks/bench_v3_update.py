@@ -44,7 +44,7 @@ def ours_step(args):
     from dreamer_trl.config import PRESETS
 
     cfg = PRESETS["dreamer_v3" if args.obs == "pixels" else "dreamer_v3_proprio"]()
-    cfg.model.size = args.size
+    cfg.model.size, cfg.model.conv = args.size, args.conv
     obs_key = "pixels" if args.obs == "pixels" else "observation"
     shape = (3, 64, 64) if args.obs == "pixels" else (args.obs_dim,)
     agent = dt.make_agent(obs_key, shape, args.action_dim, cfg.model, cfg.loss, args.device, optim_cfg=cfg.optim)
@@ -106,6 +106,8 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed updates per round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternations ours / TorchRL (--impl both)")
+    p.add_argument("--conv", choices=["maxpool", "stride"], default="maxpool",
+                   help="our image networks: the official current ones, or the 2023 / TorchRL stride-2 ones")
     p.add_argument("--markdown", action="store_true")
     return p.parse_args(argv)
 
@@ -133,7 +135,7 @@ def main(argv=None) -> dict:
     summary["torchrl_over_ours"] = summary["torchrl"]["median_ms"] / summary["ours"]["median_ms"]
     if args.markdown:
         o, t = summary["ours"], summary["torchrl"]
-        print(f"| {args.size} {args.obs} | {summary['batch']} | {args.device} x{args.threads} | {o['median_ms']:.0f} | "
+        print(f"| {args.size} {args.obs}{' (' + args.conv + ')' if args.obs == 'pixels' else ''} | {summary['batch']} | {args.device} x{args.threads} | {o['median_ms']:.0f} | "
               f"{t['median_ms']:.0f} | {summary['torchrl_over_ours']:.2f}x | {o['peak_rss_mb']:.0f} / "
               f"{t['peak_rss_mb']:.0f} MB | {o['params']:,} / {t['params']:,} |")
     print(json.dumps(summary))

@@ -93,7 +93,7 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
         latent = GaussianLatent(w.groups, cfg.min_std)
     v2 = cfg.agent == "dreamer_v2"
     if obs_key == keys.PIXELS:  # V2: 4x4 stride-2 convs, 2^i depth (dreamerv2 ConvEncoder); V3: conv + max-pool
-        downsample = "stride" if v2 else "maxpool"
+        downsample = "stride" if v2 else cfg.conv
         depths = encoder_depths(w.depth, downsample)
         encoder = ConvEncoderV3(depths, kernel=4 if v2 else 5, downsample=downsample, style=style)
     elif v2:
@@ -109,6 +109,8 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
     feat = rssm.feature_dim
     if obs_key == keys.PIXELS and v2:  # transposed convs, linear output, N(mean, 1) (dreamerv2 ConvDecoder)
         decoder = NormalHead(TransposedConvDecoderV3(feat, w.depth, style=style), event_dims=3)
+    elif obs_key == keys.PIXELS and cfg.conv == "stride":  # the 2023 decoder: transposed convs, squared error
+        decoder = MSEHead(TransposedConvDecoderV3(feat, w.depth, style=style), event_dims=3)
     elif obs_key == keys.PIXELS:
         decoder = MSEHead(ConvDecoderV3(rssm.state_dim, w.deter, depths, w.units, blocks=cfg.blocks, style=style),
                           event_dims=3)

@@ -150,3 +150,14 @@ def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
     S, D = dt.builders.latent_dims(cfg.model)
     dist = agent.actor.module.dist(torch.zeros(4096, S), torch.zeros(4096, D))
     assert dist.rsample().abs().max() <= 1.0
+
+
+def test_v3_stride_image_networks_are_one_field_away():
+    cfg = small("dreamer_v3")
+    cfg.model.conv = "stride"
+    agent = dt.make_agent(keys.PIXELS, (3, 64, 64), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    update = dt.make_update(agent, cfg.optim)
+    strides = {m.stride for m in agent.world_model.encoder.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert strides == {(2, 2)}
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in agent.world_model.decoder.modules())
+    assert torch.isfinite(update.update(batch(keys.PIXELS))["loss/model_reco"])

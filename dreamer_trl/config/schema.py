@@ -77,6 +77,8 @@ class ModelConfig:
     """hidden layers of the V3 encoder, decoder, actor and critic MLPs (reward and continue heads: head_layers)"""
     head_layers: int = 1
     """hidden layers of the V3 reward and continue heads"""
+    conv: Literal["maxpool", "stride"] = "maxpool"
+    """V3 image networks: maxpool (current official: 5x5 stride-1 convs + 2x2 max-pool, upsample + conv decoder) or stride (2023 code and TorchRL's V3: 4x4 stride-2 convs, transposed-conv decoder; about 4x fewer conv FLOPs)"""
     twohot_bins: int = 255
     """symexp two-hot bins of the reward and critic heads (V3); 0: unit-Gaussian heads (V2)"""
     continue_head: bool = True
