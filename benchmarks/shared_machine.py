@@ -9,7 +9,7 @@ regions on OpenMP (libgomp) with one thread per core, and libgomp's default wait
 GOMP_SPINCOUNT (300,000) iterations at each barrier before sleeping. Beside another busy process, one of
 the two threads waits for a time slice while the other spins on its core, so every parallel region costs
 scheduler latency (milliseconds) instead of microseconds, and an update runs thousands of regions.
-``OMP_WAIT_POLICY=PASSIVE`` (the recipe's default) makes waiting threads sleep at once; ``--run.threads 1``
+``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at once; ``--run.threads 1``
 has no barriers at all.
 
 Each setting runs in its own subprocess (the wait policy is read when libgomp loads, before torch is
@@ -35,9 +35,10 @@ HERE = Path(__file__).resolve().parent
 # name -> (environment for the worker, torch threads; 0: torch's default)
 SETTINGS = {
     "default": ({"OMP_WAIT_POLICY": ""}, 0),          # torch's defaults: a thread per core, libgomp spins
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),   # the recipe's default
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
     "one_thread": ({"OMP_WAIT_POLICY": ""}, 1),
     "one_thread_passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    "short_spin": ({"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"}, 0),  # spin briefly, then sleep
 }
 
 

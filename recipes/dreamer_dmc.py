@@ -23,10 +23,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
-# torch's OpenMP threads sleep at barriers instead of spinning: beside another busy process, spinning threads
-# make every parallel region wait for a time slice (a tenfold slower update; benchmarks/shared_machine.py).
-# Read when libgomp loads, so before torch is imported; OMP_WAIT_POLICY=ACTIVE in the environment restores spinning.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from dreamer_trl.preflight import parse_args  # noqa: E402  (light: torch is imported only after parsing)
 

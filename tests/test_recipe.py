@@ -220,17 +220,12 @@ def test_command_line_errors_are_fast_and_plain(tmp_path, argv, fragment):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_recipe_makes_openmp_threads_sleep_before_torch_is_imported():
-    """Issue 14, item 13: spinning OpenMP threads made updates tenfold slower beside another busy process."""
-    probe = ("import importlib.util, os, sys; spec = importlib.util.spec_from_file_location('r', sys.argv[1]); "
-             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
-             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
-    for given, expected in ((None, "PASSIVE False"), ("ACTIVE", "ACTIVE False")):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        env.update({"OMP_WAIT_POLICY": given} if given else {})
-        out = subprocess.run([sys.executable, "-c", probe, str(RECIPE)], env=env, capture_output=True, text=True,
-                             timeout=60, check=True)
-        assert out.stdout.split()[-2:] == expected.split(), out.stdout
+def test_the_cpu_presets_run_one_thread():
+    """Issue 14, item 13: with torch's two spinning OpenMP threads an update was 3.6-4.1x slower beside one busy
+    process; one thread has no barriers and slowed 1.0x (benchmarks/RESULTS.md, "Sharing the machine")."""
+    from dreamer_trl.config import PRESETS
+
+    assert PRESETS["state"]().run.threads == 1 and PRESETS["planet_state"]().run.threads == 1
 
 
 V3_TINY = ["--preset", "dreamer_v3_proprio", "--env.episode-frames", "200", "--schedule.total-env-steps", "600",
