@@ -28,14 +28,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def ours_step(args):
     import torch
     from tensordict import TensorDict
@@ -76,6 +68,9 @@ def run_one(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(HERE))
+    from bench_update import peak_rss_mb
+
     torch.manual_seed(0)
     step, params = (ours_step if args.impl == "ours" else torchrl_step)(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)

@@ -73,34 +73,14 @@ from torchrl.objectives import (
 from torchrl.objectives.utils import SoftUpdate, ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper, DreamerV3Optimizer
 
+from dreamer_trl.v3_sizes import V3_SIZES, V3Size
+
 IMAGE_SHAPE = (3, 64, 64)
 
 
-@dataclass(frozen=True)
-class V3Size:
-    """One named model size (official configs.yaml ``sizeXm`` blocks)."""
-
-    deter: int
-    """recurrent (belief) width, h_t"""
-    hidden: int
-    """RSSM hidden width"""
-    classes: int
-    """classes per categorical"""
-    depth: int
-    """CNN base channels (stage i has depth * mults[i])"""
-    units: int
-    """MLP width of encoder, decoder, heads, actor and critic"""
-    stoch: int = 32
-    """categoricals in the stochastic state (32 at every official size)"""
-
-
-SIZES = {
-    "debug": V3Size(deter=64, hidden=16, classes=4, depth=4, units=16, stoch=4),  # tests only
-    "size1m": V3Size(deter=512, hidden=64, classes=4, depth=4, units=64),
-    "size12m": V3Size(deter=2048, hidden=256, classes=16, depth=16, units=256),
-    "size25m": V3Size(deter=3072, hidden=384, classes=24, depth=24, units=384),
-    "size50m": V3Size(deter=4096, hidden=512, classes=32, depth=32, units=512),
-}
+# The official sizes (configs.yaml ``sizeXm``: deter, hidden, classes, depth, units; 32 categoricals), the
+# same table our builder reads, plus a tiny one for tests.
+SIZES = {**V3_SIZES, "debug": V3Size(deter=64, hidden=16, classes=4, depth=4, units=16, stoch=4)}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,82 @@ from dreamer_trl.latent import GaussianLatent, LatentState
 from dreamer_trl.networks import keras_init_
 
 
-class RSSM(nn.Module):
+class RecurrentStateSpaceModel(nn.Module):
+    """What every RSSM of the family shares: the zero start, filtering a sequence, rolling the prior forward.
+
+    A subclass provides ``prior(belief)``, ``prior_step(state, belief, action, noise)``,
+    ``posterior_step(belief, embed_proj)``, ``obs_embed`` (the embedding's share of the posterior's first
+    layer), and the two parts of one belief update during filtering: ``_project_actions(actions)`` (what
+    depends on the actions alone, computed for all steps at once) and ``_belief_step(state, belief,
+    action_proj)``; and the attributes ``latent``, ``state_dim``, ``belief_dim``, ``action_dim``.
+    """
+
+    @property
+    def feature_dim(self) -> int:
+        return self.state_dim + self.belief_dim
+
+    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
+        """Zero state and belief, the start of every episode."""
+        z = dict(device=device, dtype=dtype)
+        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
+
+    def observe_step(self, state, belief, prev_action, embed, is_init):
+        """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
+        out = self.observe(embed.unsqueeze(-2), prev_action.unsqueeze(-2), is_init.unsqueeze(-2), state, belief)
+        return out["state"].squeeze(-2), out["belief"].squeeze(-2)
+
+    def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
+                state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Filter a sequence: chain (s, h) across time, restart from zeros (and a zero action) where ``is_init``.
+
+        Row t uses the action a_{t-1} that led to o_t (``prev_action``), as the official code does.
+        Returns "state", "belief" and the prior's and posterior's parameters, "prior_<name>" and
+        "posterior_<name>" (the prior computed for all t at once after the loop).
+        """
+        B, T = embed.shape[:-1], embed.shape[-2]
+        assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
+        if (state is None) != (belief is None):
+            raise ValueError("give both the carried state and belief, or neither (start from zeros)")
+        if state is None:
+            state, belief = self.initial(B[:-1], embed.device, embed.dtype)
+        keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
+        action_proj = self._project_actions(prev_action * keep)                   # (B, T, hidden)
+        embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
+        beliefs, states = [], []
+        posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
+        for t in range(T):
+            k = keep[..., t, :]
+            state, belief = state * k, belief * k
+            belief = self._belief_step(state, belief, action_proj[..., t, :])
+            params, state = self.posterior_step(belief, embed_proj[..., t, :])
+            beliefs.append(belief)
+            states.append(state)
+            for n in self.latent.names:
+                posterior[n].append(params[n])
+        belief = torch.stack(beliefs, -2)                                         # (B, T, D)
+        out = {"state": torch.stack(states, -2), "belief": belief}
+        out.update({f"prior_{n}": v for n, v in self.prior(belief).items()})       # (B, T, S)
+        out.update({f"posterior_{n}": torch.stack(v, -2) for n, v in posterior.items()})
+        return out
+
+    def imagine(self, state: torch.Tensor, belief: torch.Tensor,
+                policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
+        """Roll the prior forward ``horizon`` steps with actions from ``policy(state, belief)``.
+
+        Returns the imagined s_1..s_H, h_1..h_H and a_0..a_{H-1}, each ``[N, H, .]``.
+        Gradients flow through the sampled states into the actions (Dreamer, Sec. 4).
+        """
+        states, beliefs, actions = [], [], []
+        for _ in range(horizon):
+            action = policy(state, belief)
+            _, state, belief = self.prior_step(state, belief, action)
+            states.append(state)
+            beliefs.append(belief)
+            actions.append(action)
+        return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}
+
+
+class RSSM(RecurrentStateSpaceModel):
     """RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step).
 
     Args:
@@ -68,17 +143,16 @@ class RSSM(nn.Module):
         self.obs_belief.weight.copy_(joint[:, : self.belief_dim])
         self.obs_embed.weight.copy_(joint[:, self.belief_dim :])
 
-    @property
-    def feature_dim(self) -> int:
-        return self.state_dim + self.belief_dim
-
-    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
-        """Zero state and belief, the start of every episode."""
-        z = dict(device=device, dtype=dtype)
-        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
-
-    def _belief_step(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+    def _gru(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         return self.gru(F.elu(x), belief)
+
+    def _project_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """The actions' share of the input layer, W_a a + b, for all steps at once (filtering)."""
+        return F.linear(actions, self.img_in.weight[:, self.state_dim :], self.img_in.bias)
+
+    def _belief_step(self, state: torch.Tensor, belief: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
+        """h' = GRU(ELU(W_s s + W_a a + b), h) with the action part precomputed (filtering)."""
+        return self._gru(F.linear(state, self.img_in.weight[:, : self.state_dim]) + action_proj, belief)
 
     def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
         """Parameters of p(s_t | h_t)."""
@@ -91,7 +165,7 @@ class RSSM(nn.Module):
         The same function drives :class:`~dreamer_trl.imagination.ImaginationEnv` and :meth:`imagine`.
         ``noise`` (standard normal, ``[*N, S]``) replaces the sampled epsilon when given.
         """
-        belief = self._belief_step(self.img_in(torch.cat([state, action], -1)), belief)
+        belief = self._gru(self.img_in(torch.cat([state, action], -1)), belief)
         params = self.prior(belief)
         return params, self.latent.sample(params, noise), belief
 
@@ -99,59 +173,3 @@ class RSSM(nn.Module):
         """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
         params = self.latent.params(self.obs_out(F.elu(self.obs_belief(belief) + embed_proj)))
         return params, self.latent.sample(params)
-
-    def observe_step(self, state, belief, prev_action, embed, is_init):
-        """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
-        out = self.observe(embed.unsqueeze(-2), prev_action.unsqueeze(-2), is_init.unsqueeze(-2), state, belief)
-        return out["state"].squeeze(-2), out["belief"].squeeze(-2)
-
-    def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
-                state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Filter a sequence: chain (s, h) across time, restart from zeros where ``is_init``.
-
-        Row t uses the action a_{t-1} that led to o_t (``prev_action``), as the official code does.
-        Returns "state", "belief" and the prior's and posterior's parameters, "prior_<name>" and
-        "posterior_<name>" (the prior computed for all t at once after the loop).
-        """
-        B, T = embed.shape[:-1], embed.shape[-2]
-        assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
-        if (state is None) != (belief is None):
-            raise ValueError("give both the carried state and belief, or neither (start from zeros)")
-        if state is None:
-            state, belief = self.initial(B[:-1], embed.device, embed.dtype)
-        keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
-        w_s, w_a = self.img_in.weight.split([self.state_dim, self.action_dim], 1)
-        action_proj = F.linear(prev_action * keep, w_a, self.img_in.bias)         # (B, T, hidden)
-        embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
-        beliefs, states = [], []
-        posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
-        for t in range(T):
-            k = keep[..., t, :]
-            state, belief = state * k, belief * k
-            belief = self._belief_step(F.linear(state, w_s) + action_proj[..., t, :], belief)
-            params, state = self.posterior_step(belief, embed_proj[..., t, :])
-            beliefs.append(belief)
-            states.append(state)
-            for n in self.latent.names:
-                posterior[n].append(params[n])
-        belief = torch.stack(beliefs, -2)                                         # (B, T, D)
-        out = {"state": torch.stack(states, -2), "belief": belief}
-        out.update({f"prior_{n}": v for n, v in self.prior(belief).items()})       # (B, T, S)
-        out.update({f"posterior_{n}": torch.stack(v, -2) for n, v in posterior.items()})
-        return out
-
-    def imagine(self, state: torch.Tensor, belief: torch.Tensor,
-                policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
-        """Roll the prior forward ``horizon`` steps with actions from ``policy(state, belief)``.
-
-        Returns the imagined s_1..s_H, h_1..h_H and a_0..a_{H-1}, each ``[N, H, .]``.
-        Gradients flow through the sampled states into the actions (Dreamer, Sec. 4).
-        """
-        states, beliefs, actions = [], [], []
-        for _ in range(horizon):
-            action = policy(state, belief)
-            _, state, belief = self.prior_step(state, belief, action)
-            states.append(state)
-            beliefs.append(belief)
-            actions.append(action)
-        return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}

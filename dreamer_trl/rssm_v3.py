@@ -44,13 +44,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamer_trl.latent import LatentState
+from dreamer_trl.rssm import RecurrentStateSpaceModel
 from dreamer_trl.v3_networks import (
     OFFICIAL_STYLE,
     STYLE_2023,
@@ -183,7 +182,7 @@ class NormGRU(nn.Module):
         return gru_gates(reset, cand, update, belief, self.update_bias)
 
 
-class RSSMV3(nn.Module):
+class RSSMV3(RecurrentStateSpaceModel):
     """RSSM with a V3 core, normalised prior and posterior networks, over any latent family.
 
     Args:
@@ -229,14 +228,8 @@ class RSSMV3(nn.Module):
         post.append(linear(hidden, latent.param_dim, style, outscale=outscale))
         self.obs_out = nn.Sequential(*post)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.state_dim + self.belief_dim
-
-    def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
-        """Zero state and belief, the start of every episode."""
-        z = dict(device=device, dtype=dtype)
-        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
+    def _project_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.core.project_action(actions)
 
     def _belief_step(self, state: torch.Tensor, belief: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
         return self.core(belief, state, action_proj)
@@ -256,52 +249,3 @@ class RSSMV3(nn.Module):
         """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
         params = self.latent.params(self.obs_out(self.obs_belief(belief) + embed_proj))
         return params, self.latent.sample(params)
-
-    def observe_step(self, state, belief, prev_action, embed, is_init):
-        """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
-        out = self.observe(embed.unsqueeze(-2), prev_action.unsqueeze(-2), is_init.unsqueeze(-2), state, belief)
-        return out["state"].squeeze(-2), out["belief"].squeeze(-2)
-
-    def observe(self, embed: torch.Tensor, prev_action: torch.Tensor, is_init: torch.Tensor,
-                state: torch.Tensor | None = None, belief: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Filter a sequence: chain (s, h) across time, restart from zeros (and a zero action) where ``is_init``.
-
-        Returns "state", "belief", "prior_<name>" and "posterior_<name>" as :meth:`RSSM.observe` does.
-        """
-        B, T = embed.shape[:-1], embed.shape[-2]
-        assert prev_action.shape[:-1] == B and is_init.shape[:-1] == B, (embed.shape, prev_action.shape, is_init.shape)
-        if (state is None) != (belief is None):
-            raise ValueError("give both the carried state and belief, or neither (start from zeros)")
-        if state is None:
-            state, belief = self.initial(B[:-1], embed.device, embed.dtype)
-        keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
-        action_proj = self.core.project_action(prev_action * keep)                # (B, T, hidden)
-        embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
-        beliefs, states = [], []
-        posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
-        for t in range(T):
-            k = keep[..., t, :]
-            state, belief = state * k, belief * k
-            belief = self._belief_step(state, belief, action_proj[..., t, :])
-            params, state = self.posterior_step(belief, embed_proj[..., t, :])
-            beliefs.append(belief)
-            states.append(state)
-            for n in self.latent.names:
-                posterior[n].append(params[n])
-        belief = torch.stack(beliefs, -2)                                         # (B, T, D)
-        out = {"state": torch.stack(states, -2), "belief": belief}
-        out.update({f"prior_{n}": v for n, v in self.prior(belief).items()})       # (B, T, .)
-        out.update({f"posterior_{n}": torch.stack(v, -2) for n, v in posterior.items()})
-        return out
-
-    def imagine(self, state: torch.Tensor, belief: torch.Tensor,
-                policy: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], horizon: int) -> dict[str, torch.Tensor]:
-        """Roll the prior forward ``horizon`` steps with actions from ``policy(state, belief)``: ``[N, H, .]`` each."""
-        states, beliefs, actions = [], [], []
-        for _ in range(horizon):
-            action = policy(state, belief)
-            _, state, belief = self.prior_step(state, belief, action)
-            states.append(state)
-            beliefs.append(belief)
-            actions.append(action)
-        return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}
