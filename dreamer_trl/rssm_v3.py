@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 import torch
 from torch import nn
 from torch.nn import functional as F
