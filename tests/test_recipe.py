@@ -248,3 +248,17 @@ def test_dreamer_v3_preset_trains_from_the_recipe_at_its_replay_ratio(tmp_path):
     assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
     state, meta = dt.load_checkpoint(summary["checkpoint"])
     assert meta["config"]["model"]["agent"] == "dreamer_v3" and set(state["optimizers"]) >= {"agent", "hooks"}
+
+
+def test_dreamer_v3_run_resumes_bit_exactly(tmp_path):
+    """The V3 update's hooks (slow critic, return statistics) and LaProp's state travel in the checkpoint."""
+    whole, _ = _run(tmp_path / "whole", *V3_TINY, "--run.checkpoint-every", "200")
+    _run(tmp_path / "cut", *V3_TINY, "--run.checkpoint-every", "200", "--run.stop-at-env-steps", "400")
+    resumed = _load_recipe().main(["--resume", str(tmp_path / "cut" / "run"), "--run.no-progress"])
+    assert resumed["updates"] == whole["updates"] and resumed["evaluations"] == whole["evaluations"]
+    a, _ = dt.load_checkpoint(whole["checkpoint"])
+    b, _ = dt.load_checkpoint(resumed["checkpoint"])
+    for part in ("world_model", "actor", "value"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    slow_a, slow_b = a["optimizers"]["hooks"]["0"]["target"], b["optimizers"]["hooks"]["0"]["target"]
+    assert all(torch.equal(slow_a[k], slow_b[k]) for k in slow_a)
