@@ -153,14 +153,13 @@ class ImaginedActorLoss(LossModule):
         self.rollout_terms = (torch.stack(log_probs, 1).unsqueeze(-1), torch.stack(entropies, 1).unsqueeze(-1))
         return LatentState(torch.stack(states, 1), torch.stack(beliefs, 1)), torch.stack(actions, 1)
 
-    def continues(self, traj: LatentState, start_cont: torch.Tensor | None) -> torch.Tensor:
-        """gamma * c_t for t = 0..H ``[N, L, 1]`` (c_0 from the data when given, else predicted)."""
+    def continues(self, traj: LatentState) -> torch.Tensor:
+        """gamma * c_t for t = 0..H ``[N, L, 1]``, c_t the continue head's probability (1 without one; V3's
+        current code predicts c_0 too)."""
         if self.continue_head is None:
             cont = torch.ones_like(traj.state[..., :1])
         else:
             cont = self.continue_head.pred(self.continue_head(*traj))
-        if start_cont is not None:
-            cont = torch.cat([start_cont[:, None], cont[:, 1:]], 1)
         return cont if self.continue_has_discount and self.continue_head is not None else cont * self.discount
 
     def forward(self, tensordict: TensorDictBase) -> tuple[TensorDict, TensorDict]:
@@ -171,7 +170,7 @@ class ImaginedActorLoss(LossModule):
         share = self.share_value and self.target_value is None and torch.is_grad_enabled() and not backprop
         with torch.set_grad_enabled(backprop):
             reward = self.reward_head.pred(self.reward_head(*traj))                                # (N, L, 1)
-            live = self.continues(traj, None)                                                      # (N, L, 1)
+            live = self.continues(traj)                                                            # (N, L, 1)
         critic = (self.value if self.target_value is None else self.target_value).module
         with torch.set_grad_enabled(backprop or share):
             value_raw = critic(*traj)
