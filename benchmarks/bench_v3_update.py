@@ -11,7 +11,9 @@ timed updates of each, and the ratio is TorchRL's median over ours (> 1: ours is
 An update is the whole DreamerV3 training step at batch ``B x T`` (16 x 64): world model (encoder, observe,
 decoder, reward, continue, dyn/rep KL), imagined actor and critic (15 steps from every posterior state), the
 replay critic loss, one backward, the LaProp step over all parameters, the slow-critic EMA.
-Ours: ``--preset dreamer_v3_proprio`` / ``dreamer_v3`` with ``model.size`` = ``--size``; TorchRL's:
+Ours: ``--preset dreamer_v3_proprio_current`` / ``dreamer_v3_current`` (the current official code, as TorchRL's
+V3 follows it) with ``model.size`` = ``--size``; ``--preset NAME --size preset --impl ours`` times another preset
+at its own widths (``dreamer_v3_proprio``: the 2023 code behind the official score files); TorchRL's:
 :mod:`torchrl_dreamer_v3` (its public classes at the official values). Synthetic batches in each one's
 replay layout; the cost does not depend on the values.
 """
@@ -35,8 +37,11 @@ def ours_step(args):
     import dreamer_trl as dt
     from dreamer_trl.config import PRESETS
 
-    cfg = PRESETS["dreamer_v3" if args.obs == "pixels" else "dreamer_v3_proprio"]()
-    cfg.model.size, cfg.model.conv = args.size, args.conv
+    cfg = PRESETS[args.preset or ("dreamer_v3_current" if args.obs == "pixels" else "dreamer_v3_proprio_current")]()
+    if args.size != "preset":
+        cfg.model.size = args.size
+    if args.conv:
+        cfg.model.conv = args.conv
     obs_key = "pixels" if args.obs == "pixels" else "observation"
     shape = (3, 64, 64) if args.obs == "pixels" else (args.obs_dim,)
     agent = dt.make_agent(obs_key, shape, args.action_dim, cfg.model, cfg.loss, args.device, optim_cfg=cfg.optim)
@@ -101,8 +106,10 @@ def parse(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed updates per round")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternations ours / TorchRL (--impl both)")
-    p.add_argument("--conv", choices=["maxpool", "stride"], default="maxpool",
-                   help="our image networks: the official current ones, or the 2023 / TorchRL stride-2 ones")
+    p.add_argument("--conv", choices=["maxpool", "stride"], default=None,
+                   help="our image networks: the official current ones, or the 2023 / TorchRL stride-2 ones "
+                        "(default: the preset's)")
+    p.add_argument("--preset", default="", help="our preset (default: the current-code V3 preset for --obs)")
     p.add_argument("--markdown", action="store_true")
     return p.parse_args(argv)
 
@@ -130,7 +137,7 @@ def main(argv=None) -> dict:
     summary["torchrl_over_ours"] = summary["torchrl"]["median_ms"] / summary["ours"]["median_ms"]
     if args.markdown:
         o, t = summary["ours"], summary["torchrl"]
-        print(f"| {args.size} {args.obs}{' (' + args.conv + ')' if args.obs == 'pixels' else ''} | {summary['batch']} | {args.device} x{args.threads} | {o['median_ms']:.0f} | "
+        print(f"| {args.size} {args.obs}{' (' + (args.conv or 'maxpool') + ')' if args.obs == 'pixels' else ''} | {summary['batch']} | {args.device} x{args.threads} | {o['median_ms']:.0f} | "
               f"{t['median_ms']:.0f} | {summary['torchrl_over_ours']:.2f}x | {o['peak_rss_mb']:.0f} / "
               f"{t['peak_rss_mb']:.0f} MB | {o['params']:,} / {t['params']:,} |")
     print(json.dumps(summary))

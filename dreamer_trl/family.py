@@ -42,7 +42,7 @@ from dreamer_trl.rssm_v3 import BlockGRU, NormGRU, RSSMV3
 from dreamer_trl.symlog import TwoHotCodec
 from dreamer_trl.training import ChainedLoss, DreamerUpdate, Phase, trainable
 from dreamer_trl.v3_networks import (
-    ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, TransposedConvDecoderV3, encoder_depths, vector_encoder,
+    STYLE_2023, ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, TransposedConvDecoderV3, encoder_depths, vector_encoder,
 )
 from dreamer_trl.v3_sizes import v3_size
 from dreamer_trl.world_model import DreamerWorldModel
@@ -60,19 +60,30 @@ class Widths:
     classes: int
     units: int
     depth: int
+    vector_layers: int
+    """layers of the vector encoder and decoder"""
+    vector_units: int
+    """width of the vector encoder and decoder"""
 
 
 def widths(cfg: ModelConfig) -> Widths:
-    """``cfg.size`` (a V3 named size) overrides belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth."""
+    """``cfg.size`` (a V3 named size) overrides belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth;
+    the vector encoder and decoder take ``vector_layers`` / ``vector_units`` where set (the 2023 DMC MLPs)."""
     if cfg.size != "custom":
         s = v3_size(cfg.size)
-        return Widths(s.deter, s.hidden, s.stoch, s.classes, s.units, s.depth)
-    return Widths(cfg.belief_dim, cfg.rssm_hidden, cfg.state_dim, cfg.classes, cfg.mlp_hidden, cfg.cnn_depth)
+        deter, hidden, groups, classes, units, depth = s.deter, s.hidden, s.stoch, s.classes, s.units, s.depth
+    else:
+        deter, hidden, groups, classes = cfg.belief_dim, cfg.rssm_hidden, cfg.state_dim, cfg.classes
+        units, depth = cfg.mlp_hidden, cfg.cnn_depth
+    return Widths(deter, hidden, groups, classes, units, depth, cfg.vector_layers or cfg.mlp_layers,
+                  cfg.vector_units or units)
 
 
 def _style(cfg: ModelConfig) -> NetStyle:
     if cfg.agent == "dreamer_v2":  # ELU, Glorot-scaled initialisation (TF's default in dreamerv2)
         return NetStyle(norm=cfg.norm, act="elu", fan="avg")
+    if cfg.nets == "2023":  # fan-avg init, no biases before norms, norm eps 1e-3 (84ecf19 nets.py)
+        return dataclasses.replace(STYLE_2023, norm=cfg.norm)
     return NetStyle(norm=cfg.norm, act="silu")
 
 
@@ -80,7 +91,7 @@ def _scalar_head(in_dim: int, w: Widths, layers: int, cfg: ModelConfig, style: N
     """Two-hot (V3: 255 symexp bins, zero-initialised output) or unit-Gaussian (V2) scalar head."""
     if cfg.twohot_bins:
         net = MLPV3(in_dim, w.units, layers, out_dim=cfg.twohot_bins, style=style, outscale=0.0)
-        return TwoHotHead(net, TwoHotCodec(cfg.twohot_bins))
+        return TwoHotHead(net, TwoHotCodec(cfg.twohot_bins, space=cfg.twohot_space))
     return NormalHead(MLPV3(in_dim, w.units, layers, out_dim=1, style=style))
 
 
@@ -92,16 +103,19 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
     else:
         latent = GaussianLatent(w.groups, cfg.min_std)
     v2 = cfg.agent == "dreamer_v2"
-    if obs_key == keys.PIXELS:  # V2: 4x4 stride-2 convs, 2^i depth (dreamerv2 ConvEncoder); V3: conv + max-pool
+    if obs_key == keys.PIXELS:  # 4x4 stride-2 convs, 2^i depth (dreamerv2 ConvEncoder, V3 2023); current V3: max-pool
         downsample = "stride" if v2 else cfg.conv
         depths = encoder_depths(w.depth, downsample)
-        encoder = ConvEncoderV3(depths, kernel=4 if v2 else 5, downsample=downsample, style=style)
+        encoder = ConvEncoderV3(depths, kernel=4 if downsample == "stride" else 5, downsample=downsample, style=style)
     elif v2:
-        encoder = MLPV3(obs_shape[0], w.units, cfg.mlp_layers, style=style)  # V2 takes vectors as they are
+        encoder = MLPV3(obs_shape[0], w.vector_units, w.vector_layers, style=style)  # V2 takes vectors as they are
     else:
-        encoder = vector_encoder(obs_shape[0], w.units, cfg.mlp_layers, style)
+        encoder = vector_encoder(obs_shape[0], w.vector_units, w.vector_layers, style)
     if v2:  # dreamerv2 EnsembleRSSM: one input layer, GRUCell(norm=True), one prior layer
         core = NormGRU(w.deter, latent.sample_dim, action_dim, w.hidden, style=style, gate_norm="layer")
+        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
+    elif cfg.nets == "2023":  # 84ecf19 RSSM: img_in, GRU with normed gates, one prior and one posterior layer
+        core = NormGRU(w.deter, latent.sample_dim, action_dim, w.hidden, style=style)
         rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
     else:
         core = BlockGRU(w.deter, latent.sample_dim, action_dim, w.hidden, cfg.blocks, style=style)
@@ -115,9 +129,9 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
         decoder = MSEHead(ConvDecoderV3(rssm.state_dim, w.deter, depths, w.units, blocks=cfg.blocks, style=style),
                           event_dims=3)
     elif v2:
-        decoder = NormalHead(MLPV3(feat, w.units, cfg.mlp_layers, out_dim=obs_shape[0], style=style))
+        decoder = NormalHead(MLPV3(feat, w.vector_units, w.vector_layers, out_dim=obs_shape[0], style=style))
     else:
-        decoder = SymlogMSEHead(MLPV3(feat, w.units, cfg.mlp_layers, out_dim=obs_shape[0], style=style))
+        decoder = SymlogMSEHead(MLPV3(feat, w.vector_units, w.vector_layers, out_dim=obs_shape[0], style=style))
     reward = _scalar_head(feat, w, cfg.head_layers, cfg, style)
     world_model = DreamerWorldModel(encoder, rssm, decoder, reward, obs_key)
     world_model.continue_head = (BernoulliHead(MLPV3(feat, w.units, cfg.head_layers, out_dim=1, style=style))
@@ -126,9 +140,9 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
 
 
 def make_family_actor(feature_dim: int, action_dim: int, cfg: ModelConfig) -> TensorDictModule:
-    """V3's bounded-normal actor (output layer scaled by 0.01) on the features."""
+    """V3's bounded-normal actor (output layer scaled by ``actor_outscale``: current 0.01, 2023 1.0) on the features."""
     w, style = widths(cfg), _style(cfg)
-    net = MLPV3(feature_dim, w.units, cfg.mlp_layers, out_dim=2 * action_dim, style=style, outscale=0.01)
+    net = MLPV3(feature_dim, w.units, cfg.mlp_layers, out_dim=2 * action_dim, style=style, outscale=cfg.actor_outscale)
     actor = BoundedNormalActor(net, cfg.actor_min_std, cfg.actor_max_std)
     return TensorDictModule(actor, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
 
@@ -172,7 +186,8 @@ def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg
     actor_loss = ImaginedActorLoss(actor, value, world_model.rssm, world_model.reward_head, world_model.continue_head,
                                    return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
                                    reinforce=l.actor_reinforce, entropy=l.actor_entropy,
-                                   continue_has_discount=contdisc, target_value=target_value)
+                                   continue_has_discount=contdisc, target_value=target_value,
+                                   backprop_baseline=l.actor_backprop_baseline)
     value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
                                     replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
     hooks = [slow] + ([return_norm] if return_norm is not None else [])
@@ -189,9 +204,11 @@ def make_family_update(agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, a
         phases = [Phase(SINGLE_PHASE, loss, params, optimizer, clip=float("inf"))]
     else:
         phases = []
-        for name, loss, module, lr in (("model", agent.model_loss, agent.world_model, o.model_lr),
-                                       ("actor", agent.actor_loss, agent.actor, o.actor_lr),
-                                       ("value", agent.value_loss, agent.value, o.value_lr)):
+        model_eps, model_clip = o.model_adam_eps or o.adam_eps, o.model_grad_clip or o.grad_clip
+        for name, loss, module, lr, eps, clip in (
+                ("model", agent.model_loss, agent.world_model, o.model_lr, model_eps, model_clip),
+                ("actor", agent.actor_loss, agent.actor, o.actor_lr, o.adam_eps, o.grad_clip),
+                ("value", agent.value_loss, agent.value, o.value_lr, o.adam_eps, o.grad_clip)):
             params = trainable(module)
-            phases.append(Phase(name, loss, params, v2_adam(params, lr, o.adam_eps, o.weight_decay), o.grad_clip))
+            phases.append(Phase(name, loss, params, v2_adam(params, lr, eps, o.weight_decay), clip))
     return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast)

@@ -221,11 +221,9 @@ def test_shared_critic_output_gives_the_same_critic_loss_and_gradients():
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-6) and torch.allclose(out[0][1], out[1][1], atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v3-2023: with reinforce 0 the baseline v(s_t) is a stop-gradient here; the 2023 code "
-    "(84ecf19 agent.py ImagActorCritic.loss, backprop: -(normed_ret - normed_base), base = critic(traj)[:-1] "
-    "on states that depend on the actor through the dynamics) differentiates it too"))
-def test_backprop_objective_differentiates_the_baseline_as_the_2023_code():
+@pytest.mark.parametrize("baseline", [True, False])
+def test_backprop_objective_differentiates_the_baseline_as_the_2023_code(baseline):
+    """backprop_baseline=True: the 2023 code's -(R_t - v(s_t)) / S, both differentiated; False: sg(v(s_t))."""
     torch.manual_seed(0)
     N, gamma, lam, scale = 3, 0.97, 0.95, 2.0
     state = torch.randn(N, H + 1, S, requires_grad=True)  # stands for states that depend on the actor
@@ -234,7 +232,8 @@ def test_backprop_objective_differentiates_the_baseline_as_the_2023_code():
     reward, value = Linear(seed=3), value_module()
     loss_fn = FixedRollout(traj, torch.randn(N, H, A), actor=actor_module(), value=value, rssm=None,
                            reward_head=reward, continue_head=None, return_norm=lambda x, update: (0.0, scale),
-                           horizon=H, discount=gamma, lmbda=lam, reinforce=0.0, entropy=0.0)
+                           horizon=H, discount=gamma, lmbda=lam, reinforce=0.0, entropy=0.0,
+                           backprop_baseline=baseline)
     start = TensorDict({keys.STATE: state[:, 0].detach(), keys.BELIEF: belief[:, 0]}, [N])
     (got,) = torch.autograd.grad(loss_fn(start)[0]["loss_actor"], state)
     r, v = reward(*traj)[..., 0], value.module(*traj)[..., 0]
@@ -245,7 +244,8 @@ def test_backprop_objective_differentiates_the_baseline_as_the_2023_code():
         for t in reversed(range(H)):
             ret[t] = r[n, t + 1] + gamma * ((1 - lam) * v[n, t + 1] + lam * ret[t + 1])
         for t in range(H):
-            total = total - gamma**t * (ret[t] - v[n, t]) / scale
+            base = v[n, t] if baseline else v[n, t].detach()
+            total = total - gamma**t * (ret[t] - base) / scale
     (want,) = torch.autograd.grad(total / (N * H), state)
     torch.testing.assert_close(got, want)
 

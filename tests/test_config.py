@@ -438,7 +438,7 @@ def test_validate_allows_small_images_for_state_observations():
 
 
 @pytest.mark.parametrize("preset, name, value, fragment", [
-    ("dreamer_v3_proprio", "loss.actor_reinforce", 0.0, "optim.kind adam"),
+    ("dreamer_v3_proprio_current", "loss.actor_reinforce", 0.0, "optim.kind adam"),
     ("dreamer_v2", "loss.actor_reinforce", 1.5, "in [0, 1]"),
     ("paper", "optim.kind", "laprop", "dreamer_v2/dreamer_v3"),
     ("paper", "loss.kl", "dyn_rep", "free_nats for model.agent dreamer"),
@@ -446,6 +446,8 @@ def test_validate_allows_small_images_for_state_observations():
     ("dreamer_v3_proprio", "schedule.train_ratio", -1.0, ">= 0"),
     ("dreamer_v3_proprio", "model.classes", 1, ">= 2"),
     ("dreamer_v3", "behavior.kind", "planner", "actor for model.agent"),
+    ("dreamer_v3_proprio", "model.vector_units", -1, ">= 0 (0: model.mlp_hidden)"),
+    ("dreamer_v3_proprio", "optim.model_grad_clip", -1.0, ">= 0 (0: optim.grad_clip)"),
 ])
 def test_family_fields_are_validated_by_name(preset, name, value, fragment):
     cfg = config.PRESETS[preset]()
@@ -455,7 +457,7 @@ def test_family_fields_are_validated_by_name(preset, name, value, fragment):
 
 
 def test_v3_2023_choices_are_one_field_each():
-    cfg = config.PRESETS["dreamer_v3_proprio"]()
+    cfg = config.PRESETS["dreamer_v3_proprio_current"]()
     for name, value in [("loss.dyn_scale", 0.5), ("model.norm", "layer"), ("optim.kind", "adam"),
                         ("loss.actor_reinforce", 0.0), ("loss.replay_value_scale", 0.0), ("env.action_repeat", 2),
                         ("schedule.train_ratio", 512.0)]:

@@ -14,7 +14,7 @@ from dreamer_trl import keys
 from dreamer_trl.config import PRESETS
 from dreamer_trl.distributed import World, check_identical, make_data_parallel, rank_seed
 
-PRESETS_CHECKED = ["debug", "planet_state", "dreamer_v2", "dreamer_v3_proprio"]
+PRESETS_CHECKED = ["debug", "planet_state", "dreamer_v2", "dreamer_v3_proprio", "dreamer_v3_proprio_current"]
 B, T, A, O = 4, 6, 2, 5  # B: the concatenated batch; each of 2 ranks takes B // 2
 
 
@@ -23,7 +23,7 @@ def tiny(name):
     cfg = PRESETS[name]()
     m = cfg.model
     m.size, m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.state_dim, m.classes = "custom", 16, 16, 16, 4, 4
-    m.blocks = min(m.blocks, 2)
+    m.blocks, m.vector_layers, m.vector_units = min(m.blocks, 2), 0, 0
     cfg.loss.horizon = 4
     if cfg.loss.kl != "dyn_rep":
         cfg.loss.free_nats = 0.0

@@ -1,6 +1,7 @@
 """DreamerV2/V3 from the family's parts: every preset builds, acts and runs updates; the pieces are wired as
 the official code wires them."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from dreamer_trl import keys
 from dreamer_trl.config import PRESETS
 from dreamer_trl.family import SINGLE_PHASE, widths
 
-FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio"]
+FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"]
 B, T, A, O = 2, 6, 2, 5
 
 
@@ -19,7 +20,7 @@ def small(name):
     cfg = PRESETS[name]()
     m = cfg.model
     if cfg.model.agent == "dreamer_v3":
-        m.size = "size1m"
+        m.size, m.vector_layers, m.vector_units = "size1m", 0, 0
     else:
         m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.cnn_depth, m.state_dim, m.classes = 16, 16, 16, 4, 4, 4
     cfg.loss.horizon = 4
@@ -78,7 +79,7 @@ def test_policy_acts_at_the_latent_widths(name):
 
 
 def test_v3_slow_critic_and_return_statistics_move_and_are_checkpointed():
-    cfg, obs_key, agent, update = build("dreamer_v3_proprio")
+    cfg, obs_key, agent, update = build("dreamer_v3_proprio_current")
     slow, norm = agent.hooks
     with torch.no_grad():  # the reward head starts at exactly 0 (zero output layer): give it some returns
         for p in agent.world_model.reward_head.parameters():
@@ -91,15 +92,17 @@ def test_v3_slow_critic_and_return_statistics_move_and_are_checkpointed():
     assert any(moved)
     state = update.state_dict()
     assert set(state["hooks"]) == {"0", "1"}
-    _, _, agent2, update2 = build("dreamer_v3_proprio")
+    _, _, agent2, update2 = build("dreamer_v3_proprio_current")
     update2.load_state_dict(state)
     assert torch.equal(agent2.hooks[1].hi, norm.hi) and agent2.hooks[0].count == 3
 
 
 def test_v3_continue_head_target_holds_the_discount():
-    cfg, obs_key, agent, _ = build("dreamer_v3_proprio")
+    cfg, obs_key, agent, _ = build("dreamer_v3_proprio_current")
     assert agent.model_loss.continue_discount == pytest.approx(1 - 1 / 333)
     assert agent.actor_loss.continue_has_discount
+    _, _, agent, _ = build("dreamer_v3_proprio")  # 2023: the head learns 1 - terminal, gamma applied after
+    assert agent.model_loss.continue_discount == 1.0 and not agent.actor_loss.continue_has_discount
 
 
 def test_v2_uses_the_target_critic_for_returns_and_no_slow_regulariser():
@@ -112,7 +115,7 @@ def test_v2_uses_the_target_critic_for_returns_and_no_slow_regulariser():
 
 
 def test_sizes_set_the_widths():
-    cfg = PRESETS["dreamer_v3"]()
+    cfg = PRESETS["dreamer_v3_current"]()
     w = widths(cfg.model)
     assert (w.deter, w.hidden, w.groups, w.classes, w.units) == (8192, 1024, 32, 64, 1024)
     cfg.model.size = "size1m"
@@ -161,3 +164,72 @@ def test_v3_stride_image_networks_are_one_field_away():
     assert strides == {(2, 2)}
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in agent.world_model.decoder.modules())
     assert torch.isfinite(update.update(batch(keys.PIXELS))["loss/model_reco"])
+
+
+# The presets follow the code behind the official DMC score files: danijar/dreamerv3 added
+# scores/data/dmcproprio_dreamerv3.json.gz (and dmcvision) in 423291a (2023-05-06, the 2023 configs.yaml);
+# 2411f7d (2024) moved them to scores/dmc_proprio-dreamerv3.json.gz with the same values.
+
+def test_v3_presets_hold_the_2023_dmc_numbers():
+    cfg = PRESETS["dreamer_v3_proprio"]()
+    m, l, o, s = cfg.model, cfg.loss, cfg.optim, cfg.schedule
+    official = {  # 423291a configs.yaml defaults + dmc_proprio (rssm.deter 512, .*\.units 512, .*\.layers 2)
+        "action repeat": (cfg.env.action_repeat, 2), "train ratio": (s.train_ratio, 512),
+        "batch": ((s.batch_size, s.seq_len), (16, 64)), "deter": (m.belief_dim, 512), "rssm units": (m.rssm_hidden, 512),
+        "latents": ((m.state_dim, m.classes), (32, 32)), "unimix": (m.unimix, 0.01), "norm": (m.norm, "layer"),
+        "head units": (m.mlp_hidden, 512), "actor/critic layers": (m.mlp_layers, 2), "reward/cont layers": (m.head_layers, 2),
+        "encoder/decoder": ((m.vector_layers, m.vector_units), (5, 1024)), "bins": (m.twohot_bins, 255),
+        "two-hot space": (m.twohot_space, "symlog"), "actor outscale": (m.actor_outscale, 1.0),
+        "std": ((m.actor_min_std, m.actor_max_std), (0.1, 1.0)), "kl": ((l.dyn_scale, l.rep_scale, l.free_nats), (0.5, 0.1, 1.0)),
+        "actor grad": ((l.actor_reinforce, l.actor_backprop_baseline), (0.0, True)), "actent": (l.actor_entropy, 3e-4),
+        "horizon": ((l.horizon, l.lmbda), (15, 0.95)), "discount": (l.gamma, 1 - 1 / 333),
+        "slow critic": ((l.slow_value_rate, l.slow_value_every, l.slow_value_reg), (0.02, 1, 1.0)),
+        "replay critic loss": (l.replay_value_scale, 0.0), "contdisc": (l.continue_discount, False),
+        "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
+        "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
+    }
+    wrong = {k: v for k, v in official.items() if v[0] != pytest.approx(v[1]) and v[0] != v[1]}
+    assert not wrong
+    pixels = PRESETS["dreamer_v3"]()
+    assert pixels.env.from_pixels and (pixels.model.conv, pixels.model.cnn_depth) == ("stride", 32)
+    assert pixels.env.action_repeat == 2 and pixels.schedule.train_ratio == 512
+
+
+def test_v3_2023_networks_are_built_as_the_2023_code():
+    from dreamer_trl.rssm_v3 import NormGRU
+
+    torch.manual_seed(0)
+    cfg = PRESETS["dreamer_v3_proprio"]()
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    wm = agent.world_model
+    assert isinstance(wm.rssm.core, NormGRU) and wm.rssm.belief_dim == 512
+    assert len([m for m in wm.rssm.img_out.modules() if isinstance(m, torch.nn.Linear)]) == 2  # one hidden layer
+    norms = [m for m in wm.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(n.eps == 1e-3 for n in norms)
+
+    def linears(module):
+        return [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+    assert [l.out_features for l in linears(wm.encoder)] == [1024] * 5
+    assert all(l.bias is None for l in linears(wm.encoder))  # no bias before a norm (2023 Linear with norm)
+    assert [l.out_features for l in linears(wm.decoder)] == [1024] * 5 + [O]
+    assert [l.out_features for l in linears(wm.reward_head)] == [512, 512, 255]
+    assert [l.out_features for l in linears(agent.actor)] == [512, 512, 2 * A]
+    assert wm.reward_head.codec.space == "symlog" and agent.value.module.codec.space == "symlog"
+    assert agent.actor_loss.reinforce == 0.0 and agent.actor_loss.backprop_baseline
+    update = dt.make_update(agent, cfg.optim)
+    got = {p.name: (p.optimizer.defaults["lr"], p.optimizer.defaults["eps"], p.clip) for p in update.phases}
+    assert got == {"model": (1e-4, 1e-8, 1000.0), "actor": (3e-5, 1e-5, 100.0), "value": (3e-5, 1e-5, 100.0)}
+    current = dataclasses.replace(cfg.model, actor_outscale=0.01)
+    quiet = dt.family.make_family_actor(wm.rssm.feature_dim, A, current)
+    ratio = linears(agent.actor)[-1].weight.detach().std() / linears(quiet)[-1].weight.detach().std()
+    assert 50 < float(ratio) < 200  # output layer initialised 100x larger than the current code's 0.01
+
+
+def test_v3_2023_pixels_use_4x4_stride_convs():
+    cfg = PRESETS["dreamer_v3"]()
+    encoder = dt.family.make_family_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
+

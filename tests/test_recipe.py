@@ -228,7 +228,7 @@ def test_the_cpu_presets_run_one_thread():
     assert PRESETS["state"]().run.threads == 1 and PRESETS["planet_state"]().run.threads == 1
 
 
-V3_TINY = ["--preset", "dreamer_v3_proprio", "--env.episode-frames", "200", "--schedule.total-env-steps", "600",
+V3_TINY = ["--preset", "dreamer_v3_proprio_current", "--env.episode-frames", "200", "--schedule.total-env-steps", "600",
            "--schedule.prefill-env-steps", "400", "--schedule.train-every", "40", "--schedule.train-ratio", "8",
            "--schedule.batch-size", "4", "--schedule.seq-len", "10", "--schedule.eval-every", "600",
            "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--model.size", "custom",
@@ -248,6 +248,18 @@ def test_dreamer_v3_preset_trains_from_the_recipe_at_its_replay_ratio(tmp_path):
     assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
     state, meta = dt.load_checkpoint(summary["checkpoint"])
     assert meta["config"]["model"]["agent"] == "dreamer_v3" and set(state["optimizers"]) >= {"agent", "hooks"}
+
+
+def test_dreamer_v3_2023_preset_trains_from_the_recipe_per_policy_step(tmp_path):
+    """dreamer_v3_proprio (the 2023 code behind the score files): three Adam phases; train_ratio counts policy
+    steps, so at action repeat 2 the 200 env steps after the prefill earn 100 * 8 / (4 * 10) = 20 updates."""
+    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--model.blocks", "2")]
+    tiny[tiny.index("--preset") + 1:tiny.index("--preset") + 1] = ["dreamer_v3_proprio"]
+    summary, _ = _run(tmp_path, *tiny, "--model.vector-layers", "1", "--model.vector-units", "16")
+    assert summary["env_steps"] == 600 and summary["updates"] == 20 and math.isfinite(summary["final_eval_return"])
+    state, meta = dt.load_checkpoint(summary["checkpoint"])
+    assert meta["config"]["model"]["nets"] == "2023" and meta["config"]["env"]["action_repeat"] == 2
+    assert {"model", "actor", "value"} <= set(state["optimizers"])
 
 
 def test_dreamer_v3_run_resumes_bit_exactly(tmp_path):

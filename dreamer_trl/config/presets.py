@@ -47,14 +47,53 @@ def debug() -> DreamerConfig:
 
 
 def dreamer_v3() -> DreamerConfig:
+    """DreamerV3 from pixels as it produced the official DMC score files: the 2023 code (danijar/dreamerv3
+    84ecf19 / 423291a, configs.yaml ``defaults`` + ``dmc_vision``; the score files were added in 423291a and
+    later only moved). Size ``small``: GRU 512 with LayerNorm gates (no blocks), RSSM layers 512, 32 x 32
+    categoricals with 1% unimix, LayerNorm + SiLU (eps 1e-3, fan-avg init), 4x4 stride-2 convs of depth 32,
+    2 x 512 reward / continue / actor / critic MLPs; symlog-space two-hot heads (255 bins, zero output
+    layers), continue head on 1 - terminal weighting the returns, dyn 0.5 / rep 0.1 with 1 free nat each,
+    dynamics-backprop actor with the baseline differentiated (actor output scale 1.0, entropy 3e-4, std
+    in [0.1, 1]), return normalisation (5th-95th percentile, EMA 0.99, max(1, S)), slow critic (EMA 0.02,
+    regulariser 1), no replay critic loss, Adam per objective (model 1e-4 / eps 1e-8 / clip 1000, actor and
+    critic 3e-5 / eps 1e-5 / clip 100), batch 16 x 64, train ratio 512, action repeat 2. Not reproduced:
+    the learned initial belief (zeros here) and 4 training envs (``--env.num-envs 4``). The current code's
+    configuration is :func:`dreamer_v3_current`. GPU work."""
+    cfg = DreamerConfig()
+    cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
+    cfg.model = ModelConfig(agent="dreamer_v3", nets="2023", latent="categorical", state_dim=32, classes=32,
+                            belief_dim=512, rssm_hidden=512, mlp_hidden=512, cnn_depth=32, conv="stride",
+                            norm="layer", blocks=1, mlp_layers=2, head_layers=2, twohot_bins=255,
+                            twohot_space="symlog", continue_head=True, actor_outscale=1.0)
+    cfg.loss = LossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0, horizon=15, gamma=1 - 1 / 333,
+                          lmbda=0.95, exploration_noise=0.0, actor_reinforce=0.0, actor_backprop_baseline=True,
+                          actor_entropy=3e-4, replay_value_scale=0.0, continue_discount=False)
+    cfg.optim = OptimConfig(kind="adam", model_lr=1e-4, model_adam_eps=1e-8, model_grad_clip=1000.0, actor_lr=3e-5,
+                            value_lr=3e-5, adam_eps=1e-5, grad_clip=100.0)
+    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=1024, train_every=16, train_ratio=512,
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+    return cfg
+
+
+def dreamer_v3_proprio() -> DreamerConfig:
+    """DreamerV3 from proprioception as it produced the official DMC proprio score file (2023 code,
+    ``dmc_proprio``): :func:`dreamer_v3` with vector inputs; the encoder and decoder MLPs keep the default
+    5 x 1024 (the size pattern ``.*\\.units`` does not reach ``mlp_units``); 500k env steps (the score file's
+    budget). Train ratio 512 at action repeat 2: one update per 4 env steps."""
+    cfg = dreamer_v3()
+    cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=2)
+    cfg.model.vector_layers, cfg.model.vector_units = 5, 1024
+    cfg.schedule.total_env_steps = 500_000
+    return cfg
+
+
+def dreamer_v3_current() -> DreamerConfig:
     """DreamerV3 from pixels, the official current configuration (danijar/dreamerv3 e3f0224, configs.yaml
     ``defaults`` + ``dmc_vision``): default size (deter 8192, hidden 1024, 32 x 64 categoricals, units 1024),
-    RMSNorm + SiLU, block GRU (8), symlog / two-hot heads, continue head, dyn 1.0 / rep 0.1 with 1 free nat,
-    REINFORCE, entropy 3e-4, return normalisation, slow critic 0.02, replay critic loss 0.3, one LaProp
-    (lr 4e-5, AGC 0.3, warmup 1000), batch 16 x 64, train ratio 256, action repeat 1. The 2023 paper's
-    choices are each one field away: --loss.dyn-scale 0.5, --model.norm layer, --optim.kind adam,
-    --loss.actor-reinforce 0, --loss.replay-value-scale 0, --env.action-repeat 2, --schedule.train-ratio 512.
-    GPU work."""
+    RMSNorm + SiLU, block GRU (8), symexp two-hot heads, continue head on c * gamma, dyn 1.0 / rep 0.1 with
+    1 free nat, REINFORCE, entropy 3e-4, return normalisation, slow critic 0.02, replay critic loss 0.3, one
+    LaProp (lr 4e-5, AGC 0.3, warmup 1000), batch 16 x 64, train ratio 256, action repeat 1. Not the code
+    behind the official DMC score files (:func:`dreamer_v3`). GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=1)
     cfg.model = ModelConfig(agent="dreamer_v3", size="size200m", latent="categorical", state_dim=32, classes=64,
@@ -67,14 +106,15 @@ def dreamer_v3() -> DreamerConfig:
     return cfg
 
 
-def dreamer_v3_proprio() -> DreamerConfig:
+def dreamer_v3_proprio_current() -> DreamerConfig:
     """DreamerV3 from proprioception, the official current ``dmc_proprio`` configuration: size1m (deter 512,
-    hidden 64, 32 x 4 categoricals, units 64), train ratio 1024, 500k env steps (the budget of the official
-    score file), otherwise as :func:`dreamer_v3`. About one update per env step: slow on CPU."""
-    cfg = dreamer_v3()
+    hidden 64, 32 x 4 categoricals, units 64), train ratio 1024 at action repeat 1 (about one update per env
+    step: slow on CPU), 1.1e6 env steps (its ``run.steps``), otherwise as :func:`dreamer_v3_current`; TorchRL's
+    DreamerV3 walker preset uses these sizes and ratio."""
+    cfg = dreamer_v3_current()
     cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=1)
     cfg.model.size, cfg.model.classes = "size1m", 4
-    cfg.schedule = ScheduleConfig(total_env_steps=500_000, prefill_env_steps=1024, train_every=16, train_ratio=1024,
+    cfg.schedule = ScheduleConfig(total_env_steps=1_100_000, prefill_env_steps=1024, train_every=16, train_ratio=1024,
                                   batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
     return cfg
 
@@ -148,6 +188,7 @@ def planet_state(task: str = "cartpole_balance") -> DreamerConfig:
 PRESETS: dict[str, Callable[..., DreamerConfig]] = {
     "paper": paper, "state": state, "debug": debug, "planet": planet, "planet_state": planet_state,
     "dreamer_v2": dreamer_v2, "dreamer_v3": dreamer_v3, "dreamer_v3_proprio": dreamer_v3_proprio,
+    "dreamer_v3_current": dreamer_v3_current, "dreamer_v3_proprio_current": dreamer_v3_proprio_current,
 }
 
 

@@ -87,6 +87,16 @@ class ModelConfig:
     """V2/V3 actor's minimum std"""
     actor_max_std: float = 1.0
     """V3 actor's maximum std"""
+    nets: Literal["current", "2023"] = "current"
+    """V3 network structure: current (e3f0224: block GRU, 2 prior layers, fan-in init, norm eps 1e-4) or 2023 (84ecf19: dense GRU with normed gates, 1 prior layer, fan-avg init, no biases before norms, eps 1e-3, 4x4 stride convs)"""
+    vector_layers: int = 0
+    """hidden layers of the V2/V3 vector encoder and decoder MLPs; 0: mlp_layers (V3 2023 DMC: 5)"""
+    vector_units: int = 0
+    """width of the V2/V3 vector encoder and decoder MLPs; 0: mlp_hidden (V3 2023 DMC: 1024)"""
+    actor_outscale: float = 0.01
+    """scale of the V3 actor's output-layer initialisation (current code 0.01; 2023 code 1.0)"""
+    twohot_space: Literal["symexp", "symlog"] = "symexp"
+    """two-hot bins and interpolation in value space over symexp-spaced bins (current code) or in symlog space (2023 code, the paper)"""
 
 
 @dataclass
@@ -133,6 +143,8 @@ class LossConfig:
     """scale of the continue head's term of the world-model loss"""
     actor_reinforce: float = 1.0
     """V2/V3 actor gradient mix rho: 1 REINFORCE (V3 current), 0 dynamics backprop (V2 DMC, V3 2023 continuous)"""
+    actor_backprop_baseline: bool = False
+    """dynamics backprop (rho < 1) differentiates the baseline too, -(R_t - v(s_t)) / S (V3 2023 code); False: sg(v(s_t)) (V2)"""
     actor_entropy: float = 3e-4
     """V2/V3 entropy bonus eta (V3: 3e-4; V2: 1e-4)"""
     return_norm: bool = True
@@ -175,6 +187,10 @@ class OptimConfig:
     """LaProp: updates of linear learning-rate warmup"""
     weight_decay: float = 0.0
     """Adam weight decay (V2: 1e-6)"""
+    model_adam_eps: float = 0.0
+    """Adam epsilon of the world model's optimizer; 0: adam_eps (V3 2023: 1e-8, actor and critic 1e-5)"""
+    model_grad_clip: float = 0.0
+    """global-norm clip of the world model's optimizer; 0: grad_clip (V3 2023: 1000, actor and critic 100)"""
 
 
 @dataclass

@@ -95,8 +95,10 @@ class ImaginedActorLoss(LossModule):
             ``value`` (V3, ``slowtar: False``).
         share_value: hand the critic's raw output on s_0..s_{H-1}, with its graph, to :class:`ImaginedCriticLoss`
             ("value_raw"), which then skips its own pass over the same states (same numbers).
-    The dynamics-backprop part of the objective is (R_t - sg(v(s_t))) / S: the baseline carries no gradient
-    (as in V2, whose dynamics objective is the return alone).
+        backprop_baseline: the dynamics-backprop part of the objective is -(R_t - v(s_t)) / S with the
+            baseline differentiated too, through the states that depend on the actor (the 2023 V3 code,
+            84ecf19 ``ImagActorCritic.loss``: ``-(normed_ret - normed_base)``); default False:
+            (R_t - sg(v(s_t))) / S, the baseline a constant (V2, whose dynamics objective is the return alone).
     Returns ``loss_actor`` and the data for :class:`ImaginedCriticLoss`: detached s_0..s_{H-1}, the targets
     R_t, the weights w_t, and R_0 of each start (``"start_return"``, the replay loss's bootstrap).
     """
@@ -107,7 +109,8 @@ class ImaginedActorLoss(LossModule):
     def __init__(self, actor: TensorDictModule, value: TensorDictModule, rssm, reward_head, continue_head=None, *,
                  return_norm=None, horizon: int = 15, discount: float = 1 - 1 / 333, lmbda: float = 0.95,
                  reinforce: float = 1.0, entropy: float = 3e-4, continue_has_discount: bool = True,
-                 target_value: TensorDictModule | None = None, share_value: bool = True):
+                 target_value: TensorDictModule | None = None, share_value: bool = True,
+                 backprop_baseline: bool = False):
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -118,7 +121,7 @@ class ImaginedActorLoss(LossModule):
         self.__dict__.update(rssm=rssm, reward_head=reward_head, continue_head=continue_head)  # not owned
         self.horizon, self.discount, self.lmbda = horizon, discount, lmbda
         self.reinforce, self.entropy_scale, self.continue_has_discount = reinforce, entropy, continue_has_discount
-        self.share_value = share_value
+        self.share_value, self.backprop_baseline = share_value, backprop_baseline
         self.reuse_rollout_terms = True  # False: a second actor pass (same numbers; for tests)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -192,8 +195,9 @@ class ImaginedActorLoss(LossModule):
         objective = self.entropy_scale * entropy
         if self.reinforce > 0:
             objective = objective + self.reinforce * log_prob * advantage.detach()
-        if self.reinforce < 1:  # the return's gradient through the dynamics; the baseline is a constant (V2)
-            objective = objective + (1 - self.reinforce) * (returns - value[:, :-1].detach()) / scale
+        if self.reinforce < 1:  # the return's gradient through the dynamics; the baseline's too in the 2023 code
+            baseline = value[:, :-1] if self.backprop_baseline else value[:, :-1].detach()
+            objective = objective + (1 - self.reinforce) * (returns - baseline) / scale
         loss = TensorDict(
             loss_actor=-(weight * objective).mean(),
             imagined_reward=reward[:, 1:].mean().detach(), imagined_return=returns.mean().detach(),
