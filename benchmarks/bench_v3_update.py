@@ -87,7 +87,14 @@ def run_one(args) -> dict:
         sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    return {"impl": args.impl, "ms": [1e3 * t for t in times], "params": params, "peak_rss_mb": peak_rss_mb(),
+    flops = None
+    if args.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    return {"impl": args.impl, "ms": [1e3 * t for t in times], "gflop": flops and flops / 1e9, "params": params, "peak_rss_mb": peak_rss_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
@@ -111,6 +118,8 @@ def parse(argv=None):
                         "(default: the preset's)")
     p.add_argument("--preset", default="", help="our preset (default: the current-code V3 preset for --obs)")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--flops", action="store_true",
+                   help="with --impl ours: also count one update's FLOPs (torch.utils.flop_counter), after the timing")
     return p.parse_args(argv)
 
 

@@ -7,6 +7,8 @@
 #   bench    - update ms for ours and TorchRL at 50x50 and 200x50, eager and compiled+bf16
 #   learn T  - pixels, paper preset, task T, resuming from $OUT-carried runs/ in 9-minute chunks
 #   bench_v3 - DreamerV3 update ms, ours beside TorchRL's V3 (issue 11): size1m state and size12m pixels, 16x64
+#   bench_v3_2023 - update ms of the presets behind the official score files (dreamer_v3_proprio, dreamer_v3)
+#   learn_v3 T S - dreamer_v3_proprio on task T, seed S, 100k env steps, resuming in 9-minute chunks
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl
@@ -25,6 +27,16 @@ case "${1:-check}" in
     for args in "--size size1m --obs state" "--size size12m --obs pixels --action_dim 6"; do
       python3 benchmarks/bench_v3_update.py --device cuda $args --steps 20 --warmup 3 --rounds 2 --markdown
     done | tee "$OUT/bench_v3.md" ;;
+  bench_v3_2023)
+    for args in "--preset dreamer_v3_proprio --obs state" "--preset dreamer_v3 --obs pixels --action_dim 6"; do
+      python3 benchmarks/bench_v3_update.py --device cuda --impl ours --size preset $args --steps 20 --warmup 3
+    done | tee "$OUT/bench_v3_2023.jsonl" ;;
+  learn_v3)
+    task=${2:?task}; seed=${3:-0}; name="v3-$task-s$seed"
+    timeout 540 python3 recipes/dreamer_dmc.py --preset dreamer_v3_proprio --env.task "$task" --run.seed "$seed" \
+      --run.run-dir runs --run.run-name "$name" --schedule.total-env-steps 100000 --schedule.eval-every 10000 \
+      --run.checkpoint-every 5000 --run.no-progress $( [ -d "runs/$name/checkpoints" ] && echo --resume "runs/$name" ) || true
+    tar czf "$OUT/$name.tgz" "runs/$name/checkpoints" "runs/$name/logs" ;;
   learn)
     task=${2:?task}
     timeout 540 python3 recipes/dreamer_dmc.py --preset paper --env.task "$task" --run.run-dir runs \
