@@ -185,6 +185,7 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
         "horizon": ((l.horizon, l.lmbda), (15, 0.95)), "discount": (l.gamma, 1 - 1 / 333),
         "slow critic": ((l.slow_value_rate, l.slow_value_every, l.slow_value_reg), (0.02, 1, 1.0)),
         "replay critic loss": (l.replay_value_scale, 0.0), "contdisc": (l.continue_discount, False),
+        "imagined continue": (l.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
         "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
         "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
     }
@@ -232,4 +233,5 @@ def test_v3_2023_pixels_use_4x4_stride_convs():
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
+
 
