@@ -235,3 +235,27 @@ def test_v3_2023_pixels_use_4x4_stride_convs():
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
 
 
+
+def official_prefill_policy_steps(envs: int, length: int = 64, batch_steps: int = 16 * 64, chunk: int = 100) -> int:
+    """Policy steps of random actions in the 2023 code, as a plain loop: 423291a ``embodied/run/train.py`` runs
+    ``driver(random_agent.policy, steps=100)`` while ``len(replay) < max(batch_steps, train_fill)`` (train_fill
+    0); ``Driver.__call__`` steps all envs at once until it has counted ``chunk`` env steps; ``replay/generic.py``
+    ``Generic.add`` stores one ``length``-step window per step once a worker's stream holds ``length`` steps
+    (stride 1) and ``__len__`` counts the windows."""
+    per_env = windows = 0
+    while windows < batch_steps:
+        counted = 0
+        while counted < chunk:
+            per_env += 1
+            counted += envs
+        windows = envs * max(0, per_env - length + 1)
+    return envs * per_env
+
+
+def test_v3_2023_presets_prefill_until_the_replay_holds_a_batch_of_windows():
+    assert official_prefill_policy_steps(1) == 1100 and official_prefill_policy_steps(4) == 1300
+    for name in ("dreamer_v3", "dreamer_v3_proprio"):
+        cfg = PRESETS[name]()
+        s, repeat = cfg.schedule, cfg.env.action_repeat
+        frames = official_prefill_policy_steps(cfg.env.num_envs, s.seq_len, s.batch_size * s.seq_len) * repeat
+        assert s.prefill_env_steps == -(-frames // s.train_every) * s.train_every  # the next collected batch
