@@ -187,7 +187,7 @@ def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg
                                    return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
                                    reinforce=l.actor_reinforce, entropy=l.actor_entropy,
                                    continue_has_discount=contdisc, target_value=target_value,
-                                   backprop_baseline=l.actor_backprop_baseline)
+                                   backprop_baseline=l.actor_backprop_baseline, continue_mode=l.continue_mode)
     value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
                                     replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
     hooks = [slow] + ([return_norm] if return_norm is not None else [])

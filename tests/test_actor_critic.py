@@ -275,3 +275,65 @@ def test_one_hot_actor_mixes_samples_one_hot_and_trains_by_reinforce():
         (-(d.log_prob(a) * advantage).mean()).backward()
         opt.step()
     assert actor.dist(state[:1], belief[:1]).probs[0, 1] > 0.9
+
+
+class Bernoulli(Sigmoid):
+    """A continue head with BernoulliHead's mode (the logit's sign)."""
+
+    def mode(self, raw):
+        return (raw > 0).to(raw.dtype)
+
+
+def test_mode_continue_matches_the_2023_imagination_and_carries_no_gradient():
+    """continue_mode="mode": 423291a ``WorldModel.imagine`` (``cont = cont_head(traj).mode()``, c_0 = 1 - is_terminal
+    of the start, 1 here; ``weight = cumprod(discount * cont) / discount``), ``VFunction.score`` and
+    ``ImagActorCritic.loss`` (backprop, differentiated baseline), written as a loop; the continue head gives
+    the states no gradient."""
+    torch.manual_seed(0)
+    N, gamma, lam, eta, scale = 4, 0.97, 0.95, 3e-3, 2.0
+    state = torch.randn(N, H + 1, S, requires_grad=True)  # stands for states that depend on the actor
+    belief = torch.randn(N, H + 1, D)
+    traj, actions = LatentState(state, belief), torch.randn(N, H, A)
+    reward, value, cont = Linear(seed=3), value_module(), Bernoulli(seed=4)
+    with torch.no_grad():
+        raw = cont(*traj)[..., 0]
+    assert (raw[:, 1:] > 0).any() and (raw[:, 1:] < 0).any()  # both modes occur
+    loss_fn = FixedRollout(traj, actions, actor=actor_module(), value=value, rssm=None, reward_head=reward,
+                           continue_head=cont, return_norm=lambda x, update: (0.0, scale), horizon=H,
+                           discount=gamma, lmbda=lam, reinforce=0.0, entropy=eta, continue_has_discount=False,
+                           backprop_baseline=True, continue_mode="mode")
+    start = TensorDict({keys.STATE: state[:, 0].detach(), keys.BELIEF: belief[:, 0]}, [N])
+    loss, data = loss_fn(start)
+    (got,) = torch.autograd.grad(loss["loss_actor"], state)
+    r, v = reward(*traj)[..., 0], value.module(*traj)[..., 0]
+    ent = loss_fn.actor.module.dist(state[:, :-1], belief[:, :-1]).entropy()
+    c = (raw > 0).float()
+    c[:, 0] = 1.0  # first_cont: the start is not terminal
+    total = 0.0
+    for n in range(N):
+        ret = [None] * (H + 1)
+        ret[H] = v[n, H]
+        for t in reversed(range(H)):
+            disc = gamma * c[n, t + 1]
+            ret[t] = r[n, t + 1] + disc * ((1 - lam) * v[n, t + 1] + lam * ret[t + 1])
+        for t in range(H):
+            w = math.prod(gamma * c[n, k].item() for k in range(t + 1)) / gamma
+            total = total - w * ((ret[t] - v[n, t]) / scale + eta * ent[n, t])
+            assert data["imagined", "weight"][n, t, 0].item() == pytest.approx(w, rel=1e-6)
+        assert data["imagined", keys.LAMBDA_TARGET][n, :, 0].tolist() == pytest.approx(
+            [x.item() for x in ret[:-1]], abs=1e-5)
+    want_loss = total / (N * H)
+    (want,) = torch.autograd.grad(want_loss, state)
+    assert loss["loss_actor"].item() == pytest.approx(want_loss.item(), rel=1e-5)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="continue_mode"):
+        ImaginedActorLoss(actor_module(), value, None, reward, cont, continue_mode="sample")
+
+
+def test_v3_presets_read_the_continue_head_as_their_code_does():
+    from dreamer_trl.config import PRESETS
+
+    assert PRESETS["dreamer_v3_proprio"]().loss.continue_mode == "mode"  # 2023: cont_head(traj).mode()
+    assert PRESETS["dreamer_v3"]().loss.continue_mode == "mode"
+    assert PRESETS["dreamer_v3_current"]().loss.continue_mode == "prob"  # current: con.prob(1)
+    assert PRESETS["dreamer_v3_proprio_current"]().loss.continue_mode == "prob"

@@ -185,6 +185,7 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
         "horizon": ((l.horizon, l.lmbda), (15, 0.95)), "discount": (l.gamma, 1 - 1 / 333),
         "slow critic": ((l.slow_value_rate, l.slow_value_every, l.slow_value_reg), (0.02, 1, 1.0)),
         "replay critic loss": (l.replay_value_scale, 0.0), "contdisc": (l.continue_discount, False),
+        "imagined continue": (l.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
         "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
         "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
     }
@@ -233,3 +234,47 @@ def test_v3_2023_pixels_use_4x4_stride_convs():
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
 
+
+
+def official_prefill_policy_steps(envs: int, length: int = 64, batch_steps: int = 16 * 64, chunk: int = 100) -> int:
+    """Policy steps of random actions in the 2023 code, as a plain loop: 423291a ``embodied/run/train.py`` runs
+    ``driver(random_agent.policy, steps=100)`` while ``len(replay) < max(batch_steps, train_fill)`` (train_fill
+    0); ``Driver.__call__`` steps all envs at once until it has counted ``chunk`` env steps; ``replay/generic.py``
+    ``Generic.add`` stores one ``length``-step window per step once a worker's stream holds ``length`` steps
+    (stride 1) and ``__len__`` counts the windows."""
+    per_env = windows = 0
+    while windows < batch_steps:
+        counted = 0
+        while counted < chunk:
+            per_env += 1
+            counted += envs
+        windows = envs * max(0, per_env - length + 1)
+    return envs * per_env
+
+
+def test_v3_2023_presets_prefill_until_the_replay_holds_a_batch_of_windows():
+    assert official_prefill_policy_steps(1) == 1100 and official_prefill_policy_steps(4) == 1300
+    for name in ("dreamer_v3", "dreamer_v3_proprio"):
+        cfg = PRESETS[name]()
+        s, repeat = cfg.schedule, cfg.env.action_repeat
+        frames = official_prefill_policy_steps(cfg.env.num_envs, s.seq_len, s.batch_size * s.seq_len) * repeat
+        assert s.prefill_env_steps == -(-frames // s.train_every) * s.train_every  # the next collected batch
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "review v3 2023: DreamerUpdate runs every phase's loss before any optimizer steps, so the actor imagines "
+    "with the world model of before this update's model step; 423291a agent.py Agent.train runs self.wm.train "
+    "(jaxutils.Optimizer writes the stepped parameters into the context) before self.task_behavior.train, "
+    "whose self.wm.imagine uses them (the starts are the posteriors of the model loss, before the step)"))
+def test_v3_2023_actor_imagines_with_the_world_model_after_its_step():
+    _, obs_key, agent, update = build("dreamer_v3_proprio")
+    seen = {}
+    forward = agent.actor_loss.forward
+
+    def spy(tensordict):
+        seen["rssm"] = [p.detach().clone() for p in agent.world_model.rssm.parameters()]
+        return forward(tensordict)
+
+    agent.actor_loss.forward = spy
+    update.update(batch(obs_key))
+    assert all(torch.equal(a, b) for a, b in zip(seen["rssm"], agent.world_model.rssm.parameters()))

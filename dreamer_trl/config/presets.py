@@ -52,11 +52,16 @@ def dreamer_v3() -> DreamerConfig:
     later only moved). Size ``small``: GRU 512 with LayerNorm gates (no blocks), RSSM layers 512, 32 x 32
     categoricals with 1% unimix, LayerNorm + SiLU (eps 1e-3, fan-avg init), 4x4 stride-2 convs of depth 32,
     2 x 512 reward / continue / actor / critic MLPs; symlog-space two-hot heads (255 bins, zero output
-    layers), continue head on 1 - terminal weighting the returns, dyn 0.5 / rep 0.1 with 1 free nat each,
+    layers), continue head on 1 - terminal, read by its mode (0 or 1) in imagination, where the start's own
+    flag is 1 (``WorldModel.imagine``), dyn 0.5 / rep 0.1 with 1 free nat each,
     dynamics-backprop actor with the baseline differentiated (actor output scale 1.0, entropy 3e-4, std
     in [0.1, 1]), return normalisation (5th-95th percentile, EMA 0.99, max(1, S)), slow critic (EMA 0.02,
     regulariser 1), no replay critic loss, Adam per objective (model 1e-4 / eps 1e-8 / clip 1000, actor and
-    critic 3e-5 / eps 1e-5 / clip 100), batch 16 x 64, train ratio 512, action repeat 2. Not reproduced:
+    critic 3e-5 / eps 1e-5 / clip 100), batch 16 x 64, train ratio 512, action repeat 2; random actions
+    until the replay holds batch 16 x 64 = 1024 sequences (``embodied/run/train.py``: ``len(replay)`` counts
+    the 64-step windows, one per step once an env's stream holds 64, filled in 100-step driver calls): 1100
+    policy steps with one env (1300 with 4 envs), here 2208 env steps, the next multiple of train_every. Not
+    reproduced:
     the learned initial belief (zeros here) and 4 training envs (``--env.num-envs 4``). The current code's
     configuration is :func:`dreamer_v3_current`. GPU work."""
     cfg = DreamerConfig()
@@ -67,10 +72,10 @@ def dreamer_v3() -> DreamerConfig:
                             twohot_space="symlog", continue_head=True, actor_outscale=1.0)
     cfg.loss = LossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0, horizon=15, gamma=1 - 1 / 333,
                           lmbda=0.95, exploration_noise=0.0, actor_reinforce=0.0, actor_backprop_baseline=True,
-                          actor_entropy=3e-4, replay_value_scale=0.0, continue_discount=False)
+                          actor_entropy=3e-4, replay_value_scale=0.0, continue_discount=False, continue_mode="mode")
     cfg.optim = OptimConfig(kind="adam", model_lr=1e-4, model_adam_eps=1e-8, model_grad_clip=1000.0, actor_lr=3e-5,
                             value_lr=3e-5, adam_eps=1e-5, grad_clip=100.0)
-    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=1024, train_every=16, train_ratio=512,
+    cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2208, train_every=16, train_ratio=512,
                                   batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
     return cfg
 

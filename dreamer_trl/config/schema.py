@@ -159,6 +159,8 @@ class LossConfig:
     """V3 current code: scale of the critic loss on replayed states (0: off)"""
     continue_discount: bool = True
     """V3 current code: the continue head learns c * gamma ("contdisc"), so gamma is not applied again"""
+    continue_mode: Literal["prob", "mode"] = "prob"
+    """V3: imagination reads the continue head's probability at every state (current code) or its mode, 0 or 1, with c_0 = 1 for the start (2023 code)"""
 
 
 @dataclass

@@ -9,6 +9,7 @@ hold it) the lambda-return is
     R_t = r_{t+1} + gamma c_{t+1} ((1 - lambda) v(s_{t+1}) + lambda R_{t+1}),   R_H = v(s_H)       (V3 Eq. 7)
 
 and each step is weighted by w_t = prod_{k<=t} c_k (the probability that the episode is still running).
+The 2023 V3 code reads the continue head by its mode instead (c_t in {0, 1}, c_0 = 1; ``continue_mode``).
 
 - Actor (V3 Eq. 11): L = -sum_t w_t [ rho sg(A_t) log pi(a_t|s_t) + (1 - rho) (R_t - sg(v_t)) / S + eta H[pi(.|s_t)] ]
   with the advantage A_t = (R_t - v(s_t)) / max(1, S) and S the return scale of
@@ -99,6 +100,11 @@ class ImaginedActorLoss(LossModule):
             baseline differentiated too, through the states that depend on the actor (the 2023 V3 code,
             84ecf19 ``ImagActorCritic.loss``: ``-(normed_ret - normed_base)``); default False:
             (R_t - sg(v(s_t))) / S, the baseline a constant (V2, whose dynamics objective is the return alone).
+        continue_mode: how the continue head's output becomes c_t: "prob", its probability for every state
+            s_0..s_H (V3 current code, ``con.prob(1)``), with gradient into the states under dynamics
+            backprop; "mode", the 2023 code (423291a ``WorldModel.imagine``: ``cont_head(traj).mode()`` for
+            s_1..s_H and c_0 = 1 - is_terminal of the start, ``first_cont``): 1 where the logit is positive,
+            else 0, no gradient, and c_0 = 1 (a start row here is never a terminal observation).
     Returns ``loss_actor`` and the data for :class:`ImaginedCriticLoss`: detached s_0..s_{H-1}, the targets
     R_t, the weights w_t, and R_0 of each start (``"start_return"``, the replay loss's bootstrap).
     """
@@ -110,18 +116,20 @@ class ImaginedActorLoss(LossModule):
                  return_norm=None, horizon: int = 15, discount: float = 1 - 1 / 333, lmbda: float = 0.95,
                  reinforce: float = 1.0, entropy: float = 3e-4, continue_has_discount: bool = True,
                  target_value: TensorDictModule | None = None, share_value: bool = True,
-                 backprop_baseline: bool = False):
+                 backprop_baseline: bool = False, continue_mode: str = "prob"):
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if not 0.0 <= reinforce <= 1.0:
             raise ValueError(f"reinforce (rho) must be in [0, 1], got {reinforce}")
+        if continue_mode not in ("prob", "mode"):
+            raise ValueError(f"continue_mode must be prob or mode, got {continue_mode!r}")
         self.actor, self.value, self.return_norm = actor, value, return_norm
         self.__dict__["target_value"] = target_value  # a slow copy, updated by a hook
         self.__dict__.update(rssm=rssm, reward_head=reward_head, continue_head=continue_head)  # not owned
         self.horizon, self.discount, self.lmbda = horizon, discount, lmbda
         self.reinforce, self.entropy_scale, self.continue_has_discount = reinforce, entropy, continue_has_discount
-        self.share_value, self.backprop_baseline = share_value, backprop_baseline
+        self.share_value, self.backprop_baseline, self.continue_mode = share_value, backprop_baseline, continue_mode
         self.reuse_rollout_terms = True  # False: a second actor pass (same numbers; for tests)
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
@@ -158,9 +166,13 @@ class ImaginedActorLoss(LossModule):
 
     def continues(self, traj: LatentState) -> torch.Tensor:
         """gamma * c_t for t = 0..H ``[N, L, 1]``, c_t the continue head's probability (1 without one; V3's
-        current code predicts c_0 too)."""
+        current code predicts c_0 too), or with ``continue_mode="mode"`` its mode and c_0 = 1 (2023 code)."""
         if self.continue_head is None:
             cont = torch.ones_like(traj.state[..., :1])
+        elif self.continue_mode == "mode":
+            with torch.no_grad():
+                cont = self.continue_head.mode(self.continue_head(*traj))
+            cont = torch.cat([torch.ones_like(cont[..., :1, :]), cont[..., 1:, :]], -2)
         else:
             cont = self.continue_head.pred(self.continue_head(*traj))
         return cont if self.continue_has_discount and self.continue_head is not None else cont * self.discount
