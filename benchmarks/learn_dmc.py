@@ -28,6 +28,9 @@ field can be overridden after the script's own flags, as in the recipe (``--sche
   --schedule.seq-len 64 --schedule.prefill-env-steps 1000 --schedule.eval-episodes 10`` (updates start at
   1040 steps, one sampled window of 16 x 65; official: 1024).
 
+``--resume`` (ours) continues ``OUT/run`` from its latest checkpoint: stop a long run with SIGTERM (it
+checkpoints first) and call the same command with ``--resume`` in the next session.
+
 All write ``OUT/curve.csv`` (``env_steps,eval_return``) and ``OUT/summary.json``. Env steps are frames
 after action repeat.
 """
@@ -71,12 +74,17 @@ def write_curve(out: Path, evaluations: list[tuple[int, float]], summary: dict) 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def run_ours(argv: list[str], out: Path) -> list[tuple[int, float]]:
+def run_ours(argv: list[str], out: Path, resume: bool = False) -> list[tuple[int, float]]:
+    """The recipe in ``OUT/run``; ``resume``: continue ``OUT/run`` from its latest checkpoint (a run stopped by
+    SIGTERM checkpoints first), whose evaluations come back whole."""
     spec = importlib.util.spec_from_file_location("dreamer_dmc", RECIPE)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    summary = recipe.main([*argv, "--run.run-dir", str(out), "--run.run-name", "run", "--run.no-progress",
-                           "--run.no-tensorboard"])
+    if resume:
+        summary = recipe.main(["--resume", str(out / "run"), "--run.no-progress"])
+    else:
+        summary = recipe.main([*argv, "--run.run-dir", str(out), "--run.run-name", "run", "--run.no-progress",
+                               "--run.no-tensorboard"])
     return [(int(s), float(r)) for s, r in summary["evaluations"]]
 
 
@@ -242,6 +250,8 @@ def main(argv=None) -> dict | None:
     p.add_argument("--torchrl_free_nats", type=float, default=3.0,
                    help="TorchRL's free nats (its recipe's 3; it clamps each KL element, not the batch mean)")
     p.add_argument("--torchrl_v3_size", default="size1m", help="TorchRL V3's model size (torchrl_v3 only)")
+    p.add_argument("--resume", action="store_true",
+                   help="ours: continue OUT/run from its latest checkpoint (same flags as the first call)")
     p.add_argument("--train_ratio", type=float, default=1024.0,
                    help="replayed steps per policy step (torchrl_v3 only; official dmc_proprio: 1024)")
     args, overrides = p.parse_known_args(argv)
@@ -265,7 +275,9 @@ def main(argv=None) -> dict | None:
 
         evaluations = run_torchrl_v3(cfg, out, args.torchrl_v3_size, args.train_ratio)
     else:
-        evaluations = (run_ours(config_argv, out) if args.impl == "ours"
+        if args.resume and args.impl != "ours":
+            p.error("--resume is for --impl ours")
+        evaluations = (run_ours(config_argv, out, args.resume) if args.impl == "ours"
                        else run_torchrl(cfg, out, args.torchrl_free_nats))
     summary = {"impl": args.impl, "task": args.task, "seed": args.seed, "env_steps": args.env_steps,
                "config_argv": config_argv, "evaluations": evaluations,

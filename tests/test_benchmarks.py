@@ -97,6 +97,16 @@ def test_learn_dmc_smallest_budget(impl, tmp_path):
     assert summary["evaluations"][-1][0] == 400
 
 
+def test_learn_dmc_resumes_a_stopped_run_and_writes_the_whole_curve(tmp_path):
+    out, learn = tmp_path / "ours", _script("learn_dmc")
+    args = ["--impl", "ours", "--task", "cartpole_swingup", "--env_steps", "400", "--seed", "0", "--out", str(out),
+            *TINY_LEARN, "--run.checkpoint-every", "200"]
+    learn.main([*args, "--run.stop-at-env-steps", "200"])
+    summary = learn.main([*args, "--resume"])
+    assert [s for s, _ in summary["evaluations"]] == [200, 400]
+    assert [int(r["env_steps"]) for r in csv.DictReader(open(out / "curve.csv"))] == [200, 400]
+
+
 def test_learn_dmc_plot(tmp_path):
     pytest.importorskip("matplotlib")
     learn_dmc = _script("learn_dmc")
