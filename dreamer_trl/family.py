@@ -211,4 +211,5 @@ def make_family_update(agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, a
                 ("value", agent.value_loss, agent.value, o.value_lr, o.adam_eps, o.grad_clip)):
             params = trainable(module)
             phases.append(Phase(name, loss, params, v2_adam(params, lr, eps, o.weight_decay), clip))
-    return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast)
+    return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast,
+                         step_model_first=o.step_model_first)

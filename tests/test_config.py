@@ -448,6 +448,8 @@ def test_validate_allows_small_images_for_state_observations():
     ("dreamer_v3", "behavior.kind", "planner", "actor for model.agent"),
     ("dreamer_v3_proprio", "model.vector_units", -1, ">= 0 (0: model.mlp_hidden)"),
     ("dreamer_v3_proprio", "optim.model_grad_clip", -1.0, ">= 0 (0: optim.grad_clip)"),
+    ("dreamer_v3_proprio_current", "optim.step_model_first", True, "false with optim.kind laprop"),
+    ("planet_state", "optim.step_model_first", True, "false with optim.kind laprop or behavior.kind planner"),
 ])
 def test_family_fields_are_validated_by_name(preset, name, value, fragment):
     cfg = config.PRESETS[preset]()
@@ -460,7 +462,7 @@ def test_v3_2023_choices_are_one_field_each():
     cfg = config.PRESETS["dreamer_v3_proprio_current"]()
     for name, value in [("loss.dyn_scale", 0.5), ("model.norm", "layer"), ("optim.kind", "adam"),
                         ("loss.actor_reinforce", 0.0), ("loss.replay_value_scale", 0.0), ("env.action_repeat", 2),
-                        ("schedule.train_ratio", 512.0)]:
+                        ("schedule.train_ratio", 512.0), ("optim.step_model_first", True)]:
         set_field(cfg, name, value)
     validate(cfg)
 

@@ -188,6 +188,7 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
         "imagined continue": (l.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
         "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
         "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
+        "step order": (o.step_model_first, True),  # agent.py Agent.train: self.wm.train, then task_behavior.train
     }
     wrong = {k: v for k, v in official.items() if v[0] != pytest.approx(v[1]) and v[0] != v[1]}
     assert not wrong
@@ -261,13 +262,19 @@ def test_v3_2023_presets_prefill_until_the_replay_holds_a_batch_of_windows():
         assert s.prefill_env_steps == -(-frames // s.train_every) * s.train_every  # the next collected batch
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v3 2023: DreamerUpdate runs every phase's loss before any optimizer steps, so the actor imagines "
-    "with the world model of before this update's model step; 423291a agent.py Agent.train runs self.wm.train "
-    "(jaxutils.Optimizer writes the stepped parameters into the context) before self.task_behavior.train, "
-    "whose self.wm.imagine uses them (the starts are the posteriors of the model loss, before the step)"))
-def test_v3_2023_actor_imagines_with_the_world_model_after_its_step():
-    _, obs_key, agent, update = build("dreamer_v3_proprio")
+STEP_MODEL_FIRST = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio"]  # V2 and V3 2023 agent.py Agent.train
+
+
+def test_v2_and_v3_2023_presets_step_the_world_model_first():
+    assert {name for name, make in PRESETS.items() if make().optim.step_model_first} == set(STEP_MODEL_FIRST)
+
+
+@pytest.mark.parametrize("name", STEP_MODEL_FIRST)
+def test_v3_2023_actor_imagines_with_the_world_model_after_its_step(name):
+    """423291a agent.py Agent.train runs self.wm.train (jaxutils.Optimizer writes the stepped parameters into
+    the context) before self.task_behavior.train, whose self.wm.imagine uses them; V2's Agent.train likewise."""
+    _, obs_key, agent, update = build(name)
+    before = [p.detach().clone() for p in agent.world_model.rssm.parameters()]
     seen = {}
     forward = agent.actor_loss.forward
 
@@ -277,4 +284,147 @@ def test_v3_2023_actor_imagines_with_the_world_model_after_its_step():
 
     agent.actor_loss.forward = spy
     update.update(batch(obs_key))
+    assert update.skipped == 0
     assert all(torch.equal(a, b) for a, b in zip(seen["rssm"], agent.world_model.rssm.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, seen["rssm"]))
+
+
+def loss_backward_clip(phase, data):
+    """One phase's forward, backward into its own parameters and clip, as DreamerUpdate does; returns its data."""
+    loss_td, data = phase.loss(data)
+    loss = sum(v.float() for k, v in loss_td.items() if k.startswith("loss_"))
+    phase.optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=phase.params, retain_graph=dt.training.carries_graph(data))
+    torch.nn.utils.clip_grad_norm_(phase.params, phase.clip)
+    return data
+
+
+def networks(agent):
+    return {"world_model": agent.world_model, "actor": agent.actor, "value": agent.value,
+            "slow": agent.hooks[0].target}
+
+
+@pytest.mark.parametrize("name", ["dreamer_v2", "dreamer_v3_proprio"])
+def test_step_model_first_equals_the_model_step_then_the_behaviour_update_by_hand(name):
+    """With the option, the update is: the model phase alone (loss, backward, clip, Adam step), then the actor and
+    value losses from the start states the model phase handed on (computed before its step), with the same
+    random stream, then their steps and the hooks. Without it, the actor's update differs (the control)."""
+    _, obs_key, agent, update = build(name)
+    _, _, by_hand, manual = build(name)
+    _, _, old, old_update = build(name)
+    old_update.step_model_first = False
+    data = batch(obs_key)
+    starts = {}
+    forward = agent.actor_loss.forward
+    agent.actor_loss.forward = lambda td: (starts.setdefault("td", td.clone()), forward(td))[1]
+    torch.manual_seed(3)
+    update.update(data)
+    torch.manual_seed(3)
+    old_update.update(data)
+
+    torch.manual_seed(3)
+    model, actor, value = (manual.phase(n) for n in ("model", "actor", "value"))
+    handed = loss_backward_clip(model, data)
+    model.optimizer.step()
+    assert all(torch.equal(starts["td"][k], v) for k, v in handed.items(include_nested=True, leaves_only=True))
+    loss_backward_clip(value, loss_backward_clip(actor, handed))
+    actor.optimizer.step()
+    value.optimizer.step()
+    for phase in manual.phases:
+        for hook in manual.hooks:
+            getattr(hook, "after_step", lambda p: None)(phase)
+
+    for key, module in networks(agent).items():
+        for (n, a), b in zip(module.state_dict().items(), networks(by_hand)[key].state_dict().values()):
+            assert torch.equal(a, b), (key, n)
+    if name == "dreamer_v3_proprio":  # the return statistics of the same imagined returns
+        norm, norm_by_hand = agent.hooks[1], by_hand.hooks[1]
+        assert torch.equal(norm.hi, norm_by_hand.hi) and torch.equal(norm.lo, norm_by_hand.lo)
+    assert any(not torch.equal(a, b) for a, b in zip(agent.actor.parameters(), old.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(agent.world_model.parameters(), old.world_model.parameters()))
+
+
+class NanGradient:
+    """A before_clip hook that makes one phase's gradient NaN when armed; records the world model it saw then."""
+
+    def __init__(self, agent, phase):
+        self.agent, self.phase, self.armed, self.calls, self.model = agent, phase, True, [], None
+
+    def before_clip(self, phase):
+        self.calls.append(("before_clip", phase.name))
+        if phase.name == self.phase:
+            self.model = [p.detach().clone() for p in self.agent.world_model.parameters()]
+            if self.armed:
+                next(p for p in phase.params if p.grad is not None).grad.view(-1)[0] = float("nan")
+
+    def after_step(self, phase):
+        self.calls.append(("after_step", phase.name))
+
+
+def everything(agent, update):
+    """Every weight, slow weight and optimizer moment, copied. Not the return statistics: the actor's forward
+    moves them whenever the returns are finite, also in an update skipped for another term (either order)."""
+    params = {f"{k}.{n}": v.detach().clone() for k, m in networks(agent).items() for n, v in m.state_dict().items()}
+    state = copy.deepcopy(update.state_dict())
+    state["hooks"] = {i: h for i, h in state["hooks"].items() if i != "1"}  # "0": the slow critic
+    return params, state
+
+
+def assert_same(a, b):
+    (pa, sa), (pb, sb) = a, b
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    torch.testing.assert_close(sa, sb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("warm", [False, True])
+@pytest.mark.parametrize("bad_phase", ["actor", "value"])
+def test_step_model_first_a_later_nonfinite_phase_undoes_the_model_step(warm, bad_phase):
+    """The model stepped (the actor imagined with it), then the actor's or critic's gradient is NaN: the update is
+    skipped as a whole, the model's weights and Adam moments (none yet when not warm) are restored exactly."""
+    _, obs_key, agent, update = build("dreamer_v3_proprio")
+    hook = NanGradient(agent, bad_phase)
+    update.hooks.append(hook)
+    if warm:
+        hook.armed = False
+        update.update(batch(obs_key))
+        hook.armed = True
+    before = everything(agent, update)
+    model_before = [p.detach().clone() for p in agent.world_model.parameters()]
+    hook.calls.clear()
+    metrics = update.update(batch(obs_key))
+    assert update.skipped == 1 and update.skip_streak == 1 and metrics["train/skipped_updates"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(model_before, hook.model))  # it had stepped
+    assert_same(everything(agent, update), before)
+    if not warm:
+        assert not update.phase("model").optimizer.state  # the moments the undone first step created are gone
+    assert hook.calls == [("before_clip", n) for n in ("model", "actor", "value")]  # no after_step
+    hook.armed = False
+    update.update(batch(obs_key))
+    assert update.skip_streak == 0 and update.skipped == 1
+
+
+def test_step_model_first_a_nonfinite_model_phase_steps_nothing_and_the_other_phases_still_run():
+    """The model's terms are NaN: it does not step, yet the actor and critic phases run their before_clip hooks
+    (a data-parallel all-reduce must be made by every rank in the same order); nothing changes."""
+    _, obs_key, agent, update = build("dreamer_v3_proprio")
+    hook = NanGradient(agent, "actor")
+    hook.armed = False
+    update.hooks.append(hook)
+    update.update(batch(obs_key))
+    before = everything(agent, update)
+    hook.calls.clear()
+    bad = batch(obs_key)
+    bad["next", keys.REWARD][0, 2] = float("nan")
+    update.update(bad)
+    assert update.skipped == 1
+    assert all(torch.equal(a, b) for a, b in zip(hook.model, agent.world_model.parameters()))  # never stepped
+    assert hook.calls == [("before_clip", n) for n in ("model", "actor", "value")]
+    assert_same(everything(agent, update), before)
+
+
+def test_step_model_first_is_refused_with_a_single_phase():
+    cfg = small("dreamer_v3_proprio_current")
+    cfg.optim.step_model_first = True
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    with pytest.raises(ValueError, match="optim.step_model_first"):
+        dt.make_update(agent, cfg.optim)

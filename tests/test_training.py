@@ -15,13 +15,13 @@ from dreamer_trl.world_model import make_world_model
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
 
 
-def build(seed=0, share_value=False):
+def build(seed=0, share_value=False, step_model_first=False):
     torch.manual_seed(seed)
     wm = make_world_model("pixels", (3, 64, 64), A, TINY)
     actor, value = make_actor(FEAT, A, TINY), make_value(FEAT, TINY)
     env = make_imagination_env(wm)
     return DreamerUpdate(WorldModelLoss(wm), ActorLoss(actor, value, env, horizon=4, share_value=share_value),
-                         ValueLoss(value), OptimConfig())
+                         ValueLoss(value), OptimConfig(step_model_first=step_model_first))
 
 
 def snapshot(module):
@@ -246,3 +246,111 @@ def test_phases_are_any_list_and_names_must_be_unique():
         DreamerUpdate(phases=[phases[0], phases[0]])
     with pytest.raises(ValueError, match="either"):
         DreamerUpdate(upd.phase("model").loss, phases=phases)
+
+
+# optim.step_model_first (DreamerV2 / DreamerV3 2023 agent.py Agent.train): the world model steps, then the
+# behaviour imagines with it from the posteriors computed before that step.
+
+def clipped_step(upd, name, loss):
+    upd.optimizers[name].zero_grad(set_to_none=True)
+    loss.backward(inputs=upd.groups[name])
+    torch.nn.utils.clip_grad_norm_(upd.groups[name], upd.clip)
+    upd.optimizers[name].step()
+
+
+@pytest.mark.parametrize("share_value", [False, True])
+def test_step_model_first_equals_the_model_step_then_the_behaviour_losses(share_value):
+    """By hand: the model phase alone on a copy, then the actor and value losses from its (pre-step) start states
+    in the same random stream. The first update is checked (Adam's first step moves by about lr for any gradient,
+    so the order shows at once) and a second from the states both runs reached."""
+    first, hand = build(share_value=share_value, step_model_first=True), build(share_value=share_value)
+    plain = build(share_value=share_value)
+    for step in range(2):
+        batch = make_batch(seed=step)
+        torch.manual_seed(7 + step)
+        first.update(batch)
+        torch.manual_seed(7 + step)
+        plain.update(batch)
+        torch.manual_seed(7 + step)
+        model, actor, value = (hand.phase(n) for n in ("model", "actor", "value"))
+        loss_td, starts = model.loss(batch)
+        clipped_step(hand, "model", sum(v for k, v in loss_td.items() if k.startswith("loss_")))
+        assert not any(t.requires_grad for t in starts.values(include_nested=True, leaves_only=True))
+        actor_td, imagined = actor.loss(starts)
+        value_td, _ = value.loss(imagined)
+        for upd_name, td in (("actor", actor_td), ("value", value_td)):
+            hand.optimizers[upd_name].zero_grad(set_to_none=True)
+            sum(v for k, v in td.items() if k.startswith("loss_")).backward(inputs=hand.groups[upd_name],
+                                                                            retain_graph=True)
+        for upd_name in ("actor", "value"):
+            torch.nn.utils.clip_grad_norm_(hand.groups[upd_name], hand.clip)
+            hand.optimizers[upd_name].step()
+        for name in ("model", "actor", "value"):
+            for a, b in zip(modules(first)[name].parameters(), modules(hand)[name].parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+        torch.testing.assert_close(first.state_dict(), hand.state_dict(), rtol=1e-6, atol=1e-7)
+    differ = [not torch.equal(a, b) for a, b in zip(modules(first)["actor"].parameters(),
+                                                   modules(plain)["actor"].parameters())]
+    assert any(differ)  # the control: all losses before any step is another update
+
+
+class NanActorGradient:
+    def __init__(self):
+        self.armed = False
+
+    def before_clip(self, phase):
+        if phase.name == "actor" and self.armed:
+            next(p for p in phase.params if p.grad is not None).grad.view(-1)[0] = float("nan")
+
+
+def test_step_model_first_a_skipped_update_is_undone_as_if_it_never_ran():
+    """The model steps, then the actor's gradient is NaN: the update is skipped and the model step undone, so the
+    run continues exactly as one that never saw that batch (weights and every Adam moment, bit for bit)."""
+    skipping, clean = build(step_model_first=True), build(step_model_first=True)
+    hook = NanActorGradient()
+    skipping.hooks.append(hook)
+    torch.manual_seed(1)
+    skipping.update(make_batch(seed=1))
+    torch.manual_seed(1)
+    clean.update(make_batch(seed=1))
+    hook.armed = True
+    metrics = skipping.update(make_batch(seed=2))
+    assert skipping.skipped == 1 and metrics["train/skipped_updates"] == 1
+    hook.armed = False
+    torch.manual_seed(3)
+    skipping.update(make_batch(seed=3))
+    torch.manual_seed(3)
+    clean.update(make_batch(seed=3))
+    assert skipping.skip_streak == 0
+    for name in ("model", "actor", "value"):
+        assert not any(changed(snapshot(modules(clean)[name]), modules(skipping)[name])), name
+    torch.testing.assert_close(skipping.state_dict(), clean.state_dict(), rtol=0, atol=0)
+
+
+def test_step_model_first_keeps_the_nonfinite_rules_and_the_hook_order():
+    upd = build(step_model_first=True)
+    hook = RecordingHook()
+    upd.hooks.append(hook)
+    upd.update(make_batch())
+    names = ["model", "actor", "value"]
+    assert hook.calls == [("before_clip", n) for n in names] + [("after_step", n) for n in names]
+    params, opt_state = _state(upd)
+    hook.calls.clear()
+    bad = make_batch()
+    bad["next", "reward"][0, 2] = float("nan")
+    upd.max_nonfinite = 2
+    upd.update(bad)
+    assert hook.calls == [("before_clip", n) for n in names]  # every phase ran, none stepped
+    for name, m in modules(upd).items():
+        assert not any(changed(params[name], m)), name
+    torch.testing.assert_close(upd.state_dict()["model"], opt_state["model"], rtol=0, atol=0)
+    with pytest.raises(Exception, match="2 consecutive.*loss/model_reward"):
+        upd.update(bad)
+
+
+def test_step_model_first_needs_two_phases_and_defaults_to_the_config():
+    upd = build()
+    assert not upd.step_model_first and build(step_model_first=True).step_model_first
+    assert DreamerUpdate(phases=upd.phases[:2], step_model_first=True).step_model_first
+    with pytest.raises(ValueError, match="optim.step_model_first"):
+        DreamerUpdate(phases=upd.phases[:1], step_model_first=True)

@@ -115,6 +115,9 @@ def validate(cfg: DreamerConfig) -> None:
         (cfg.behavior.kind == "actor" or cfg.model.agent == "dreamer", "behavior.kind",
          "actor for model.agent dreamer_v2/dreamer_v3 (the planner plans with Dreamer V1's world model)",
          cfg.behavior.kind),
+        (not cfg.optim.step_model_first or cfg.optim.kind == "adam" and cfg.behavior.kind == "actor",
+         "optim.step_model_first", "false with optim.kind laprop or behavior.kind planner (a single optimizer "
+         "phase: no world-model step to put before the behaviour's)", cfg.optim.step_model_first),
         (cfg.behavior.plan_horizon >= 1, "behavior.plan_horizon", ">= 1", cfg.behavior.plan_horizon),
         (cfg.behavior.iterations >= 1, "behavior.iterations", ">= 1", cfg.behavior.iterations),
         (1 <= cfg.behavior.top_k <= cfg.behavior.candidates, "behavior.top_k",

@@ -57,7 +57,8 @@ def dreamer_v3() -> DreamerConfig:
     dynamics-backprop actor with the baseline differentiated (actor output scale 1.0, entropy 3e-4, std
     in [0.1, 1]), return normalisation (5th-95th percentile, EMA 0.99, max(1, S)), slow critic (EMA 0.02,
     regulariser 1), no replay critic loss, Adam per objective (model 1e-4 / eps 1e-8 / clip 1000, actor and
-    critic 3e-5 / eps 1e-5 / clip 100), batch 16 x 64, train ratio 512, action repeat 2; random actions
+    critic 3e-5 / eps 1e-5 / clip 100), the world model stepping before the actor imagines with it (423291a
+    ``agent.py`` ``Agent.train``), batch 16 x 64, train ratio 512, action repeat 2; random actions
     until the replay holds batch 16 x 64 = 1024 sequences (``embodied/run/train.py``: ``len(replay)`` counts
     the 64-step windows, one per step once an env's stream holds 64, filled in 100-step driver calls): 1100
     policy steps with one env (1300 with 4 envs), here 2208 env steps, the next multiple of train_every. Not
@@ -74,7 +75,7 @@ def dreamer_v3() -> DreamerConfig:
                           lmbda=0.95, exploration_noise=0.0, actor_reinforce=0.0, actor_backprop_baseline=True,
                           actor_entropy=3e-4, replay_value_scale=0.0, continue_discount=False, continue_mode="mode")
     cfg.optim = OptimConfig(kind="adam", model_lr=1e-4, model_adam_eps=1e-8, model_grad_clip=1000.0, actor_lr=3e-5,
-                            value_lr=3e-5, adam_eps=1e-5, grad_clip=100.0)
+                            value_lr=3e-5, adam_eps=1e-5, grad_clip=100.0, step_model_first=True)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2208, train_every=16, train_ratio=512,
                                   batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
     return cfg
@@ -84,7 +85,8 @@ def dreamer_v3_proprio() -> DreamerConfig:
     """DreamerV3 from proprioception as it produced the official DMC proprio score file (2023 code,
     ``dmc_proprio``): :func:`dreamer_v3` with vector inputs; the encoder and decoder MLPs keep the default
     5 x 1024 (the size pattern ``.*\\.units`` does not reach ``mlp_units``); 500k env steps (the score file's
-    budget). Train ratio 512 at action repeat 2: one update per 4 env steps."""
+    budget). Train ratio 512 at action repeat 2: one update per 4 env steps. The world model steps before the
+    actor imagines, as :func:`dreamer_v3` (423291a ``agent.py`` ``Agent.train``)."""
     cfg = dreamer_v3()
     cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=2)
     cfg.model.vector_layers, cfg.model.vector_units = 5, 1024
@@ -129,7 +131,8 @@ def dreamer_v2() -> DreamerConfig:
     deter 200, hidden 200, 32 x 32 categoricals, LayerNorm GRU gates, ELU, conv depth 48, KL balancing 0.8 with
     1 free nat, no discount head, unit-Gaussian image, reward and critic heads, dynamics backprop, entropy 1e-4,
     target critic copied every 100 updates, Adam eps 1e-5 clip 100 weight decay 1e-6 (model 3e-4, actor and
-    critic 8e-5), batch 16 x 50, one update every 5 agent steps (train ratio 160), action repeat 2, prefill 1000
+    critic 8e-5), the world model stepping before the actor imagines with it (``agent.py`` ``Agent.train``),
+    batch 16 x 50, one update every 5 agent steps (train ratio 160), action repeat 2, prefill 1000
     agent steps. Not reproduced: V2's truncated-normal actor (V3's bounded normal here) and its 100 pretraining
     updates after the prefill. Pixels; GPU work."""
     cfg = DreamerConfig()
@@ -142,7 +145,7 @@ def dreamer_v2() -> DreamerConfig:
                           slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0,
                           continue_discount=False)
     cfg.optim = OptimConfig(kind="adam", model_lr=3e-4, actor_lr=8e-5, value_lr=8e-5, adam_eps=1e-5, grad_clip=100.0,
-                            weight_decay=1e-6)
+                            weight_decay=1e-6, step_model_first=True)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2000, train_every=10, train_ratio=160,
                                   batch_size=16, seq_len=50, eval_every=10_000, eval_episodes=10)
     return cfg

@@ -193,6 +193,8 @@ class OptimConfig:
     """Adam epsilon of the world model's optimizer; 0: adam_eps (V3 2023: 1e-8, actor and critic 1e-5)"""
     model_grad_clip: float = 0.0
     """global-norm clip of the world model's optimizer; 0: grad_clip (V3 2023: 1000, actor and critic 100)"""
+    step_model_first: bool = False
+    """world model steps, then actor and critic imagine with it (V2, V3 2023); false: all losses, then steps (V1)"""
 
 
 @dataclass
