@@ -2,7 +2,20 @@
 
 Each row is one agent step (layout in :mod:`dreamer_trl.keys`), stored once: the next
 observation is the following row, so ``("next", "pixels")`` and other copies are dropped on write.
-A sample is ``B`` windows of ``T = seq_len`` consecutive rows of a single trajectory.
+A sample is ``B`` windows of ``T = seq_len`` consecutive rows, drawn uniformly among all valid windows;
+which windows are valid depends on ``windows``:
+
+- ``"episode"`` (the default): the rows of a single trajectory and episode, so the first and last ``T - 1``
+  rows of each episode lie in fewer windows than its middle rows;
+- ``"stream"``: the rows of a single env's continuing stream, across episode ends, as the 2023 DreamerV3 replay
+  (danijar/dreamerv3 423291a, ``embodied/replay/generic.py``, ``Generic.add`` keeps one window per step of each
+  worker's stream): every row past a stream's first ``T - 1`` lies in ``T`` windows. Rows where an episode
+  begins keep their "is_init" inside the window, so the world model restarts its state there and its losses
+  skip the reward and continue targets that would cross the reset. A stream is one env of the collector's
+  batch (``("collector", "stream_ids")``, written on ``extend``: the env's index in a ``[n_envs, T']`` batch,
+  0 for ``[N]`` rows). The trainer's envs live for the whole run and each checkpoint segment starts them on a
+  fresh episode (in a resumed run as in the uninterrupted one), so a window over a segment boundary crosses
+  an episode start like any other.
 
 Windows follow each trajectory's rows in write order rather than storage order, so they may span
 several ``extend`` calls even when a batched env interleaves its envs' rows, and may span the
@@ -26,7 +39,7 @@ from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBu
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from dreamer_trl.keys import (
-    BELIEF, DONE, ENCODED_LATENTS, IS_INIT, OBSERVATION, PIXELS, REWARD, STATE, TERMINATED,
+    BELIEF, DONE, ENCODED_LATENTS, IS_INIT, OBSERVATION, PIXELS, REWARD, STATE, STREAM_IDS, TERMINATED,
     TRAJ_IDS, TRUNCATED, MissingKeysError,
 )
 from dreamer_trl.networks import pixels_as_uint8
@@ -34,6 +47,7 @@ from dreamer_trl.networks import pixels_as_uint8
 _KEPT_UNDER_NEXT = {REWARD, DONE, TERMINATED, TRUNCATED}
 # The policy's recurrent carry: recomputed by the world model during training.
 _DROPPED = {STATE, BELIEF, ENCODED_LATENTS, "episode_reward"}
+WINDOWS = ("episode", "stream")  # what a replay window may span (module docstring)
 
 
 def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
@@ -86,25 +100,46 @@ def mark_episodes(td: TensorDictBase, first_id: int) -> TensorDictBase:
     return td
 
 
-class TrajectoryWindowSampler(Sampler):
-    """Samples windows of ``seq_len`` consecutive rows of one trajectory and one episode.
+def mark_streams(td: TensorDictBase) -> TensorDictBase:
+    """Adds ``("collector", "stream_ids")`` when absent: each row's env, its index in the leading batch dims.
 
-    Rows are ordered by (trajectory id, write age); a window start is valid when the window's
-    first and last rows lie in the same run of that order, a run ending where the trajectory id
-    changes or ``is_init`` is set. The order is rebuilt lazily after each write (one sort of the
-    stored trajectory ids: about 2 ms per 100k rows).
+    Shapes: td ``[*E, T]`` (``[T]`` for one env: all 0; ``[]`` for one row) -> ``[*E, T]`` with ids ``[*E, T]``.
+    """
+    if td.batch_dims == 0:
+        td = td.unsqueeze(0)
+    if STREAM_IDS in td.keys(include_nested=True):
+        return td
+    envs = td.batch_size[:-1].numel()
+    ids = torch.arange(envs, dtype=torch.long).reshape(*td.batch_size[:-1], 1)
+    return td.clone(False).set(STREAM_IDS, ids.expand(td.batch_size).clone())
+
+
+class TrajectoryWindowSampler(Sampler):
+    """Samples windows of ``seq_len`` consecutive rows of one trajectory and one episode (``windows="episode"``)
+    or of one env's stream across episode ends (``windows="stream"``).
+
+    Rows are ordered by (trajectory id or stream id, write age); a window start is valid when the window's
+    first and last rows lie in the same run of that order, a run ending where the id changes or, for
+    "episode", where ``is_init`` is set. Overwritten rows are always the oldest of their trajectory or stream,
+    so a run is contiguous in time and never crosses the write head. The order is rebuilt lazily after each
+    write (one sort of the stored ids: about 2 ms per 100k rows).
 
     Shapes:
         sample(storage, batch_size) -> index ``[B, T]`` into the storage,
         with ``B = batch_size // seq_len`` and ``T = seq_len``.
     """
 
-    def __init__(self, seq_len: int, traj_key=TRAJ_IDS, init_key=IS_INIT):
+    def __init__(self, seq_len: int, traj_key=TRAJ_IDS, init_key=IS_INIT, windows: str = "episode",
+                 stream_key=STREAM_IDS):
         if seq_len < 1:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
+        if windows not in WINDOWS:
+            raise ValueError(f"windows must be one of {', '.join(WINDOWS)}, got {windows!r}")
         self.seq_len = seq_len
         self.traj_key = traj_key
         self.init_key = init_key
+        self.windows = windows
+        self.stream_key = stream_key
         self._newest = None  # storage index of the last row written
         self._order = None  # storage indices sorted by (trajectory, write age); None when stale
         self._starts = None  # positions in _order where a valid window begins
@@ -120,18 +155,24 @@ class TrajectoryWindowSampler(Sampler):
     def _index_windows(self, storage) -> None:
         n, capacity = len(storage), storage.max_size
         rows = storage._storage
-        missing = [k for k in (self.traj_key, self.init_key) if k not in rows.keys(include_nested=True)]
+        stream = self.windows == "stream"
+        needed = (self.stream_key, self.init_key) if stream else (self.traj_key, self.init_key)
+        missing = [k for k in needed if k not in rows.keys(include_nested=True)]
         if missing:
             raise MissingKeysError(f"stored rows lack {', '.join(map(repr, missing))}: write through "
-                                   "SequenceReplayBuffer.extend, which adds them to plain rollouts")
-        traj = rows.get(self.traj_key)[:n].reshape(n).to(torch.long)
-        init = rows.get(self.init_key)[:n].reshape(n)
+                                   f"SequenceReplayBuffer.extend (windows={self.windows!r}), which adds them "
+                                   "to plain rollouts")
+        traj = rows.get(self.stream_key if stream else self.traj_key)[:n].reshape(n).to(torch.long)
         cursor = n if self._newest is None else (self._newest + 1) % capacity
         age = (torch.arange(n) - cursor) % capacity  # 0 = oldest row still stored
         order = ((traj - traj.min()) * capacity + age).argsort()
-        traj, init = traj[order], init[order]
+        traj = traj[order]
         new_run = torch.ones(n, dtype=torch.bool)
-        new_run[1:] = (traj[1:] != traj[:-1]) | init[1:]
+        if stream:  # an episode start inside a stream is no boundary
+            new_run[1:] = traj[1:] != traj[:-1]
+        else:
+            init = rows.get(self.init_key)[:n].reshape(n)[order]
+            new_run[1:] = (traj[1:] != traj[:-1]) | init[1:]
         run = new_run.cumsum(0)
         length = self.seq_len
         self._starts = (run[length - 1:] == run[: max(n - length + 1, 0)]).nonzero().squeeze(-1)
@@ -146,13 +187,20 @@ class TrajectoryWindowSampler(Sampler):
         if self._order is None:
             self._index_windows(storage)
         if self._starts.numel() == 0:
+            what = "env stream" if self.windows == "stream" else "trajectory"
             raise ValueError(
-                f"no stored trajectory is at least seq_len={self.seq_len} rows long yet "
+                f"no stored {what} is at least seq_len={self.seq_len} rows long yet "
                 f"(longest stored: {self._longest} rows)"
             )
         pick = torch.randint(self._starts.numel(), (batch_size // self.seq_len,), generator=self._rng)
         positions = self._starts[pick, None] + torch.arange(self.seq_len)  # (B, T)
         return self._order[positions], {}
+
+    def all_windows(self, storage) -> torch.Tensor:
+        """Every valid window, ``[W, T]`` storage indices (what :meth:`sample` draws from, uniformly)."""
+        if self._order is None:
+            self._index_windows(storage)
+        return self._order[self._starts[:, None] + torch.arange(self.seq_len)]
 
     def _empty(self) -> None:
         self._newest, self._order = None, None
@@ -171,11 +219,14 @@ class TrajectoryWindowSampler(Sampler):
         self.load_state_dict(json.loads((Path(path) / "sampler.json").read_text()))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(seq_len={self.seq_len})"
+        return f"{type(self).__name__}(seq_len={self.seq_len}, windows={self.windows!r})"
 
 
 class SequenceReplayBuffer(TensorDictReplayBuffer):
     """Replay buffer that strips rows on write and samples ``[B, T]`` trajectory windows.
+
+    ``windows``: "episode" (windows inside one episode) or "stream" (inside one env's stream, across episode
+    ends; the rows then also store ``("collector", "stream_ids")``): see the module docstring.
 
     Shapes:
         extend(td): ``[N]`` or ``[n_envs, T']`` collector output.
@@ -183,16 +234,17 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
     """
 
     def __init__(self, *, capacity: int, batch_size: int, seq_len: int,
-                 scratch_dir: str | None = None, device="cpu"):
+                 scratch_dir: str | None = None, device="cpu", windows: str = "episode"):
         super().__init__(
             # existsok: a scratch directory may be reused by a rerun; its contents are disposable.
             storage=LazyMemmapStorage(capacity, scratch_dir=scratch_dir, existsok=True),
-            sampler=TrajectoryWindowSampler(seq_len),
+            sampler=TrajectoryWindowSampler(seq_len, windows=windows),
             # The plain writer: the TensorDict one also stores each row's own "index" (8 bytes).
             writer=RoundRobinWriter(),
             batch_size=batch_size * seq_len,
         )
         self.capacity, self.seq_len, self.device = capacity, seq_len, torch.device(device)
+        self.windows = windows
         # sample(batch_size) counts windows, not rows: silence the parent's batch-size warning.
         self._warned_batch_size_conflict = True
 
@@ -203,9 +255,12 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
         return int(self.storage._storage.get(TRAJ_IDS)[:n].max()) + 1
 
     def _marked(self, data: TensorDictBase) -> TensorDictBase:
-        """``data`` with trajectory ids and "is_init" (see :func:`mark_episodes`)."""
+        """``data`` with trajectory ids and "is_init" (see :func:`mark_episodes`), and with "stream" windows
+        the env of each row (see :func:`mark_streams`)."""
         present = set(data.keys(include_nested=True))
-        return data if TRAJ_IDS in present and IS_INIT in present else mark_episodes(data, self._next_traj_id())
+        if TRAJ_IDS not in present or IS_INIT not in present:
+            data = mark_episodes(data, self._next_traj_id())
+        return mark_streams(data) if self.windows == "stream" else data
 
     def add(self, data: TensorDictBase) -> int:
         row = strip_for_storage(self._marked(data))
@@ -225,15 +280,16 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
 
 
 def make_replay_buffer(capacity: int, batch_size: int, seq_len: int, *,
-                       scratch_dir: str | None = None, device="cpu") -> SequenceReplayBuffer:
+                       scratch_dir: str | None = None, device="cpu", windows: str = "episode") -> SequenceReplayBuffer:
     """Builds the replay buffer: ``capacity`` rows memory-mapped in ``scratch_dir`` (a temporary
-    directory if None); ``sample()`` returns ``batch_size`` windows of ``seq_len`` rows.
+    directory if None); ``sample()`` returns ``batch_size`` windows of ``seq_len`` rows, inside one episode
+    (``windows="episode"``) or one env's stream across episode ends (``"stream"``; module docstring).
 
     Shapes:
         sample(): ``[B, T]`` with ``B = batch_size``, ``T = seq_len``.
     """
     return SequenceReplayBuffer(capacity=capacity, batch_size=batch_size, seq_len=seq_len,
-                                scratch_dir=scratch_dir, device=device)
+                                scratch_dir=scratch_dir, device=device, windows=windows)
 
 
 def bytes_per_frame(rb: TensorDictReplayBuffer) -> float:

@@ -10,7 +10,9 @@ Data layout (one row per agent step t, time the last batch dimension ``[*B, T]``
 - ``PREV_ACTION``: a_{t-1} (zeros at an episode start), carried by the env for the policy;
 - ``IS_INIT``: True on the first row of an episode;
 - ``("next", "reward")``: r_{t+1}, the reward summed over the repeated frames of a_t;
-- ``("next", "done" | "terminated" | "truncated")``: end-of-episode flags after a_t.
+- ``("next", "done" | "terminated" | "truncated")``: end-of-episode flags after a_t;
+- ``STREAM_IDS``: the env a row came from (its index in the collector's batch), stored by the replay buffer
+  when windows follow each env's stream across episode ends (``schedule.replay_windows = "stream"``).
 
 The next observation o_{t+1} is not stored: it is row t+1's observation.
 """
@@ -26,6 +28,7 @@ DONE = "done"
 TERMINATED = "terminated"
 TRUNCATED = "truncated"
 TRAJ_IDS = ("collector", "traj_ids")
+STREAM_IDS = ("collector", "stream_ids")
 
 ENCODED_LATENTS = "encoded_latents"
 STATE = "state"

@@ -3,7 +3,8 @@
 RELIABILITY.md P1: a run stopped at a checkpoint and resumed in a new process continues bit-exactly
 (on CPU with fixed threads) as the uninterrupted run does. The save point is a schedule boundary: the
 open episode is marked truncated in the buffer and the collector restarts with a fresh episode and
-new trajectory ids, in the uninterrupted run as well, so no sampled sequence spans a save.
+new trajectory ids, in the uninterrupted run as well, so no sampled sequence spans a save (with
+``schedule.replay_windows = "stream"`` one may, as it crosses any episode start, in both runs alike).
 """
 from __future__ import annotations
 

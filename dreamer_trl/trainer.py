@@ -197,7 +197,7 @@ def make_buffer(cfg: DreamerConfig, env, run_dir: Path, device):
                  + 8 * env.action_spec.shape[-1] + 32)
     check_disk_space(buffer_dir, s.buffer_capacity, row_bytes, copies=2 + cfg.run.checkpoints_kept)
     return dt.make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
-                                 device=device)
+                                 device=device, windows=s.replay_windows)
 
 
 def make_loggers(run: RunConfig, run_dir: Path) -> list:

@@ -76,6 +76,55 @@ def test_replay_lambda_return_matches_loop():
         assert got[b, :, 0].tolist() == pytest.approx(ret[:-1], abs=1e-5)
 
 
+def test_replay_lambda_return_stops_before_an_episode_start():
+    """Windows along an env's stream: a row whose next row starts an episode takes its imagined return (R_t = b_t,
+    as a window's last row), so no return reaches across the reset; without a mid-window start nothing changes."""
+    torch.manual_seed(0)
+    T, lam = 8, 0.9
+    rew, boot, live = torch.randn(2, T, 1), torch.randn(2, T, 1), torch.rand(2, T, 1)
+    is_init = torch.zeros(2, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    assert torch.equal(replay_lambda_return(rew, boot, live, lam, is_init), replay_lambda_return(rew, boot, live, lam))
+    is_init[0, 3] = is_init[1, 6] = True
+    got = replay_lambda_return(rew, boot, live, lam, is_init)
+    for b in range(2):
+        ret = [None] * T
+        ret[T - 1] = boot[b, T - 1, 0].item()
+        for t in reversed(range(T - 1)):
+            if is_init[b, t + 1]:
+                ret[t] = boot[b, t, 0].item()
+            else:
+                ret[t] = rew[b, t + 1, 0].item() + live[b, t + 1, 0].item() * (
+                    (1 - lam) * boot[b, t + 1, 0].item() + lam * ret[t + 1])
+        assert got[b, :, 0].tolist() == pytest.approx(ret[:-1], abs=1e-5)
+
+
+def test_replay_critic_loss_of_a_window_across_an_episode_end_is_that_of_its_two_parts():
+    """A window of rows 0..2 of one episode and 0..4 of the next (is_init at row 3) trains the critic on the rows
+    its two parts, replayed as windows of their own, train: rows 0, 1 and 3..6 (row 2 as the first part's last)."""
+    torch.manual_seed(0)
+    T, cut = 8, 3
+    value = value_module()
+    loss_fn = ImaginedCriticLoss(value, None, replay_scale=1.0, discount=0.97, lmbda=0.9)
+
+    def batch(rows):
+        n = rows.stop - rows.start
+        is_init = torch.zeros(1, n, 1, dtype=torch.bool)
+        is_init[0, 0] = True
+        if rows.start < cut < rows.stop:
+            is_init[0, cut - rows.start] = True
+        replay = TensorDict({keys.STATE: state[:, rows], keys.BELIEF: belief[:, rows],
+                             keys.NEXT_REWARD: reward[:, rows], keys.IS_INIT: is_init,
+                             ("next", keys.TERMINATED): torch.zeros(1, n, 1, dtype=torch.bool)}, [1, n])
+        return TensorDict({"replay": replay, "start_return": boot[:, rows]}, [])
+
+    state, belief, reward, boot = torch.randn(1, T, S), torch.randn(1, T, D), torch.randn(1, T, 1), torch.randn(1, T)
+    whole = loss_fn._replay_loss(batch(slice(0, T))) * (T - 1)
+    first, second = loss_fn._replay_loss(batch(slice(0, cut))), loss_fn._replay_loss(batch(slice(cut, T)))
+    parts = first * (cut - 1) + second * (T - cut - 1)
+    assert whole.item() == pytest.approx(parts.item(), rel=1e-5)
+
+
 def test_continue_weights_are_the_cumulative_product():
     c = torch.tensor([[0.9], [0.5], [1.0], [0.2]])
     assert continue_weights(c).squeeze(-1).tolist() == pytest.approx([0.9, 0.45, 0.45, 0.09])

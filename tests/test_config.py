@@ -431,6 +431,30 @@ def test_validate_checks_choices_of_configs_built_in_code():
         validate(cfg)
 
 
+def test_replay_windows_choices_are_checked_and_stream_only_in_the_2023_v3_presets(capsys):
+    cfg = config.paper()
+    cfg.schedule.replay_windows = "across"
+    with pytest.raises(ValueError, match="'schedule.replay_windows' must be episode or stream, got 'across'"):
+        validate(cfg)
+    with pytest.raises(ValueError, match="'schedule.replay_windows' must be one of episode, stream"):
+        set_field(config.paper(), "schedule.replay_windows", "across")
+    assert "--schedule.replay-windows must be one of episode, stream" in _parse_error(
+        ["--schedule.replay-windows", "across"], capsys)
+    stream = {name for name, make in config.PRESETS.items() if make().schedule.replay_windows == "stream"}
+    assert stream == {"dreamer_v3", "dreamer_v3_proprio"}  # 423291a embodied/replay/generic.py
+    cfg, _ = parse_args(["--preset", "state", "--schedule.replay-windows", "stream"])
+    assert cfg.schedule.replay_windows == "stream"
+
+
+def test_stream_windows_allow_episodes_shorter_than_a_window():
+    cfg = config.paper()
+    cfg.env.episode_frames = 50  # 25 agent steps < seq_len 50: no window fits in one episode
+    with pytest.raises(ValueError, match="episode_frames"):
+        validate(cfg)
+    cfg.schedule.replay_windows = "stream"
+    validate(cfg)
+
+
 def test_validate_allows_small_images_for_state_observations():
     cfg = config.state()
     cfg.env.image_size = 32

@@ -1,11 +1,12 @@
-"""Tests for dreamer_trl.data: windows stay inside one trajectory and one episode, rows stored once."""
+"""Tests for dreamer_trl.data: windows stay inside one trajectory and one episode (or, with windows="stream", one
+env's stream across episode ends), rows stored once."""
 import pytest
 import torch
 from tensordict import TensorDict
 
 from dreamer_trl.data import bytes_per_frame, make_replay_buffer, strip_for_storage
 from dreamer_trl.keys import (
-    ACTION, BELIEF, IS_INIT, NEXT_REWARD, OBSERVATION, PIXELS, PREV_ACTION, STATE, TRAJ_IDS,
+    ACTION, BELIEF, IS_INIT, NEXT_REWARD, OBSERVATION, PIXELS, PREV_ACTION, STATE, STREAM_IDS, TRAJ_IDS,
 )
 
 B, L = 16, 8
@@ -316,21 +317,176 @@ def test_float_pixels_in_the_unit_range_are_stored_as_their_uint8_frames(tmp_pat
         rb.extend(episode_stream([20]).set(PIXELS, frames.float()))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v3 2023: windows never cross an episode end, so the first and last seq_len - 1 rows of each "
-    "episode are drawn less often (row k of an episode start in k + 1 of the windows holding a middle row); "
-    "423291a embodied/replay/generic.py Generic.add stores a window at every step of each env's continuing "
-    "stream (stride 1, across resets; Uniform samples them alike) and Generic._sample sets is_first[0] = True"))
-def test_every_row_of_an_env_stream_is_replayed_equally_often_as_the_2023_replay(tmp_path):
-    """One env, episodes of 12 rows, windows of 4: in the 2023 replay each row after the stream's first 3 lies in
-    4 of the stored windows, so an episode's first row is sampled as often as a middle row."""
+# --- windows along each env's stream across episode ends (windows="stream", the 2023 DreamerV3 replay) ---
+
+
+def stream_rows(lengths, env=0, n_envs=1, t0=0):
+    """One env's rows of consecutive episodes; observation = (env, time in the env's stream, step in the episode).
+
+    Trajectory ids are unique over envs (env + n_envs * k), as the collector's.
+    """
+    rows = episode_stream(lengths, first_id=env, id_stride=n_envs)
+    n = rows.shape[0]
+    time = torch.arange(t0, t0 + n, dtype=torch.float32)
+    rows.set(OBSERVATION, torch.stack([torch.full((n,), float(env)), time, rows[OBSERVATION][:, 1]], -1))
+    return rows
+
+
+def official_windows(streams, length):
+    """The 2023 replay's windows as a plain loop (danijar/dreamerv3 423291a, embodied/replay/generic.py,
+    Generic.add with stride 1): each step joins its worker's stream, kept as its last ``length`` steps, and once
+    the stream holds ``length`` steps every step stores one window of them. ``streams``: {worker: rows in time
+    order}; returns the windows as tuples of rows."""
+    table = []
+    for rows in streams.values():
+        last = []
+        for row in rows:
+            last = (last + [row])[-length:]
+            if len(last) == length:
+                table.append(tuple(last))
+    return table
+
+
+def windows_as_rows(rb):
+    """Every window the sampler may draw, as tuples of (env, stream time) pairs (sorted)."""
+    index = rb.sampler.all_windows(rb.storage)
+    obs = rb.storage._storage.get(OBSERVATION)[index]                         # (W, T, 3)
+    return sorted(tuple(map(tuple, w)) for w in obs[..., :2].long().tolist())
+
+
+def check_stream_windows(sample):
+    """Each window: one env, consecutive steps of its stream, is_init exactly where an episode starts."""
+    obs = sample[OBSERVATION]
+    env, time, step = obs[..., 0], obs[..., 1], obs[..., 2]
+    assert (env == env[:, :1]).all(), "a window mixes envs"
+    assert (time.diff(dim=1) == 1).all(), "a window is not consecutive in its env's stream"
+    assert torch.equal(sample[IS_INIT].squeeze(-1), step == 0), "is_init does not mark the episode starts"
+
+
+def test_every_row_of_an_env_stream_is_replayed_as_often_as_in_the_2023_replay(tmp_path):
+    """One env, episodes of 12 rows, windows of 4: the windows are those of the official rule over the stream
+    (every row past the stream's first 3 lies in 4 windows), each drawn uniformly, so an episode's first row is
+    sampled as often as a middle row; with "episode" windows it lies in 1 window of 9 (a middle row in 4)."""
     torch.manual_seed(0)
-    seq = 4
-    rb = make_replay_buffer(1000, 64, seq, scratch_dir=str(tmp_path))
-    rb.extend(episode_stream([12, 12, 12]))
-    counts = torch.zeros(3, 12)
-    for _ in range(40):
-        obs = rb.sample()[OBSERVATION].reshape(-1, 2).long()
-        counts.index_put_((obs[:, 0], obs[:, 1]), torch.ones(obs.shape[0]), accumulate=True)
-    first, middle = counts[1:, 0].sum(), counts[1:, 6].sum()  # episodes 1 and 2: past the stream's start
-    assert first / middle > 0.75
+    seq, lengths = 4, [12, 12, 12]
+    rb = make_replay_buffer(1000, 64, seq, scratch_dir=str(tmp_path), windows="stream")
+    rows = stream_rows(lengths)
+    rb.extend(rows)
+    official = official_windows({0: [(0, t) for t in range(rows.shape[0])]}, seq)
+    assert windows_as_rows(rb) == sorted(official)
+    counts = torch.zeros(rows.shape[0])
+    for _ in range(200):
+        sample = rb.sample()
+        check_stream_windows(sample)
+        counts += torch.bincount(sample[OBSERVATION][..., 1].long().flatten(), minlength=rows.shape[0])
+    expected = torch.zeros(rows.shape[0])
+    for window in official:
+        for _, t in window:
+            expected[t] += 1
+    expected *= counts.sum() / expected.sum()
+    assert ((counts - expected).abs() / expected).max() < 0.12  # each row within 12% (about 4 standard deviations)
+    step = rows[OBSERVATION][:, 2]
+    later = torch.arange(rows.shape[0]) >= 12  # episodes 1 and 2: past the stream's start
+    first, middle = counts[later & (step == 0)].sum(), counts[later & (step == 6)].sum()
+    assert 0.9 < first / middle < 1.1
+    episodes = make_replay_buffer(1000, 64, seq, scratch_dir=str(tmp_path / "episode"))
+    episodes.extend(rows)
+    obs = episodes.sample(2000)[OBSERVATION]
+    per_step = torch.bincount(obs[..., 2].long().flatten(), minlength=12).float()
+    assert per_step[0] / per_step[6] < 0.4  # "episode": an episode start lies in 1 of its windows, a middle row in 4
+
+
+def test_stream_windows_cross_episode_ends_with_is_init_at_each_start(tmp_path):
+    torch.manual_seed(0)
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path), windows="stream")
+    rows = stream_rows(LENGTHS)  # episodes of 1 and 2 rows too: shorter than a window
+    for part in chunks(rows, [5, 17, 1, 40, 23, 60, len(rows) - 146]):
+        rb.extend(part)
+    assert windows_as_rows(rb) == sorted(official_windows({0: [(0, t) for t in range(len(rows))]}, L))
+    crossed = 0
+    for _ in range(20):
+        sample = rb.sample()
+        check_stream_windows(sample)
+        crossed += int(sample[IS_INIT][:, 1:].any(1).sum())
+    assert crossed > 0, "no window crossed an episode end"
+
+
+def test_stream_windows_of_several_envs_never_mix(tmp_path):
+    """[3, T'] batches: each env is its own stream (its index in the batch), continued across batches."""
+    torch.manual_seed(0)
+    lengths = [[9, 14, 3, 20], [25, 2, 19], [5, 5, 5, 5, 5, 21]]  # 46 rows each
+    envs = [stream_rows(lengths[e], env=e, n_envs=3) for e in range(3)]
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path), windows="stream")
+    for start, size in ((0, 5), (5, 11), (16, 30)):
+        rb.extend(torch.stack([env[start:start + size] for env in envs], 0))
+    stored = rb.storage._storage
+    assert torch.equal(stored.get(STREAM_IDS)[:len(rb)], stored.get(OBSERVATION)[:len(rb), 0].long())
+    streams = {e: [(e, t) for t in range(46)] for e in range(3)}
+    assert windows_as_rows(rb) == sorted(official_windows(streams, L))
+    for _ in range(20):
+        check_stream_windows(rb.sample())
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_stream_windows_never_cross_the_write_head(tmp_path, n_envs):
+    """A 50-row circular storage written many times over: the windows are those of the official rule over
+    each env's surviving rows (always the newest ones of its stream), so none mixes old and new data."""
+    torch.manual_seed(0)
+    capacity, per_batch = 50, 3
+    envs = [stream_rows(LENGTHS * 2, env=e, n_envs=n_envs) for e in range(n_envs)]
+    rb = make_replay_buffer(capacity, B, L, scratch_dir=str(tmp_path), windows="stream")
+    wrapped = False
+    for k in range(len(envs[0]) // per_batch):
+        part = [env[k * per_batch:(k + 1) * per_batch] for env in envs]
+        rb.extend(torch.stack(part, 0) if n_envs > 1 else part[0])
+        obs = rb.storage._storage.get(OBSERVATION)[:len(rb)]
+        streams = {}
+        for e in range(n_envs):
+            times = obs[obs[:, 0] == e, 1].long().sort().values
+            assert torch.equal(times, torch.arange(times[0], times[-1] + 1)), "an env's stored rows have a gap"
+            streams[e] = [(e, t) for t in times.tolist()]
+        assert windows_as_rows(rb) == sorted(official_windows(streams, L))
+        if len(rb) == capacity:
+            sample = rb.sample()
+            check_stream_windows(sample)
+            wrapped |= bool(((sample["index"] == 0) & (sample["index"].roll(1, 1) == capacity - 1)).any())
+    assert wrapped, "no window spanned the storage's wrap point"
+
+
+def test_stream_buffer_saves_and_restores_its_streams(tmp_path):
+    from dreamer_trl.data import load_buffer, save_buffer
+
+    rb = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "a"), windows="stream")
+    for k in range(5):  # wraps around the 40-row storage
+        rb.extend(torch.stack([stream_rows([7, 8], env=e, n_envs=2, t0=15 * k) for e in range(2)], 0))
+    save_buffer(rb, tmp_path / "saved")
+    other = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "b"), windows="stream")
+    load_buffer(other, tmp_path / "saved")
+    assert windows_as_rows(other) == windows_as_rows(rb)
+    torch.manual_seed(0)
+    x = rb.sample()
+    torch.manual_seed(0)
+    assert (other.sample() == x).all()
+
+
+def test_episode_windows_store_no_stream_ids(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    rb.extend(episode_stream([20]))
+    assert STREAM_IDS not in rb.storage._storage.keys(include_nested=True)
+
+
+def test_stream_windows_of_rollout_rows_without_marks(tmp_path):
+    """A [2, T] env.rollout(): trajectory ids, is_init and the stream ids come from the batch."""
+    rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path), windows="stream")
+    rb.extend(torch.stack([stream_rows([10, 12], env=e) for e in range(2)]).exclude(TRAJ_IDS, IS_INIT))
+    for _ in range(10):
+        check_stream_windows(rb.sample())
+
+
+def test_stream_error_when_no_env_stream_is_long_enough(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path), windows="stream")
+    rb.extend(torch.stack([stream_rows([3, 2], env=e) for e in range(2)]))
+    with pytest.raises(ValueError, match=r"no stored env stream .* seq_len=8.*longest stored: 5"):
+        rb.sample()
+    with pytest.raises(ValueError, match="windows must be one of episode, stream"):
+        make_replay_buffer(100, B, L, windows="across")

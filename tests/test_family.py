@@ -186,6 +186,7 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
         "slow critic": ((l.slow_value_rate, l.slow_value_every, l.slow_value_reg), (0.02, 1, 1.0)),
         "replay critic loss": (l.replay_value_scale, 0.0), "contdisc": (l.continue_discount, False),
         "imagined continue": (l.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
+        "replay windows": (s.replay_windows, "stream"),  # replay/generic.py Generic.add: a window per stream step
         "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
         "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
         "step order": (o.step_model_first, True),  # agent.py Agent.train: self.wm.train, then task_behavior.train

@@ -13,8 +13,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
+from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.config import parse_args, to_dict  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
@@ -260,6 +262,9 @@ def test_dreamer_v3_2023_preset_trains_from_the_recipe_per_policy_step(tmp_path)
     state, meta = dt.load_checkpoint(summary["checkpoint"])
     assert meta["config"]["model"]["nets"] == "2023" and meta["config"]["env"]["action_repeat"] == 2
     assert {"model", "actor", "value"} <= set(state["optimizers"])
+    assert meta["config"]["schedule"]["replay_windows"] == "stream"  # windows along the env's stream
+    rows = TensorDict.load_memmap(Path(summary["checkpoint"]) / "replay" / "rows", allow_pickle=False)
+    assert torch.equal(rows.get(keys.STREAM_IDS), torch.zeros(rows.shape[0], dtype=torch.long))  # one env
 
 
 def test_dreamer_v3_run_resumes_bit_exactly(tmp_path):
@@ -274,3 +279,21 @@ def test_dreamer_v3_run_resumes_bit_exactly(tmp_path):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     slow_a, slow_b = a["optimizers"]["hooks"]["0"]["target"], b["optimizers"]["hooks"]["0"]["target"]
     assert all(torch.equal(slow_a[k], slow_b[k]) for k in slow_a)
+
+
+def test_dreamer_v3_2023_stream_windows_resume_bit_exactly(tmp_path):
+    """dreamer_v3_proprio replays windows along the env's stream (across episode ends and checkpoint segments,
+    each of which starts a fresh episode): a run stopped at a checkpoint and resumed equals the uninterrupted one."""
+    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--model.blocks", "2")]
+    tiny[tiny.index("--preset") + 1:tiny.index("--preset") + 1] = ["dreamer_v3_proprio"]
+    tiny += ["--model.vector-layers", "1", "--model.vector-units", "16", "--run.checkpoint-every", "200",
+             "--env.episode-frames", "60"]  # 30-step episodes: windows of 10 rows often cross an episode end
+    whole, _ = _run(tmp_path / "whole", *tiny)
+    _run(tmp_path / "cut", *tiny, "--run.stop-at-env-steps", "400")
+    resumed = _load_recipe().main(["--resume", str(tmp_path / "cut" / "run"), "--run.no-progress"])
+    assert resumed["updates"] == whole["updates"] == 20 and resumed["evaluations"] == whole["evaluations"]
+    a, meta = dt.load_checkpoint(whole["checkpoint"])
+    b, _ = dt.load_checkpoint(resumed["checkpoint"])
+    assert meta["config"]["schedule"]["replay_windows"] == "stream"
+    for part in ("world_model", "actor", "value"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

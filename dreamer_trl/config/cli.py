@@ -57,9 +57,9 @@ def validate(cfg: DreamerConfig) -> None:
         (cfg.model.actor_mean_scale >= 0, "model.actor_mean_scale", ">= 0 (0: unsquashed)", cfg.model.actor_mean_scale),
         (e.action_repeat >= 1, "env.action_repeat", ">= 1", e.action_repeat),
         (e.image_size == 64 or not e.from_pixels, "env.image_size", "64 for the pixel model", e.image_size),
-        (e.episode_frames >= e.action_repeat * s.seq_len, "env.episode_frames",
-         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len} (an episode must fill a sequence)",
-         e.episode_frames),
+        (e.episode_frames >= e.action_repeat * s.seq_len or s.replay_windows == "stream", "env.episode_frames",
+         f">= action_repeat * seq_len = {e.action_repeat * s.seq_len} (an episode must fill a sequence; "
+         "schedule.replay_windows stream lifts this)", e.episode_frames),
         (s.buffer_capacity >= s.batch_size * s.seq_len, "schedule.buffer_capacity",
          f">= batch_size * seq_len = {s.batch_size * s.seq_len}", s.buffer_capacity),
         (s.train_every >= e.action_repeat, "schedule.train_every", f">= action_repeat = {e.action_repeat}",

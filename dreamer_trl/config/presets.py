@@ -61,7 +61,9 @@ def dreamer_v3() -> DreamerConfig:
     ``agent.py`` ``Agent.train``), batch 16 x 64, train ratio 512, action repeat 2; random actions
     until the replay holds batch 16 x 64 = 1024 sequences (``embodied/run/train.py``: ``len(replay)`` counts
     the 64-step windows, one per step once an env's stream holds 64, filled in 100-step driver calls): 1100
-    policy steps with one env (1300 with 4 envs), here 2208 env steps, the next multiple of train_every. Not
+    policy steps with one env (1300 with 4 envs), here 2208 env steps, the next multiple of train_every;
+    replay windows along each env's stream across episode ends (423291a ``embodied/replay/generic.py``,
+    ``Generic.add``: one window per step of a worker's stream; ``replay_windows="stream"``). Not
     reproduced:
     the learned initial belief (zeros here) and 4 training envs (``--env.num-envs 4``). The current code's
     configuration is :func:`dreamer_v3_current`. GPU work."""
@@ -77,7 +79,8 @@ def dreamer_v3() -> DreamerConfig:
     cfg.optim = OptimConfig(kind="adam", model_lr=1e-4, model_adam_eps=1e-8, model_grad_clip=1000.0, actor_lr=3e-5,
                             value_lr=3e-5, adam_eps=1e-5, grad_clip=100.0, step_model_first=True)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2208, train_every=16, train_ratio=512,
-                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10,
+                                  replay_windows="stream")
     return cfg
 
 
@@ -86,7 +89,8 @@ def dreamer_v3_proprio() -> DreamerConfig:
     ``dmc_proprio``): :func:`dreamer_v3` with vector inputs; the encoder and decoder MLPs keep the default
     5 x 1024 (the size pattern ``.*\\.units`` does not reach ``mlp_units``); 500k env steps (the score file's
     budget). Train ratio 512 at action repeat 2: one update per 4 env steps. The world model steps before the
-    actor imagines, as :func:`dreamer_v3` (423291a ``agent.py`` ``Agent.train``)."""
+    actor imagines (423291a ``agent.py`` ``Agent.train``) and replay windows run along each env's stream across
+    episode ends (423291a ``embodied/replay/generic.py``), as :func:`dreamer_v3`."""
     cfg = dreamer_v3()
     cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=2)
     cfg.model.vector_layers, cfg.model.vector_units = 5, 1024

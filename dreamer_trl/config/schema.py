@@ -221,6 +221,8 @@ class ScheduleConfig:
     """episodes per evaluation"""
     buffer_capacity: int = 1_000_000
     """replay capacity in agent steps (stored frames)"""
+    replay_windows: Literal["episode", "stream"] = "episode"
+    """replay windows inside one episode, or along each env's stream across episode ends (2023 DreamerV3)"""
 
 
 @dataclass

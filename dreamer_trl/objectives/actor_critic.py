@@ -47,15 +47,20 @@ def continue_weights(cont: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(cont, -2)
 
 
-def replay_lambda_return(reward: torch.Tensor, boot: torch.Tensor, live: torch.Tensor, lmbda: float) -> torch.Tensor:
+def replay_lambda_return(reward: torch.Tensor, boot: torch.Tensor, live: torch.Tensor, lmbda: float,
+                         is_init: torch.Tensor | None = None) -> torch.Tensor:
     """Lambda-returns along a replayed sequence, bootstrapped by imagined returns (V3 current code, repl_loss).
 
     R_t = r_{t+1} + live_{t+1} ((1 - lambda) b_{t+1} + lambda R_{t+1}),  R_{T-1} = b_{T-1}
 
     where b_t is the imagined lambda-return from the replayed state t and live_t the discount into row t
-    (gamma, times 0 after a terminal). Args ``[..., T, 1]``; returns ``[..., T - 1, 1]`` for rows 0..T-2.
+    (gamma, times 0 after a terminal). With ``is_init`` (bool ``[..., T, 1]``), a row whose next row starts a
+    new episode (a window along an env's stream) ends its episode's sequence as the last row does:
+    R_t = b_t, so no return reaches across the reset. Args ``[..., T, 1]``; returns ``[..., T - 1, 1]`` for
+    rows 0..T-2.
     """
-    return lambda_return(reward[..., 1:, :], boot[..., :-1, :], boot[..., -1, :], live[..., 1:, :], lmbda)
+    stop = None if is_init is None else is_init[..., 1:, :].bool()
+    return lambda_return(reward[..., 1:, :], boot[..., :-1, :], boot[..., -1, :], live[..., 1:, :], lmbda, stop)
 
 
 @dataclass
@@ -292,6 +297,9 @@ class ImaginedCriticLoss(LossModule):
         live = torch.full_like(boot, self.discount)
         if term is not None:
             live[..., 1:, :] = live[..., 1:, :] * (~term[..., :-1, :].bool()).to(boot.dtype)
-        returns = replay_lambda_return(reward, boot, live, self.lmbda)                             # (B, T-1, 1)
-        nll = self._critic_nll(state[..., :-1, :], belief[..., :-1, :], returns)
+        is_init = replay.get(keys.IS_INIT, None)  # mid-window episode starts: windows along an env's stream
+        returns = replay_lambda_return(reward, boot, live, self.lmbda, is_init)                    # (B, T-1, 1)
+        nll = self._critic_nll(state[..., :-1, :], belief[..., :-1, :], returns)                   # (B, T-1)
+        if is_init is not None:  # a row before a reset has no return of its own (R = b), as the last row
+            nll = torch.where(is_init[..., 1:, :].bool().squeeze(-1), torch.zeros_like(nll), nll)
         return nll.mean()

@@ -26,20 +26,24 @@ def _at(discount, t: int):
 
 
 def lambda_return(reward: torch.Tensor, value: torch.Tensor, bootstrap: torch.Tensor,
-                  gamma, lmbda: float) -> torch.Tensor:
+                  gamma, lmbda: float, stop: torch.Tensor | None = None) -> torch.Tensor:
     """V_lambda of Dreamer Eq. 6, computed backwards along dim -2.
 
     V_t = r_t + gamma_t * ((1 - lambda) * v_{t+1} + lambda * V_{t+1}), with V_T = v_T = ``bootstrap``.
 
     Args:
         reward: r_t ``[..., T, 1]`` (reward of imagined state t); value: v_t ``[..., T, 1]``;
-        bootstrap: v_T ``[..., 1]``; gamma: a float or per-step discounts ``[..., T, 1]``.
+        bootstrap: v_T ``[..., 1]``; gamma: a float or per-step discounts ``[..., T, 1]``;
+        stop: optional bool ``[..., T, 1]``: where set, V_t = v_t (the sequence does not go on after step t,
+            e.g. a replayed window whose next row starts a new episode); None: never.
     """
     next_values = torch.cat([value[..., 1:, :], bootstrap.unsqueeze(-2)], -2)
     inputs = reward + gamma * (1 - lmbda) * next_values
     returns, agg = [], bootstrap
     for t in reversed(range(reward.shape[-2])):
         agg = inputs[..., t, :] + _at(gamma, t) * lmbda * agg
+        if stop is not None:
+            agg = torch.where(stop[..., t, :], value[..., t, :], agg)
         returns.append(agg)
     return torch.stack(returns[::-1], -2)
 
