@@ -12,6 +12,13 @@ What makes the ranks one learner:
   non-finite check (a NaN on one rank reaches all), AGC and the optimizer step then act on the same numbers
   on every rank, and the parameters stay identical. Every ``check_every`` updates it checks that they are:
   one all-reduce of a float64 sum per tensor (max and min), naming the first tensor that differs.
+- The skip decision is the same on every rank. A loss term is per rank and can be non-finite while the
+  gradients are finite; the same all-reduce carries the number of ranks whose terms of the phase are not
+  finite, and when it is not zero every rank sets the phase's gradients to NaN: the mean loss over the ranks
+  is not finite, nor is its gradient. Every rank then sees a non-finite gradient norm, and all of them skip the
+  update (or undo the world model's step, with ``optim.step_model_first``), make the same collective calls
+  (``after_step`` hooks, the parameter check) and raise :class:`~dreamer_trl.training.NonFiniteError` at the
+  same update. A rank whose own terms are finite names the gradient norm as the non-finite value.
 - :func:`share_return_statistics`: DreamerV3's return percentiles (:class:`~dreamer_trl.objectives.return_norm.
   ReturnNormalizer`) are taken over the returns of all ranks (an all-gather), as one process would on the
   concatenated batch; without it each rank's scale would drift apart.
@@ -141,14 +148,26 @@ class DataParallelHook:
     @torch.no_grad()
     def before_clip(self, phase) -> None:
         grads = [p.grad for p in phase.params if p.grad is not None]
-        # The count of present gradients rides along: every rank must reduce the same tensors.
-        flat = torch.cat([torch.tensor([float(len(grads))], device=grads[0].device if grads else "cpu")]
+        device = grads[0].device if grads else "cpu"
+        # Two numbers ride along: the count of present gradients (every rank must reduce the same tensors) and
+        # whether this rank's loss terms are not finite (every rank must take the same skip decision).
+        finite = [torch.isfinite(v).all() for v in phase.terms.values()]
+        bad = (~torch.stack(finite).all()).reshape(1).float().to(device) if finite else torch.zeros(1, device=device)
+        flat = torch.cat([torch.tensor([float(len(grads))], device=device), bad]
                          + [g.reshape(-1).float() for g in grads])
         dist.all_reduce(flat)
-        if int(flat[0].item()) != len(grads) * self.world.size:
+        count, bad_ranks = (int(x) for x in flat[:2].tolist())
+        if count != len(grads) * self.world.size:
             raise RuntimeError(f"phase {phase.name!r}: ranks have gradients for different parameters "
-                               f"({len(grads)} here, {int(flat[0].item())} over {self.world.size} ranks)")
-        flat = flat[1:] / self.world.size
+                               f"({len(grads)} here, {count} over {self.world.size} ranks)")
+        if bad_ranks:  # the mean loss over the ranks is not finite: a NaN gradient makes every rank skip
+            for p in phase.params:
+                if p.grad is None:
+                    p.grad = torch.full_like(p, float("nan"))
+                else:
+                    p.grad.fill_(float("nan"))
+            return
+        flat = flat[2:] / self.world.size
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))

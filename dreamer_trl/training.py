@@ -9,11 +9,15 @@ shared value predictions), so ``retain_graph`` follows from the phases, not from
 
 Hooks see every phase: ``before_clip(phase)`` (e.g. an all-reduce of the gradients across ranks) and
 ``after_step(phase)`` (e.g. an EMA or target critic, running statistics). A hook with ``state_dict`` /
-``load_state_dict`` is checkpointed with the optimizers.
+``load_state_dict`` is checkpointed with the optimizers. ``phase.terms`` holds the detached entries of the phase's
+latest loss TensorDict, for a hook to read at ``before_clip``.
 
 Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not finite, no optimizer steps
 (weights and Adam moments stay as they were), the update is counted as skipped, and after
-``max_nonfinite`` skips in a row :class:`NonFiniteError` names the offending terms.
+``max_nonfinite`` skips in a row :class:`NonFiniteError` names the offending terms. The decision is taken from
+the loss terms and the clipped gradient norms, so a hook that makes the norms non-finite at ``before_clip``
+makes the update skip: data-parallel ranks share their loss terms' finiteness that way in their gradient
+all-reduce (:class:`~dreamer_trl.distributed.DataParallelHook`), so all of them skip, undo or step together.
 
 Step order (``OptimConfig.step_model_first``). Off (V1, danijar/dreamer ``Dreamer._train``): every phase's
 loss is computed with the weights of before the update, then every optimizer steps. On (DreamerV2,
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
@@ -63,6 +67,8 @@ class Phase:
     params: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     clip: float = 100.0
+    # the detached entries of the latest loss TensorDict (set by DreamerUpdate, read by hooks at before_clip)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 class Hook(Protocol):
@@ -233,7 +239,8 @@ class DreamerUpdate:
                 retain = phase is not self.phases[-1] and carries_graph(data)
                 loss.backward(inputs=phase.params, retain_graph=retain)
             total[phase.name] = loss
-            metrics.update({f"loss/{k.removeprefix('loss_')}": v.detach() for k, v in loss_td.items()})
+            phase.terms = {k: v.detach() for k, v in loss_td.items()}
+            metrics.update({f"loss/{k.removeprefix('loss_')}": v for k, v in phase.terms.items()})
             after_phase(phase.name)
         return data
 

@@ -1,13 +1,17 @@
 """Data-parallel learning on gloo with spawned ranks: an update on two shards equals one process's update on the
-concatenated batch; the parameters stay identical over many updates; a drift is caught and named."""
+concatenated batch; the parameters stay identical over many updates; a drift is caught and named; a loss term that
+is not finite on one rank only makes every rank skip (or undo) the update and raise together."""
+import datetime
 import os
 import socket
+import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from tensordict import TensorDict
+from torch import nn
 
 import dreamer_trl as dt
 from dreamer_trl import keys
@@ -81,9 +85,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PoisonTerm(nn.Module):
+    """Wraps a phase's loss: on the chosen calls its first ``loss_*`` term's value becomes NaN, while its gradient
+    stays that of the term (``v + (nan - v).detach()``), so only the loss value says something is wrong."""
+
+    def __init__(self, loss: nn.Module, calls):
+        super().__init__()
+        self.loss, self.calls, self.count = loss, calls, 0
+
+    def forward(self, data):
+        loss_td, data = self.loss(data)
+        if self.calls is None or self.count in self.calls:
+            key = next(k for k in loss_td.keys() if k.startswith("loss_"))
+            v = loss_td[key]
+            loss_td[key] = v + (torch.full_like(v, float("nan")) - v).detach()
+        self.count += 1
+        return loss_td, data
+
+
+def optimizer_state(updater):
+    return {f"{phase.name}.{i}.{k}": v.detach().clone() for phase in updater.phases
+            for i, p in enumerate(phase.params) for k, v in phase.optimizer.state.get(p, {}).items()
+            if torch.is_tensor(v)}
+
+
+# (preset, phase with the NaN term): V1's phases step together; V3's model steps first, and the NaN comes after its
+# step (it must be undone) or in it (it must not step)
+NONFINITE_CASES = [("debug", "actor"), ("dreamer_v3_proprio", "actor"), ("dreamer_v3_proprio", "model")]
+
+
 def _worker(rank, world_size, port, out):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))
     world = World(rank, world_size)
     try:
         # 1. one update on this rank's shard, with the noise fixed (see fixed_noise)
@@ -118,15 +152,55 @@ def _worker(rank, world_size, port, out):
             message = str(err)
         with open(os.path.join(out, f"drift_{rank}.txt"), "w") as f:
             f.write(message)
+
+        # 4. update 1 has a NaN term on rank 1 only: both ranks skip it (V3, actor: undo the model's step)
+        for name, poisoned in NONFINITE_CASES:
+            agent, updater = build(name, seed=rank)
+            make_data_parallel(agent, updater, world, check_every=1)  # a parameter check after every step
+            phase = updater.phase(poisoned)
+            phase.loss = PoisonTerm(phase.loss, {1} if rank == 1 else set())
+            torch.manual_seed(rank_seed(0, world))
+            record = {}
+            for i in range(3):
+                metrics = updater.update(batch(seed=100 * rank + i, size=2))
+                record[f"state{i}"], record[f"optim{i}"] = state(agent, updater), optimizer_state(updater)
+                record[f"metrics{i}"] = {k: v.detach().clone() for k, v in metrics.items()}
+            record["skipped"] = updater.skipped
+            torch.save(record, os.path.join(out, f"skip_{name}_{poisoned}_{rank}.pt"))
+
+        # 5. rank 1 is not finite on every update: both ranks raise at the third one
+        agent, updater = build("debug")
+        make_data_parallel(agent, updater, world, check_every=1)
+        updater.max_nonfinite = 3
+        if rank == 1:
+            actor = updater.phase("actor")
+            actor.loss = PoisonTerm(actor.loss, None)
+        raised = -1
+        for i in range(6):
+            try:
+                updater.update(batch(seed=100 * rank + i, size=2))
+            except dt.training.NonFiniteError:
+                raised = i
+                break
+        dist.barrier()  # both ranks are here, at the same point
+        with open(os.path.join(out, f"raised_{rank}.txt"), "w") as f:
+            f.write(str(raised))
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    """Run the two-rank worker once for the whole module; its results are files in the returned directory."""
+    """Run the two-rank worker once for the whole module; its results are files in the returned directory.
+    A hang (ranks making different collective calls) fails the tests instead of blocking them."""
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    context = mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two ranks did not finish in 300 s")
     return out
 
 
@@ -162,6 +236,36 @@ def test_a_drift_between_ranks_is_caught_and_named(ranks):
     for rank in range(2):
         message = (ranks / f"drift_{rank}.txt").read_text()
         assert message.startswith("parameters differ between ranks: value."), message
+
+
+@pytest.mark.parametrize("name, poisoned", NONFINITE_CASES)
+def test_a_nonfinite_term_on_one_rank_skips_the_update_on_every_rank(ranks, name, poisoned):
+    first, second = (torch.load(ranks / f"skip_{name}_{poisoned}_{r}.pt", weights_only=True) for r in range(2))
+    for record in first, second:
+        assert record["skipped"] == 1
+        # the skipped update left weights and optimizer states as they were (V3, actor: the model stepped, undone)
+        for part in "state", "optim":
+            before, after = record[f"{part}0"], record[f"{part}1"]
+            assert before.keys() == after.keys()
+            assert all(torch.equal(before[k], after[k]) for k in before), part
+        assert any(not torch.equal(record["state1"][k], record["state2"][k]) for k in record["state1"])  # trained on
+        skipped = record["metrics1"]
+        assert skipped["train/skipped_updates"] == 1
+        assert not torch.isfinite(skipped[f"train/grad_norm_{poisoned}"])  # the sign every rank sees
+        if poisoned != "model":
+            assert torch.isfinite(skipped["train/grad_norm_model"])  # so with step_model_first the model stepped
+    assert all(torch.isfinite(v).all() for k, v in first["metrics1"].items() if k.startswith("loss/"))
+    assert not all(torch.isfinite(v).all() for k, v in second["metrics1"].items() if k.startswith("loss/"))  # rank 1
+    for i in range(3):
+        for part in "state", "optim":
+            ours, theirs = first[f"{part}{i}"], second[f"{part}{i}"]
+            assert ours.keys() == theirs.keys()
+            for key in ours:
+                assert torch.equal(ours[key], theirs[key]), f"{part}{i} {key}"
+
+
+def test_nonfinite_terms_on_one_rank_raise_on_every_rank_together(ranks):
+    assert [(ranks / f"raised_{r}.txt").read_text() for r in range(2)] == ["2", "2"]
 
 
 def test_a_single_process_is_left_alone():
