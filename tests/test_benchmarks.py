@@ -86,7 +86,7 @@ def test_bench_replay_bytes_per_frame(impl, capsys):
     assert expected <= r["bytes_per_frame"] < expected * 1.05
 
 
-@pytest.mark.parametrize("impl", ["ours", "torchrl"])
+@pytest.mark.parametrize("impl", ["torchrl"])  # ours: test_learn_dmc_resumes_a_stopped_run_and_writes_the_whole_curve
 def test_learn_dmc_smallest_budget(impl, tmp_path):
     out = tmp_path / impl
     summary = _script("learn_dmc").main(["--impl", impl, "--task", "cartpole_swingup", "--env_steps", "400",
@@ -104,7 +104,9 @@ def test_learn_dmc_resumes_a_stopped_run_and_writes_the_whole_curve(tmp_path):
     learn.main([*args, "--run.stop-at-env-steps", "200"])
     summary = learn.main([*args, "--resume"])
     assert [s for s, _ in summary["evaluations"]] == [200, 400]
-    assert [int(r["env_steps"]) for r in csv.DictReader(open(out / "curve.csv"))] == [200, 400]
+    rows = list(csv.DictReader(open(out / "curve.csv")))
+    assert [int(r["env_steps"]) for r in rows] == [200, 400]
+    assert all(abs(float(r["eval_return"])) < 1e4 for r in rows)
 
 
 def test_learn_dmc_plot(tmp_path):
