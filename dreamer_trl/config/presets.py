@@ -63,10 +63,9 @@ def dreamer_v3() -> DreamerConfig:
     the 64-step windows, one per step once an env's stream holds 64, filled in 100-step driver calls): 1100
     policy steps with one env (1300 with 4 envs), here 2208 env steps, the next multiple of train_every;
     replay windows along each env's stream across episode ends (423291a ``embodied/replay/generic.py``,
-    ``Generic.add``: one window per step of a worker's stream; ``replay_windows="stream"``). Not
-    reproduced:
-    the learned initial belief (zeros here) and 4 training envs (``--env.num-envs 4``). The current code's
-    configuration is :func:`dreamer_v3_current`. GPU work."""
+    ``Generic.add``: one window per step of a worker's stream; ``replay_windows="stream"``). Not reproduced:
+    the learned initial belief (zeros here), 4 training envs (``--env.num-envs 4``) and float16 compute. The
+    current code's configuration is :func:`dreamer_v3_current`. GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v3", nets="2023", latent="categorical", state_dim=32, classes=32,
