@@ -30,6 +30,7 @@ _EXPORTS = {
     "ImaginedActorLoss": "objectives", "ImaginedCriticLoss": "objectives",
     "BoundedNormalActor": "behavior", "BoundedNormal": "behavior", "MSEHead": "heads",
     "OneHotActor": "behavior", "OneHotCategorical": "behavior",
+    "TruncNormalActor": "behavior", "TruncatedNormal": "trunc_normal",
     "make_family_agent": "family", "make_family_update": "family",
     "DreamerWorldModel": "world_model", "make_world_model": "world_model",
     "CategoricalLatent": "latent",

@@ -11,6 +11,8 @@ tensors. Dreamer's behaviour is the actor; PlaNet's planner is another.
 - :func:`make_value`: "state", "belief" -> "state_value", the mean of N(v, 1).
 - :class:`BoundedNormal` / :class:`BoundedNormalActor`: DreamerV3's continuous actor, N(tanh(m), sigma)
   with sigma in [min_std, max_std] (official ``bounded_normal``: (max - min) * sigmoid(x + 2) + min).
+- :class:`TruncNormalActor`: DreamerV2's continuous actor, N(tanh(m), 2 sigmoid(s / 2) + min_std) truncated to
+  [-1, 1] (:class:`~dreamer_trl.trunc_normal.TruncatedNormal`).
 
 Shapes: "state" ``[*N, S]``, "belief" ``[*N, D]``, "action" ``[*N, A]``, "state_value" ``[*N, 1]``.
 """
@@ -28,6 +30,7 @@ from dreamer_trl.config import ModelConfig
 from dreamer_trl.heads import NormalHead
 from dreamer_trl.latent import features, normal_log_prob, on_features
 from dreamer_trl.networks import ScalarHead, TanhNormal, TanhNormalActor
+from dreamer_trl.trunc_normal import TruncatedNormal
 
 
 def deterministic() -> bool:
@@ -103,6 +106,35 @@ class BoundedNormalActor(nn.Module):
     def dist(self, state: torch.Tensor, belief: torch.Tensor) -> BoundedNormal:
         mean, std = on_features(self.net, state.detach(), belief.detach()).chunk(2, -1)
         return BoundedNormal(torch.tanh(mean), (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std)
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        dist = self.dist(state, belief)
+        return dist.mode() if deterministic() else dist.rsample()
+
+
+class TruncNormalActor(nn.Module):
+    """(state, belief) -> action in [-1, 1] with DreamerV2's truncated normal: loc = tanh(x),
+    scale = 2 sigmoid(y / 2) + min_std, truncated to [-1, 1], draws clipped to [-1 + clip, 1 - clip] straight-through.
+
+    danijar/dreamerv2 at 07d906e: ``agent.py`` ``ActorCritic.__init__`` (``actor.dist: auto`` is ``trunc_normal``
+    for continuous actions), ``common/nets.py`` ``DistLayer.__call__`` (``trunc_normal``: the mean and std layers,
+    ``init_std`` 0, ``min_std`` 0.1 from ``configs.yaml`` ``actor``), ``common/dists.py`` ``TruncNormalDist``.
+
+    Args:
+        net: features ``[*N, F]`` -> ``[*N, 2A]`` (mean and std pre-activations).
+        min_std: V2's 0.1. clip: V2's 1e-6.
+    Same interface as :class:`BoundedNormalActor`: samples under exploration RANDOM (or unset), the mode (loc)
+    under DETERMINISTIC/MODE/MEAN (V2 evaluates with ``actor(feat).mode()``); features detached.
+    """
+
+    def __init__(self, net: nn.Module, min_std: float = 0.1, clip: float = 1e-6):
+        super().__init__()
+        self.net, self.min_std, self.clip = net, min_std, clip
+
+    def dist(self, state: torch.Tensor, belief: torch.Tensor) -> TruncatedNormal:
+        mean, std = on_features(self.net, state.detach(), belief.detach()).chunk(2, -1)
+        return TruncatedNormal(torch.tanh(mean), 2.0 * torch.sigmoid(std / 2.0) + self.min_std, -1.0, 1.0,
+                               clip=self.clip)
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         dist = self.dist(state, belief)

@@ -10,6 +10,7 @@ The same world model, losses and update as Dreamer V1 (:mod:`dreamer_trl.builder
 - heads: symlog MSE (vectors) or MSE (images) decoder, symexp two-hot reward and critic (V3) or unit
   Gaussians (V2), Bernoulli continue head (:mod:`dreamer_trl.heads`);
 - world-model loss: V2's balanced KL or V3's dyn/rep terms (:mod:`dreamer_trl.objectives.kl`);
+- actor: V3's bounded normal or V2's truncated normal (:mod:`dreamer_trl.behavior`);
 - behaviour: :class:`~dreamer_trl.objectives.actor_critic.ImaginedActorLoss` and
   :class:`~dreamer_trl.objectives.actor_critic.ImaginedCriticLoss`, return normalisation and a slow critic
   (:mod:`dreamer_trl.objectives.return_norm`);
@@ -27,7 +28,7 @@ import torch
 from tensordict.nn import TensorDictModule
 
 from dreamer_trl import keys
-from dreamer_trl.behavior import BoundedNormalActor
+from dreamer_trl.behavior import BoundedNormalActor, TruncNormalActor
 from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
 from dreamer_trl.imagination import make_imagination_env
@@ -140,10 +141,14 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
 
 
 def make_family_actor(feature_dim: int, action_dim: int, cfg: ModelConfig) -> TensorDictModule:
-    """V3's bounded-normal actor (output layer scaled by ``actor_outscale``: current 0.01, 2023 1.0) on the features."""
+    """The actor on the features (output layer scaled by ``actor_outscale``: current 0.01, 2023 1.0): V3's bounded
+    normal, or V2's truncated normal on [-1, 1] (``actor_dist``)."""
     w, style = widths(cfg), _style(cfg)
     net = MLPV3(feature_dim, w.units, cfg.mlp_layers, out_dim=2 * action_dim, style=style, outscale=cfg.actor_outscale)
-    actor = BoundedNormalActor(net, cfg.actor_min_std, cfg.actor_max_std)
+    if cfg.actor_dist == "trunc_normal":
+        actor = TruncNormalActor(net, cfg.actor_min_std)
+    else:
+        actor = BoundedNormalActor(net, cfg.actor_min_std, cfg.actor_max_std)
     return TensorDictModule(actor, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
 
 

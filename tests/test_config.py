@@ -467,6 +467,7 @@ def test_validate_allows_small_images_for_state_observations():
     ("paper", "optim.kind", "laprop", "dreamer_v2/dreamer_v3"),
     ("paper", "loss.kl", "dyn_rep", "free_nats for model.agent dreamer"),
     ("paper", "model.latent", "categorical", "gaussian for model.agent dreamer"),
+    ("paper", "model.actor_dist", "trunc_normal", "bounded_normal for model.agent dreamer"),
     ("dreamer_v3_proprio", "schedule.train_ratio", -1.0, ">= 0"),
     ("dreamer_v3_proprio", "model.classes", 1, ">= 2"),
     ("dreamer_v3", "behavior.kind", "planner", "actor for model.agent"),

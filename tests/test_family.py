@@ -145,14 +145,17 @@ def test_v2_prior_has_one_hidden_layer():
     assert len(linears) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v2: the V2 actor is V3's BoundedNormal N(tanh m, s in [0.1, 1]), unbounded samples; dreamerv2 "
-    "continuous actor (actor.dist auto -> trunc_normal): TruncatedNormal(tanh m, 2 sigmoid(s / 2) + 0.1, -1, 1)"))
 def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
+    # dreamerv2 07d906e: actor.dist auto -> trunc_normal (agent.py ActorCritic.__init__); common/nets.py DistLayer:
+    # TruncNormalDist(tanh m, 2 sigmoid(s / 2) + 0.1, -1, 1), draws clipped to [-1 + 1e-6, 1 - 1e-6]
     cfg, _, agent, _ = build("dreamer_v2")
     S, D = dt.builders.latent_dims(cfg.model)
     dist = agent.actor.module.dist(torch.zeros(4096, S), torch.zeros(4096, D))
-    assert dist.rsample().abs().max() <= 1.0
+    assert isinstance(dist, dt.TruncatedNormal) and (dist.low, dist.high) == (-1.0, 1.0)
+    assert dist.rsample().abs().max() <= 1.0 - 1e-6 + 1e-7
+    assert ((dist.scale > 0.1) & (dist.scale < 2.1)).all()
+    for name in FAMILY[1:]:  # V3 keeps its bounded normal
+        assert isinstance(build(name)[2].actor.module, dt.BoundedNormalActor)
 
 
 def test_v3_stride_image_networks_are_one_field_away():

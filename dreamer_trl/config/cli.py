@@ -109,6 +109,9 @@ def validate(cfg: DreamerConfig) -> None:
         (cfg.model.vector_layers >= 0, "model.vector_layers", ">= 0 (0: model.mlp_layers)", cfg.model.vector_layers),
         (cfg.model.vector_units >= 0, "model.vector_units", ">= 0 (0: model.mlp_hidden)", cfg.model.vector_units),
         (cfg.model.actor_outscale >= 0, "model.actor_outscale", ">= 0", cfg.model.actor_outscale),
+        (cfg.model.actor_dist == "bounded_normal" or cfg.model.agent != "dreamer", "model.actor_dist",
+         "bounded_normal for model.agent dreamer (Dreamer V1 has its tanh-Gaussian actor; trunc_normal belongs to "
+         "dreamer_v2/dreamer_v3)", cfg.model.actor_dist),
         (cfg.optim.model_adam_eps >= 0, "optim.model_adam_eps", ">= 0 (0: optim.adam_eps)", cfg.optim.model_adam_eps),
         (cfg.optim.model_grad_clip >= 0, "optim.model_grad_clip", ">= 0 (0: optim.grad_clip)",
          cfg.optim.model_grad_clip),

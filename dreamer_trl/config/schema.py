@@ -87,6 +87,8 @@ class ModelConfig:
     """V2/V3 actor's minimum std"""
     actor_max_std: float = 1.0
     """V3 actor's maximum std"""
+    actor_dist: Literal["bounded_normal", "trunc_normal"] = "bounded_normal"
+    """V2/V3 continuous actor: bounded_normal (V3: N(tanh m, std in [min, max]), unbounded draws) or trunc_normal (V2: N(tanh m, 2 sigmoid(s / 2) + min_std) truncated to [-1, 1])"""
     nets: Literal["current", "2023"] = "current"
     """V3 network structure: current (e3f0224: block GRU, 2 prior layers, fan-in init, norm eps 1e-4) or 2023 (84ecf19: dense GRU with normed gates, 1 prior layer, fan-avg init, no biases before norms, eps 1e-3, 4x4 stride convs)"""
     vector_layers: int = 0
