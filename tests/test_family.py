@@ -112,6 +112,7 @@ def test_v2_uses_the_target_critic_for_returns_and_no_slow_regulariser():
     assert agent.world_model.continue_head is None
     assert agent.hooks[0].every == 100 and agent.hooks[0].fraction == 1.0
     assert isinstance(update.phase("model").optimizer, torch.optim.AdamW)
+    assert PRESETS["dreamer_v2"]().model.actor_outscale == 1.0  # dreamerv2 DistLayer: plain Dense output layers
 
 
 def test_sizes_set_the_widths():

@@ -136,13 +136,15 @@ def dreamer_v2() -> DreamerConfig:
     target critic copied every 100 updates, Adam eps 1e-5 clip 100 weight decay 1e-6 (model 3e-4, actor and
     critic 8e-5), the world model stepping before the actor imagines with it (``agent.py`` ``Agent.train``),
     batch 16 x 50, one update every 5 agent steps (train ratio 160), action repeat 2, prefill 1000
-    agent steps, the truncated-normal actor (``common/dists.py`` ``TruncNormalDist``). Not reproduced: its 100
+    agent steps, the truncated-normal actor (``common/dists.py`` ``TruncNormalDist``) whose output layers are
+    plain Glorot-initialised Dense layers (``common/nets.py`` ``DistLayer``: output scale 1). Not reproduced: its 100
     pretraining updates after the prefill. Pixels; GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v2", latent="categorical", state_dim=32, classes=32, unimix=0.0,
                             belief_dim=200, rssm_hidden=200, mlp_hidden=400, cnn_depth=48, norm="none", blocks=1,
-                            mlp_layers=4, head_layers=4, twohot_bins=0, continue_head=False, actor_dist="trunc_normal")
+                            mlp_layers=4, head_layers=4, twohot_bins=0, continue_head=False, actor_dist="trunc_normal",
+                            actor_outscale=1.0)
     cfg.loss = LossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, horizon=15, gamma=0.99, lmbda=0.95,
                           exploration_noise=0.0, actor_reinforce=0.0, actor_entropy=1e-4, return_norm=False,
                           slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0,
