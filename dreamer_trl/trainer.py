@@ -3,7 +3,8 @@ checkpoint.
 
 Prefill ``prefill_env_steps`` with uniform random actions; from then on every ``train_every`` env steps
 collected by the noisy policy are followed by ``updates_per_train`` updates (world model, actor, value), and
-a noise-free evaluation comes every ``eval_every`` env steps. Env steps are frames after action repeat.
+a noise-free evaluation comes every ``eval_every`` env steps. ``pretrain_updates`` more run once, right after
+the prefill (DreamerV2's pretraining), in either schedule mode. Env steps are frames after action repeat.
 Collection runs in segments of ``checkpoint_every`` env steps, each ending in a checkpoint; SIGTERM/SIGINT
 save at the next safe point and exit 143/130 (RELIABILITY.md P1, P3). Where the run stands is one typed
 :class:`Counters`, saved in every checkpoint as JSON data.
@@ -106,13 +107,15 @@ class Pace:
 def work_left(c: Counters, s, action_repeat: int = 1) -> tuple[int, int, int]:
     """(updates, env steps collected with the policy, prefill env steps) still to run under schedule ``s``:
     ``updates_per_train`` updates after each ``train_every`` env steps from the end of the prefill on, or with
-    a ``train_ratio`` the updates due at the end (:func:`updates_due`) less those run."""
+    a ``train_ratio`` the updates due at the end (:func:`updates_due`) less those run; the ``pretrain_updates``
+    are in both (still to come before the prefill ends, pending or run after)."""
     prefill_steps = max(0, s.prefill_env_steps - c.env_steps)
     train_steps = s.total_env_steps - c.env_steps - prefill_steps
     if s.train_ratio:
         return max(0, updates_due(s.total_env_steps, s, action_repeat) - c.updates), train_steps, prefill_steps
     boundaries = (s.total_env_steps - max(c.env_steps, s.prefill_env_steps - s.train_every)) // s.train_every
-    return c.pending_updates + max(0, boundaries) * s.updates_per_train, train_steps, prefill_steps
+    pretrain = s.pretrain_updates if c.env_steps < s.prefill_env_steps else 0  # after: in pending_updates
+    return c.pending_updates + max(0, boundaries) * s.updates_per_train + pretrain, train_steps, prefill_steps
 
 
 class PriorWatch:
@@ -141,9 +144,25 @@ def updates_due(env_steps: int, schedule, action_repeat: int) -> int:
     train_ratio = replayed steps per policy step, so after the prefill every policy step (env steps /
     action repeat) earns train_ratio / (batch_size * seq_len) updates; the count is taken over the whole run
     (floor), so the realised ratio never drifts from the configured one, whatever the collection granularity.
+    Once the prefill is done, ``schedule.pretrain_updates`` are due on top (:func:`pretrain_due`).
     """
     policy_steps = max(0, env_steps - schedule.prefill_env_steps) // action_repeat
-    return int(policy_steps * schedule.train_ratio // (schedule.batch_size * schedule.seq_len))
+    regular = int(policy_steps * schedule.train_ratio // (schedule.batch_size * schedule.seq_len))
+    return regular + pretrain_due(env_steps, schedule)
+
+
+def pretrain_due(env_steps: int, schedule) -> int:
+    """The pretraining updates due after ``env_steps``: ``schedule.pretrain_updates`` once the prefill is done.
+
+    DreamerV2 (danijar/dreamerv2 07d906e, ``dreamerv2/train.py`` ``main``) trains ``config.pretrain`` times on
+    replayed batches between the random prefill and the first policy step, then goes on with its ``train_every``
+    schedule; ``configs.yaml`` sets ``pretrain: 100`` for ``dmc_vision`` and ``dmc_proprio``. They are extra to
+    the schedule in both modes and left out of the logged ``train/replay_ratio`` (the regular schedule's ratio;
+    the official code logs no ratio). The official ``main`` also runs one update just before them (the call that
+    creates the variables): the fixed schedule's ``updates_per_train`` after the prefill stands for it, a
+    ``train_ratio`` schedule has no counterpart.
+    """
+    return schedule.pretrain_updates if env_steps >= schedule.prefill_env_steps else 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -291,8 +310,9 @@ class Trainer:
             elapsed = now - self.start[0]
             rate = (c.env_steps - self.start[1]) / elapsed
             policy_steps = max(0, c.env_steps - s.prefill_env_steps) // self.cfg.env.action_repeat
-            if policy_steps:
-                self.log({"train/replay_ratio": c.updates * s.batch_size * s.seq_len / policy_steps})
+            if policy_steps:  # the regular schedule's ratio: the pretraining updates are left out
+                regular = max(0, c.updates - pretrain_due(c.env_steps, s))
+                self.log({"train/replay_ratio": regular * s.batch_size * s.seq_len / policy_steps})
             self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
                       "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
             self.bar.update(new_steps)
@@ -324,8 +344,9 @@ class Trainer:
         if c.env_steps >= s.prefill_env_steps:
             if s.train_ratio:  # exact over the whole run: due(env steps) - updates run so far
                 c.pending_updates = max(0, updates_due(c.env_steps, s, self.cfg.env.action_repeat) - c.updates)
-            else:
-                c.pending_updates += s.updates_per_train  # per train_every env steps
+            else:  # per train_every env steps, and the pretraining once, in the batch that ends the prefill
+                c.pending_updates += s.updates_per_train + pretrain_due(c.env_steps, s) - pretrain_due(
+                    c.env_steps - new_steps, s)
         crossed = c.env_steps // s.eval_every > (c.env_steps - new_steps) // s.eval_every
         c.eval_due = c.eval_due or crossed or c.env_steps >= s.total_env_steps
         return new_steps

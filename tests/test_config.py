@@ -469,6 +469,7 @@ def test_validate_allows_small_images_for_state_observations():
     ("paper", "model.latent", "categorical", "gaussian for model.agent dreamer"),
     ("paper", "model.actor_dist", "trunc_normal", "bounded_normal for model.agent dreamer"),
     ("dreamer_v3_proprio", "schedule.train_ratio", -1.0, ">= 0"),
+    ("dreamer_v2", "schedule.pretrain_updates", -1, "'schedule.pretrain_updates'"),
     ("dreamer_v3_proprio", "model.classes", 1, ">= 2"),
     ("dreamer_v3", "behavior.kind", "planner", "actor for model.agent"),
     ("dreamer_v3_proprio", "model.vector_units", -1, ">= 0 (0: model.mlp_hidden)"),

@@ -297,3 +297,31 @@ def test_dreamer_v3_2023_stream_windows_resume_bit_exactly(tmp_path):
     assert meta["config"]["schedule"]["replay_windows"] == "stream"
     for part in ("world_model", "actor", "value"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+V2_TINY = ["--preset", "dreamer_v2", "--env.task", "cartpole_balance", "--env.no-from-pixels", "--env.episode-frames",
+           "200", "--schedule.total-env-steps", "600", "--schedule.prefill-env-steps", "400", "--schedule.train-every",
+           "40", "--schedule.train-ratio", "8", "--schedule.batch-size", "4", "--schedule.seq-len", "10",
+           "--schedule.eval-every", "600", "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000",
+           "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16", "--model.rssm-hidden", "8",
+           "--model.mlp-hidden", "16", "--loss.horizon", "4", "--run.checkpoint-every", "200"]
+
+
+@pytest.mark.slow
+def test_dreamer_v2_pretraining_updates_count_once_and_resume(tmp_path):
+    """The dreamer_v2 preset's 100 pretraining updates after the prefill (danijar/dreamerv2 07d906e train.py):
+    on top of the 100 policy steps x 8 / (4 x 10) = 20 regular updates, left out of the logged replay ratio; a
+    run stopped at the checkpoint right after them and resumed neither repeats nor loses any."""
+    whole, _ = _run(tmp_path / "whole", *V2_TINY)
+    assert whole["env_steps"] == 600 and whole["updates"] == 20 + 100
+    run_dir = Path(whole["run_dir"])
+    assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
+    _run(tmp_path / "cut", *V2_TINY, "--run.stop-at-env-steps", "400")
+    _, meta = dt.load_checkpoint(tmp_path / "cut" / "run" / "checkpoints" / f"{400:010d}")
+    assert meta["updates"] == 100 and meta["config"]["schedule"]["pretrain_updates"] == 100
+    resumed = _load_recipe().main(["--resume", str(tmp_path / "cut" / "run"), "--run.no-progress"])
+    assert resumed["updates"] == whole["updates"] and resumed["evaluations"] == whole["evaluations"]
+    a, _ = dt.load_checkpoint(whole["checkpoint"])
+    b, _ = dt.load_checkpoint(resumed["checkpoint"])
+    for part in ("world_model", "actor", "value"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

@@ -241,3 +241,103 @@ def test_train_ratio_is_exact_over_the_run_whatever_the_collection_granularity()
             done += max(0, updates_due(steps, s, 1) - done)
         assert done == 3000 and done * 32 / 8000 == 12
     assert work_left(Counters(env_steps=5000, updates=1400), s, 1) == (1600, 4000, 0)
+
+
+# --- DreamerV2's pretraining updates ------------------------------------------------------------------
+
+
+def _official_v2_updates(prefill: int, pretrain: int, every: int, train_steps: int, policy_steps: int) -> int:
+    """Updates danijar/dreamerv2 07d906e (``dreamerv2/train.py`` ``main``, ``common/when.py`` ``Every``) has run
+    ``policy_steps`` policy steps after a prefill of ``prefill`` policy steps, written out as a plain loop: one
+    update that creates the variables, ``pretrain`` updates, then at each policy step (the step counter goes on
+    from the prefill) ``train_steps`` updates whenever ``Every(every)`` fires, which it does at its first call."""
+    updates, last = 1 + pretrain, None
+    for step in range(prefill + 1, prefill + policy_steps + 1):
+        if last is None or step >= last + every:
+            last = step if last is None else last + every
+            updates += train_steps
+    return updates
+
+
+def _fake_trainer(cfg, tmp_path, counters=None) -> Trainer:
+    """A Trainer whose updates only count (no networks, env or replay), to run its schedule alone."""
+    import io
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    trainer = Trainer(cfg, "debug", tmp_path, env=None, eval_env=None,
+                      agent=SimpleNamespace(world_model=None, actor=None, value=None), policy=None,
+                      updater=SimpleNamespace(update=lambda batch: {}, skipped=0),
+                      buffer=SimpleNamespace(sample=lambda: None), loggers=[], device=torch.device("cpu"))
+    trainer.bar, trainer.evaluate = tqdm(total=cfg.schedule.total_env_steps, file=io.StringIO()), lambda: None
+    trainer.counters = counters or Counters()
+    return trainer
+
+
+def _batch(cfg):
+    """One collected batch of ``train_every`` env steps, no episode ending in it."""
+    from tensordict import TensorDict
+
+    n = cfg.schedule.train_every // cfg.env.action_repeat
+    return TensorDict({"next": {"done": torch.zeros(n, 1, dtype=torch.bool), "episode_reward": torch.zeros(n, 1)}},
+                      batch_size=[n])
+
+
+def _schedule(cfg, tmp_path, stop_after=None) -> list[tuple[int, int, int]]:
+    """(env steps, updates run, work_left's updates) after each batch of a whole run of the schedule; with
+    ``stop_after`` the run is preempted after that many updates and resumed from its counters (as saved)."""
+    trainer, rows, calls = _fake_trainer(cfg, tmp_path), [], [0]
+
+    def update(batch):
+        calls[0] += 1
+        if calls[0] == stop_after:
+            trainer.preemption.requested = signal.SIGTERM
+        return {}
+
+    trainer.updater.update = update
+    s, a = cfg.schedule, cfg.env.action_repeat
+    while trainer.counters.env_steps < s.total_env_steps:
+        trainer.count(_batch(cfg))
+        trainer.train_and_evaluate()
+        c = trainer.counters
+        rows.append((c.env_steps, c.updates, work_left(c, s, a)[0]))
+        if trainer.stopping:  # resume in a fresh trainer from the counters a checkpoint would hold
+            trainer = _fake_trainer(cfg, tmp_path, Counters.from_dict(json.loads(json.dumps(asdict(c)))))
+    return rows
+
+
+@pytest.mark.parametrize("train_ratio", [0.0, 8.0])
+def test_pretrain_updates_follow_the_official_v2_loop(tmp_path, train_ratio):
+    """After the prefill, pretrain_updates on top of the schedule: one update per 5 policy steps (train_every 10
+    env steps at action repeat 2, or train_ratio 8 = 4 x 10 / 5). The fixed schedule's update after the prefill
+    stands for the official variable-creating update, so its counts equal the official loop's at every batch;
+    the train-ratio schedule has no such update and runs one fewer."""
+    cfg = _config(tmp_path, env__action_repeat=2, schedule__seq_len=10, schedule__batch_size=4,
+                  schedule__prefill_env_steps=100, schedule__train_every=10, schedule__total_env_steps=400,
+                  schedule__updates_per_train=1, schedule__train_ratio=train_ratio, schedule__pretrain_updates=7)
+    rows = _schedule(cfg, tmp_path)
+    offset = 0 if train_ratio == 0 else 1
+    assert [u for steps, u, _ in rows if steps < 100] == [0] * 9  # prefill batches: no update
+    for steps, updates, _ in rows[9:]:
+        assert updates == _official_v2_updates(50, 7, 5, 1, (steps - 100) // 2) - offset, steps
+    total = rows[-1][1]
+    assert all(updates + left == total for _, updates, left in rows)  # the ETA counts them from the start
+    assert work_left(Counters(), cfg.schedule, 2)[0] == total
+    cfg.schedule.pretrain_updates = 0  # the same schedule without them: exactly pretrain_updates fewer
+    assert _schedule(cfg, tmp_path)[-1][1] == total - 7
+
+
+@pytest.mark.parametrize("train_ratio", [0.0, 8.0])
+def test_pretrain_updates_cut_short_resume_without_repeating_or_losing_any(tmp_path, train_ratio):
+    cfg = _config(tmp_path, env__action_repeat=2, schedule__seq_len=10, schedule__batch_size=4,
+                  schedule__prefill_env_steps=100, schedule__train_every=10, schedule__total_env_steps=400,
+                  schedule__updates_per_train=1, schedule__train_ratio=train_ratio, schedule__pretrain_updates=7)
+    whole = _schedule(cfg, tmp_path)
+    cut = _schedule(cfg, tmp_path, stop_after=4)  # preempted in the pretraining phase
+    assert cut[9][1] == 4 and cut[-1][1] == whole[-1][1]
+
+
+def test_pretrain_updates_leave_the_other_presets_alone():
+    assert config.PRESETS["dreamer_v2"]().schedule.pretrain_updates == 100
+    assert all(make().schedule.pretrain_updates == 0 for name, make in config.PRESETS.items() if name != "dreamer_v2")

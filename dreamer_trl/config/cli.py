@@ -92,6 +92,7 @@ def validate(cfg: DreamerConfig) -> None:
         (r.stop_at_env_steps >= 0, "run.stop_at_env_steps", ">= 0", r.stop_at_env_steps),
         (r.max_nonfinite_updates >= 0, "run.max_nonfinite_updates", ">= 0", r.max_nonfinite_updates),
         (s.train_ratio >= 0, "schedule.train_ratio", ">= 0 (0: updates_per_train per train_every)", s.train_ratio),
+        (s.pretrain_updates >= 0, "schedule.pretrain_updates", ">= 0", s.pretrain_updates),
         (cfg.optim.kind == "adam" or cfg.model.agent != "dreamer", "optim.kind",
          "adam for model.agent dreamer (LaProp is wired for dreamer_v2/dreamer_v3)", cfg.optim.kind),
         (cfg.optim.kind == "adam" or l.actor_reinforce == 1.0, "loss.actor_reinforce",

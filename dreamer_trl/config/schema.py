@@ -213,6 +213,8 @@ class ScheduleConfig:
     """gradient updates per training phase (also once after prefill)"""
     train_ratio: float = 0.0
     """replayed steps per policy step (DreamerV3), exact over the run; 0: updates_per_train per train_every"""
+    pretrain_updates: int = 0
+    """extra updates once the prefill is done, on top of the schedule (DreamerV2's pretrain)"""
     batch_size: int = 50
     """sequences per batch"""
     seq_len: int = 50
