@@ -159,8 +159,9 @@ def pretrain_due(env_steps: int, schedule) -> int:
     schedule; ``configs.yaml`` sets ``pretrain: 100`` for ``dmc_vision`` and ``dmc_proprio``. They are extra to
     the schedule in both modes and left out of the logged ``train/replay_ratio`` (the regular schedule's ratio;
     the official code logs no ratio). The official ``main`` also runs one update just before them (the call that
-    creates the variables): the fixed schedule's ``updates_per_train`` after the prefill stands for it, a
-    ``train_ratio`` schedule has no counterpart.
+    creates the variables and applies its gradients): the fixed schedule's ``updates_per_train`` after the
+    prefill stands for it; with a ``train_ratio`` schedule it is one more pretraining update (the ``dreamer_v2``
+    preset sets 101).
     """
     return schedule.pretrain_updates if env_steps >= schedule.prefill_env_steps else 0
 

@@ -308,20 +308,11 @@ V2_TINY = ["--preset", "dreamer_v2", "--env.task", "cartpole_balance", "--env.no
 
 
 @pytest.mark.slow
-def test_dreamer_v2_pretraining_updates_count_once_and_resume(tmp_path):
-    """The dreamer_v2 preset's 100 pretraining updates after the prefill (danijar/dreamerv2 07d906e train.py):
-    on top of the 100 policy steps x 8 / (4 x 10) = 20 regular updates, left out of the logged replay ratio; a
-    run stopped at the checkpoint right after them and resumed neither repeats nor loses any."""
+def test_dreamer_v2_pretraining_updates_count_once(tmp_path):
+    """The dreamer_v2 preset's 101 updates after the prefill (danijar/dreamerv2 07d906e train.py: one creating the
+    variables, then pretrain 100), on top of the 100 policy steps x 8 / (4 x 10) = 20 regular updates and left out
+    of the logged replay ratio (their resume: tests/test_trainer.py)."""
     whole, _ = _run(tmp_path / "whole", *V2_TINY)
-    assert whole["env_steps"] == 600 and whole["updates"] == 20 + 100
+    assert whole["env_steps"] == 600 and whole["updates"] == 20 + 101
     run_dir = Path(whole["run_dir"])
     assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
-    _run(tmp_path / "cut", *V2_TINY, "--run.stop-at-env-steps", "400")
-    _, meta = dt.load_checkpoint(tmp_path / "cut" / "run" / "checkpoints" / f"{400:010d}")
-    assert meta["updates"] == 100 and meta["config"]["schedule"]["pretrain_updates"] == 100
-    resumed = _load_recipe().main(["--resume", str(tmp_path / "cut" / "run"), "--run.no-progress"])
-    assert resumed["updates"] == whole["updates"] and resumed["evaluations"] == whole["evaluations"]
-    a, _ = dt.load_checkpoint(whole["checkpoint"])
-    b, _ = dt.load_checkpoint(resumed["checkpoint"])
-    for part in ("world_model", "actor", "value"):
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

@@ -137,8 +137,9 @@ def dreamer_v2() -> DreamerConfig:
     critic 8e-5), the world model stepping before the actor imagines with it (``agent.py`` ``Agent.train``),
     batch 16 x 50, one update every 5 agent steps (train ratio 160), action repeat 2, prefill 1000
     agent steps, the truncated-normal actor (``common/dists.py`` ``TruncNormalDist``) whose output layers are
-    plain Glorot-initialised Dense layers (``common/nets.py`` ``DistLayer``: output scale 1), and its 100
-    pretraining updates after the prefill (``train.py`` ``main``, ``pretrain: 100``). Pixels; GPU work."""
+    plain Glorot-initialised Dense layers (``common/nets.py`` ``DistLayer``: output scale 1), and its 101
+    updates after the prefill (``train.py`` ``main``: one that creates the variables and applies its gradients,
+    then ``pretrain: 100``). Pixels; GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v2", latent="categorical", state_dim=32, classes=32, unimix=0.0,
@@ -152,7 +153,7 @@ def dreamer_v2() -> DreamerConfig:
     cfg.optim = OptimConfig(kind="adam", model_lr=3e-4, actor_lr=8e-5, value_lr=8e-5, adam_eps=1e-5, grad_clip=100.0,
                             weight_decay=1e-6, step_model_first=True)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2000, train_every=10, train_ratio=160,
-                                  pretrain_updates=100, batch_size=16, seq_len=50, eval_every=10_000, eval_episodes=10)
+                                  pretrain_updates=101, batch_size=16, seq_len=50, eval_every=10_000, eval_episodes=10)
     return cfg
 
 
