@@ -130,7 +130,8 @@ class TruncatedNormal:
         """A reparameterised draw ``[*sample_shape, *N, A]`` in [low + clip, high - clip]: the clipped value,
         the unclipped draw's gradient (V2 ``TruncNormalDist.sample``)."""
         shape = torch.Size(sample_shape) + self.loc.shape
-        draw = self.icdf(torch.rand(shape, dtype=work_dtype(self.loc), device=self.loc.device))
+        like = self.loc.detach().expand(shape).contiguous()  # rand_like: the draws' one entry point (tests fix it)
+        draw = self.icdf(torch.rand_like(like, dtype=work_dtype(self.loc)))
         if not self.clip:
             return draw
         clipped = draw.detach().clamp(self.low + self.clip, self.high - self.clip)
