@@ -13,7 +13,9 @@ Hooks see every phase: ``before_clip(phase)`` (e.g. an all-reduce of the gradien
 latest loss TensorDict, for a hook to read at ``before_clip``.
 
 Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not finite, no optimizer steps
-(weights and Adam moments stay as they were), the update is counted as skipped, and after
+(weights and Adam moments stay as they were), the running statistics a loss moves during its forward pass
+are put back (the buffers of every hook that is an ``nn.Module``, e.g. DreamerV3's return percentiles, are
+saved at the start of each update: a few scalars), the update is counted as skipped, and after
 ``max_nonfinite`` skips in a row :class:`NonFiniteError` names the offending terms. The decision is taken from
 the loss terms and the clipped gradient norms, so a hook that makes the norms non-finite at ``before_clip``
 makes the update skip: data-parallel ranks share their loss terms' finiteness that way in their gradient
@@ -250,7 +252,15 @@ class DreamerUpdate:
                 getattr(hook, "before_clip", lambda p: None)(phase)
             metrics[f"train/grad_norm_{phase.name}"] = nn.utils.clip_grad_norm_(phase.params, phase.clip).detach()
 
+    def _save_hook_buffers(self) -> None:
+        """Copies the buffers of the hooks that are modules (running statistics a loss updates in its forward)."""
+        with torch.no_grad():
+            self.hook_buffers = [(b, b.clone()) for h in self.hooks if isinstance(h, nn.Module) for b in h.buffers()]
+
     def _skip(self, bad: list[str]) -> None:
+        with torch.no_grad():
+            for buffer, saved in getattr(self, "hook_buffers", ()):
+                buffer.copy_(saved)
         for phase in self.phases:
             phase.optimizer.zero_grad(set_to_none=True)
         self.skipped += 1
@@ -265,6 +275,7 @@ class DreamerUpdate:
                 getattr(hook, "after_step", lambda p: None)(phase)
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        self._save_hook_buffers()
         if self.step_model_first:
             return self._update_model_first(batch)
         metrics = self.losses(batch, backward=True)["metrics"]

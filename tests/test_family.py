@@ -367,11 +367,11 @@ class NanGradient:
 
 
 def everything(agent, update):
-    """Every weight, slow weight and optimizer moment, copied. Not the return statistics: the actor's forward
-    moves them whenever the returns are finite, also in an update skipped for another term (either order)."""
+    """Every weight, slow weight, optimizer moment and return statistic ("hooks": "0" the slow critic, "1" the
+    return normaliser, which the actor's forward moves before the update is known to be skipped), copied."""
     params = {f"{k}.{n}": v.detach().clone() for k, m in networks(agent).items() for n, v in m.state_dict().items()}
     state = copy.deepcopy(update.state_dict())
-    state["hooks"] = {i: h for i, h in state["hooks"].items() if i != "1"}  # "0": the slow critic
+    assert set(state["hooks"]) == {"0", "1"}
     return params, state
 
 
@@ -425,6 +425,28 @@ def test_step_model_first_a_nonfinite_model_phase_steps_nothing_and_the_other_ph
     assert all(torch.equal(a, b) for a, b in zip(hook.model, agent.world_model.parameters()))  # never stepped
     assert hook.calls == [("before_clip", n) for n in ("model", "actor", "value")]
     assert_same(everything(agent, update), before)
+
+
+@pytest.mark.parametrize("name", ["dreamer_v3_proprio", "dreamer_v3_proprio_current"])
+def test_a_skipped_update_puts_the_return_statistics_back(name):
+    """The returns are finite, so the actor's forward moves the percentile EMAs; a later term is NaN, so the update
+    is skipped, and the statistics are those of before it (with the model stepped first, and in one LaProp phase)."""
+    _, obs_key, agent, update = build(name)
+    bad_phase = "value" if name == "dreamer_v3_proprio" else SINGLE_PHASE
+    hook = NanGradient(agent, bad_phase)
+    hook.armed = False
+    update.hooks.append(hook)
+    norm = update.hooks[1]
+    assert isinstance(norm, dt.ReturnNormalizer)
+    update.update(batch(obs_key))
+    hook.armed = True
+    stats = [b.clone() for b in norm.buffers()]
+    seen = []
+    norm.register_forward_hook(lambda m, i, o: seen.append([b.clone() for b in m.buffers()]))
+    update.update(batch(obs_key))
+    assert update.skipped == 1
+    assert any(not torch.equal(a, b) for a, b in zip(seen[-1], stats))  # the forward had moved them
+    assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), stats))
 
 
 def test_step_model_first_is_refused_with_a_single_phase():
