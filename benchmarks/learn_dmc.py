@@ -181,16 +181,16 @@ def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[i
 
 
 def variant_flags(config_argv: list[str]) -> list[str]:
-    """The model, loss, optimizer and behaviour flags of a run's command line (what makes it a variant), e.g.
-    ["loss.value-estimate=reward"], led by the preset when it is not ``state`` (e.g. "planet_state"); the
-    task, budget, seed and run-time flags are left out."""
+    """The model, loss, optimizer and behaviour flags and the action repeat of a run's command line (what makes
+    it a variant), e.g. ["loss.value-estimate=reward"], led by the preset when it is not ``state`` (e.g.
+    "planet_state"); the task, budget, seed and run-time flags are left out."""
     out, i = [], 0
     while i < len(config_argv):
         arg = config_argv[i]
         if arg == "--preset" and i + 1 < len(config_argv):
             out += [] if config_argv[i + 1] == "state" else [config_argv[i + 1]]
             i += 2
-        elif arg.startswith(("--loss.", "--model.", "--optim.", "--behavior.")):
+        elif arg.startswith(("--loss.", "--model.", "--optim.", "--behavior.", "--env.action-repeat")):
             has_value = i + 1 < len(config_argv) and not config_argv[i + 1].startswith("--")
             out.append(f"{arg[2:]}={config_argv[i + 1]}" if has_value else arg[2:])
             i += 2 if has_value else 1

@@ -127,6 +127,8 @@ def test_learn_dmc_labels_runs_by_their_variant_flags():
             "--schedule.eval-episodes", "10"]
     assert learn_dmc.variant_flags(argv) == ["loss.value-estimate=nstep", "loss.value-steps=5", "loss.act-with-mode"]
     assert learn_dmc.variant_flags(["--preset", "state", "--run.threads", "1"]) == []
+    assert learn_dmc.variant_flags(["--preset", "state", "--env.task", "cartpole_balance", "--env.action-repeat", "8",
+                                    "--env.no-from-pixels"]) == ["env.action-repeat=8"]
 
 
 def test_shared_machine_times_updates_alone_and_beside_a_busy_process(capsys):
