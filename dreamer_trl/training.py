@@ -199,6 +199,7 @@ class DreamerUpdate:
         self.autocast = autocast or contextlib.nullcontext  # e.g. acceleration.autocast_context
         self.max_nonfinite = max_nonfinite
         self.skipped = 0  # total skipped updates
+        self.hook_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # (buffer, copy) saved by update()
         self.skip_streak = 0
 
     @property
@@ -259,7 +260,7 @@ class DreamerUpdate:
 
     def _skip(self, bad: list[str]) -> None:
         with torch.no_grad():
-            for buffer, saved in getattr(self, "hook_buffers", ()):
+            for buffer, saved in self.hook_buffers:
                 buffer.copy_(saved)
         for phase in self.phases:
             phase.optimizer.zero_grad(set_to_none=True)
