@@ -73,7 +73,7 @@ from torchrl.objectives import (
 from torchrl.objectives.utils import SoftUpdate, ValueEstimators
 from torchrl.trainers.algorithms import DreamerV3OptimizationStepper, DreamerV3Optimizer
 
-from dreamer_trl.v3_sizes import V3_SIZES, V3Size
+from dreamer_trl.config.sizes import V3_SIZES, V3Size
 
 IMAGE_SHAPE = (3, 64, 64)
 

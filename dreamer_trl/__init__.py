@@ -41,7 +41,7 @@ _EXPORTS = {
     "NetStyle": "v3_networks", "MLPV3": "v3_networks", "BlockLinear": "v3_networks", "ConvEncoderV3": "v3_networks",
     "ConvDecoderV3": "v3_networks", "TransposedConvDecoderV3": "v3_networks",
     "RSSMV3": "rssm_v3", "BlockGRU": "rssm_v3", "NormGRU": "rssm_v3",
-    "V3_SIZES": "v3_sizes", "V3_2023_SIZES": "v3_sizes", "v3_size": "v3_sizes",
+    "V3_SIZES": "config.sizes", "V3_2023_SIZES": "config.sizes", "v3_size": "config.sizes",
     "LaProp": "optim", "AdaptiveGradClip": "optim", "adaptive_clip_grad_": "optim", "v2_adam": "optim",
     "CheckpointError": "checkpoint", "MissingKeysError": "keys",
     "LatentCEMPlanner": "planner", "make_planner": "planner", "BehaviorConfig": "config",

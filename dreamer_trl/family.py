@@ -6,7 +6,7 @@ The same world model, losses and update as Dreamer V1 (:mod:`dreamer_trl.builder
   (:class:`~dreamer_trl.latent.CategoricalLatent`);
 - RSSM: :class:`~dreamer_trl.rssm_v3.RSSMV3` with the block GRU (V3 current) or one dense GRU (blocks 1);
 - networks: normalised SiLU MLPs and convs (:mod:`dreamer_trl.v3_networks`), V3's named sizes
-  (:mod:`dreamer_trl.v3_sizes`);
+  (:mod:`dreamer_trl.config.sizes`);
 - heads: symlog MSE (vectors) or MSE (images) decoder, symexp two-hot reward and critic (V3) or unit
   Gaussians (V2), Bernoulli continue head (:mod:`dreamer_trl.heads`);
 - world-model loss: V2's balanced KL or V3's dyn/rep terms (:mod:`dreamer_trl.objectives.kl`);
@@ -45,7 +45,7 @@ from dreamer_trl.training import ChainedLoss, DreamerUpdate, Phase, trainable
 from dreamer_trl.v3_networks import (
     STYLE_2023, ConvDecoderV3, ConvEncoderV3, MLPV3, NetStyle, TransposedConvDecoderV3, encoder_depths, vector_encoder,
 )
-from dreamer_trl.v3_sizes import v3_size
+from dreamer_trl.config.sizes import v3_size
 from dreamer_trl.world_model import DreamerWorldModel
 
 SINGLE_PHASE = "agent"

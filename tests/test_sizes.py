@@ -1,4 +1,4 @@
-"""dreamer_trl.v3_sizes: the official numbers, every size builds, parameter counts near the names.
+"""dreamer_trl.config.sizes: the official numbers, every size builds, parameter counts near the names.
 
 The counts are of the networks the official optimiser trains (encoder, RSSM, decoder, reward, continue,
 policy, value; not the slow value), for 64x64x3 pixels and a 6-dim action (DMC walker). Large sizes are
@@ -16,7 +16,7 @@ import torch
 from dreamer_trl.latent import GaussianLatent
 from dreamer_trl.rssm_v3 import RSSMV3, BlockGRU
 from dreamer_trl.v3_networks import MLPV3, ConvDecoderV3, ConvEncoderV3, vector_encoder
-from dreamer_trl.v3_sizes import V3_2023_SIZES, V3_SIZES, v3_size
+from dreamer_trl.config.sizes import V3_2023_SIZES, V3_SIZES, v3_size
 
 OFFICIAL = {  # configs.yaml at e3f0224: (deter, hidden, classes, depth, units)
     "size1m": (512, 64, 4, 4, 64), "size12m": (2048, 256, 16, 16, 256), "size25m": (3072, 384, 24, 24, 384),

@@ -9,7 +9,7 @@ multipliers (2, 3, 4, 4) with 5x5 kernels, 3 encoder / decoder / policy / value 
 
 The size's name counts the parameters of the one optimiser (the official ``Optimizer`` prints them):
 encoder, RSSM, decoder, reward, continue, policy and value, not the slow value copy. For the pixel
-agent these come out near the name (see tests/test_v3_sizes.py for the counts of this implementation).
+agent these come out near the name (see tests/test_sizes.py for the counts of this implementation).
 
 The 2023 code (commit 84ecf19) named its sizes differently (:data:`V3_2023_SIZES`): ``deter``, the RSSM's
 and heads' ``units``, the conv depth and the heads' ``layers``; its GRU had no blocks. Its ``dmc_*``
