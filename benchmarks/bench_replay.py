@@ -73,8 +73,9 @@ def leaf_bytes_per_row(storage) -> float:
 
 def fill(impl: str, frames: int, chunk: int, scratch: str) -> dict:
     """Fill one buffer of ``frames`` rows; returns bytes per frame, disk use and peak RSS."""
-    import dreamer_trl as dt
     from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
+
+    import dreamer_trl as dt
 
     rss_start = status_mb("VmRSS")
     if impl == "ours":
@@ -87,7 +88,7 @@ def fill(impl: str, frames: int, chunk: int, scratch: str) -> dict:
     for first in range(0, frames, chunk):
         rb.extend(make_chunk(min(chunk, frames - first)))
     fill_s = time.perf_counter() - start
-    per_frame = (dt.data.bytes_per_frame(rb) if impl == "ours" else leaf_bytes_per_row(rb.storage))
+    per_frame = (dt.data.replay.bytes_per_frame(rb) if impl == "ours" else leaf_bytes_per_row(rb.storage))
     rb.sample()  # the buffer is usable
     disk = sum(f.stat().st_size for f in Path(scratch).rglob("*") if f.is_file())
     return {"impl": impl, "frames": len(rb), "bytes_per_frame": per_frame, "disk_mb": disk / 2**20,

@@ -10,7 +10,7 @@ over them) inside TorchRL's Collector, random-free policy steps as in training; 
 repeat (what the schedule counts), the median over ``--repeats`` after one warm-up batch.
 
 learn: ``--ranks`` W processes spawned on localhost (gloo on CPU, NCCL on CUDA), each with its own synthetic batch of
-the preset's size and the data-parallel update of :mod:`dreamer_trl.distributed`; updates/s is rank 0's after
+the preset's size and the data-parallel update of :mod:`dreamer_trl.training.distributed`; updates/s is rank 0's after
 ``--warmup`` updates. Scaling efficiency = (W-rank sequences/s) / (W x 1-rank sequences/s): the per-rank batch is
 the preset's, so W ranks train on W times the data per update.
 """
@@ -32,7 +32,7 @@ def collect(args) -> list[dict]:
 
     import dreamer_trl as dt
     from dreamer_trl.config import make_preset
-    from dreamer_trl.trainer import build
+    from dreamer_trl.training.trainer import build
 
     torch.set_num_threads(1)
     rows = []
@@ -74,7 +74,7 @@ def _learn_rank(rank, world, port, args, out):
     import dreamer_trl as dt
     from dreamer_trl import keys
     from dreamer_trl.config import make_preset
-    from dreamer_trl.distributed import World, make_data_parallel
+    from dreamer_trl.training.distributed import World, make_data_parallel
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device == "cpu" else f"cuda:{rank}")

@@ -31,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dreamer_trl as dt  # noqa: E402
-from dreamer_trl.acceleration import autocast_context, compile_networks  # noqa: E402
 from dreamer_trl.config import PRESETS  # noqa: E402
+from dreamer_trl.training.acceleration import autocast_context, compile_networks  # noqa: E402
 
 PHASES = ("world_model", "actor", "value")
 

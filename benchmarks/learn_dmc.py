@@ -60,7 +60,7 @@ sys.path.insert(0, str(HERE))
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl.config import DreamerConfig  # noqa: E402
-from dreamer_trl.preflight import parse_args  # noqa: E402
+from dreamer_trl.run.preflight import parse_args  # noqa: E402
 
 RECIPE = HERE.parent / "recipes" / "dreamer_dmc.py"
 

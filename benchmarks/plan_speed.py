@@ -3,7 +3,7 @@
     python benchmarks/plan_speed.py --preset planet_state --envs 1 8 --threads 2   # state model (16/128/128)
     python benchmarks/plan_speed.py --preset planet --envs 1 8 --threads 2         # PlaNet's RSSM (30/200/200)
 
-One agent step is one call of the planner (:class:`dreamer_trl.planner.LatentCEMPlanner`) on N filtered
+One agent step is one call of the planner (:class:`dreamer_trl.behavior.planner.LatentCEMPlanner`) on N filtered
 latents: ``iterations`` x (sample candidates and roll the prior ``plan_horizon`` steps on N x candidates
 rows; score them with the reward head; refit to the top k). The sizes are the preset's (PlaNet: horizon
 12, 1000 candidates, top 100, 10 iterations); any config field can be overridden after the script's own
@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import dreamer_trl as dt  # noqa: E402
+from dreamer_trl.behavior.planner import make_planner  # noqa: E402
 from dreamer_trl.config import parse_args  # noqa: E402
-from dreamer_trl.planner import make_planner  # noqa: E402
 
 PARTS = ("rollout", "score", "refit")
 

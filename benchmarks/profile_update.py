@@ -36,10 +36,11 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import dreamer_trl as dt  # noqa: E402
-from dreamer_trl.training import carries_graph  # noqa: E402
 from bench_update import make_ours, peak_rss_mb, synthetic_batch  # noqa: E402
+
+import dreamer_trl as dt  # noqa: E402
 from dreamer_trl.config import PRESETS  # noqa: E402
+from dreamer_trl.training.update import carries_graph  # noqa: E402
 
 
 class Timers:

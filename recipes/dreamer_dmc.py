@@ -24,14 +24,14 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from dreamer_trl.preflight import parse_args  # noqa: E402  (light: torch is imported only after parsing)
+from dreamer_trl.run.preflight import parse_args  # noqa: E402  (light: torch is imported only after parsing)
 
 
 def main(argv=None) -> dict:
     """Train as configured by ``argv`` (default: the command line); returns the run's summary."""
     cfg, preset = parse_args(argv, description=__doc__)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: data-parallel ranks
-        from dreamer_trl.parallel_trainer import train_data_parallel
+        from dreamer_trl.training.parallel_trainer import train_data_parallel
 
         return train_data_parallel(cfg, preset)
     # Heavy imports only once the config is known good, so that bad arguments are refused in about a second.
@@ -39,13 +39,18 @@ def main(argv=None) -> dict:
     from torchrl.envs.utils import check_env_specs
 
     import dreamer_trl as dt
-    from dreamer_trl.acceleration import compile_networks
-    from dreamer_trl.trainer import (
-        Trainer, build, make_buffer, make_loggers, make_run_dir, resolve_device, seed_everything,
+    from dreamer_trl.training.acceleration import compile_networks
+    from dreamer_trl.training.distributed import World
+    from dreamer_trl.training.parallel_trainer import check_world_size
+    from dreamer_trl.training.trainer import (
+        Trainer,
+        build,
+        make_buffer,
+        make_loggers,
+        make_run_dir,
+        resolve_device,
+        seed_everything,
     )
-
-    from dreamer_trl.distributed import World
-    from dreamer_trl.parallel_trainer import check_world_size
 
     check_world_size(cfg, World())  # a checkpoint of a data-parallel run resumes only under torchrun
     device = resolve_device(cfg.run.device)
@@ -68,7 +73,7 @@ def main(argv=None) -> dict:
     loggers = make_loggers(cfg.run, run_dir)
 
     if cfg.run.async_collection:  # collection in a worker process, overlapping the updates
-        from dreamer_trl.async_trainer import AsyncTrainer as Trainer  # noqa: N813
+        from dreamer_trl.training.async_trainer import AsyncTrainer as Trainer  # noqa: N813
     trainer = Trainer(cfg, preset, run_dir, env=env, eval_env=eval_env, agent=agent, policy=policy,
                       updater=updater, buffer=buffer, loggers=loggers, device=device)
     try:

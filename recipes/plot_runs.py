@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamer_trl.curves import plot_losses, plot_returns
+from dreamer_trl.report.curves import plot_losses, plot_returns
 
 
 def main(argv=None) -> list[Path]:

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-
 from conftest import TINY, make_batch
+
 import dreamer_trl as dt
-from dreamer_trl.acceleration import autocast_context, compile_networks
+from dreamer_trl.training.acceleration import autocast_context, compile_networks
 
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
 

@@ -8,13 +8,16 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from dreamer_trl import keys
-from dreamer_trl.behavior import BoundedNormal, BoundedNormalActor
-from dreamer_trl.heads import NormalHead
-from dreamer_trl.latent import LatentState
+from dreamer_trl.behavior.actors import BoundedNormal, BoundedNormalActor
+from dreamer_trl.model.heads import NormalHead
+from dreamer_trl.model.latent import LatentState
+from dreamer_trl.model.rssm import RSSM
 from dreamer_trl.objectives.actor_critic import (
-    ImaginedActorLoss, ImaginedCriticLoss, continue_weights, replay_lambda_return,
+    ImaginedActorLoss,
+    ImaginedCriticLoss,
+    continue_weights,
+    replay_lambda_return,
 )
-from dreamer_trl.rssm import RSSM
 
 S, D, A, H = 3, 4, 2, 5
 
@@ -300,7 +303,7 @@ def test_backprop_objective_differentiates_the_baseline_as_the_2023_code(baselin
 
 
 def test_one_hot_actor_mixes_samples_one_hot_and_trains_by_reinforce():
-    from dreamer_trl.behavior import OneHotActor
+    from dreamer_trl.behavior.actors import OneHotActor
 
     torch.manual_seed(0)
     actor = OneHotActor(nn.Linear(S + D, 3), unimix=0.01)

@@ -4,9 +4,9 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest
+from conftest import TINY, make_batch
 from torchrl.envs.utils import check_env_specs
 
-from conftest import TINY, make_batch
 import dreamer_trl as dt
 from dreamer_trl.config import EnvConfig, LossConfig, OptimConfig
 

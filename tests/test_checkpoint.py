@@ -1,4 +1,4 @@
-"""dreamer_trl.checkpoint: round trips, atomic overwrite, and refusing pickled code."""
+"""dreamer_trl.run.checkpoint: round trips, atomic overwrite, and refusing pickled code."""
 import json
 import os
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from dreamer_trl import checkpoint
-from dreamer_trl.checkpoint import load_checkpoint, save_checkpoint
+from dreamer_trl.run import checkpoint
+from dreamer_trl.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _adam_state(seed: int = 0) -> tuple[nn.Module, dict]:
@@ -207,7 +207,7 @@ def test_refuses_pickled_code(tmp_path, wrap):
 
 _CHILD = r"""
 import resource, signal, sys, torch
-from dreamer_trl.checkpoint import save_checkpoint
+from dreamer_trl.run.checkpoint import save_checkpoint
 target, mode = sys.argv[1], sys.argv[2]
 if mode == "fsize":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write then fails with EFBIG

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from dreamer_trl import config
-from dreamer_trl.config import DreamerConfig, from_dict, parse_args, set_field, to_dict, validate
-from dreamer_trl.config import schema
+from dreamer_trl.config import DreamerConfig, from_dict, parse_args, schema, set_field, to_dict, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

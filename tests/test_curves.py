@@ -1,4 +1,4 @@
-"""dreamer_trl.curves and recipes/plot_runs.py on fake run directories in the CSVLogger layout."""
+"""dreamer_trl.report.curves and recipes/plot_runs.py on fake run directories in the CSVLogger layout."""
 import importlib.util
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dreamer_trl import curves
+from dreamer_trl.report import curves
 
 PLOT_RUNS = Path(__file__).resolve().parents[1] / "recipes" / "plot_runs.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -16,7 +16,7 @@ from torch import nn
 import dreamer_trl as dt
 from dreamer_trl import keys
 from dreamer_trl.config import PRESETS
-from dreamer_trl.distributed import World, check_identical, make_data_parallel, rank_seed
+from dreamer_trl.training.distributed import World, check_identical, make_data_parallel, rank_seed
 
 PRESETS_CHECKED = ["debug", "planet_state", "dreamer_v2", "dreamer_v3_proprio", "dreamer_v3_proprio_current"]
 B, T, A, O = 4, 6, 2, 5  # B: the concatenated batch; each of 2 ranks takes B // 2
@@ -148,7 +148,7 @@ def _worker(rank, world_size, port, out):
         try:
             check_identical({"value": agent.value})
             message = ""
-        except dt.distributed.ParametersDiverged as err:
+        except dt.training.distributed.ParametersDiverged as err:
             message = str(err)
         with open(os.path.join(out, f"drift_{rank}.txt"), "w") as f:
             f.write(message)
@@ -179,7 +179,7 @@ def _worker(rank, world_size, port, out):
         for i in range(6):
             try:
                 updater.update(batch(seed=100 * rank + i, size=2))
-            except dt.training.NonFiniteError:
+            except dt.training.update.NonFiniteError:
                 raised = i
                 break
         dist.barrier()  # both ranks are here, at the same point

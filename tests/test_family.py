@@ -9,8 +9,8 @@ from tensordict import TensorDict
 
 import dreamer_trl as dt
 from dreamer_trl import keys
+from dreamer_trl.builders.family import SINGLE_PHASE, widths
 from dreamer_trl.config import PRESETS
-from dreamer_trl.family import SINGLE_PHASE, widths
 
 FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"]
 B, T, A, O = 2, 6, 2, 5
@@ -67,7 +67,7 @@ def test_preset_builds_and_updates(name):
 @pytest.mark.parametrize("name", FAMILY)
 def test_policy_acts_at_the_latent_widths(name):
     cfg, obs_key, agent, _ = build(name)
-    S, D = dt.builders.latent_dims(cfg.model)
+    S, D = dt.builders.agent.latent_dims(cfg.model)
     assert (S, D) == (agent.world_model.rssm.state_dim, agent.world_model.rssm.belief_dim)
     from torchrl.data import Bounded
     policy = dt.make_policy(agent.world_model, agent.actor, Bounded(-1.0, 1.0, (A,)), cfg.loss.exploration_noise)
@@ -150,7 +150,7 @@ def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
     # dreamerv2 07d906e: actor.dist auto -> trunc_normal (agent.py ActorCritic.__init__); common/nets.py DistLayer:
     # TruncNormalDist(tanh m, 2 sigmoid(s / 2) + 0.1, -1, 1), draws clipped to [-1 + 1e-6, 1 - 1e-6]
     cfg, _, agent, _ = build("dreamer_v2")
-    S, D = dt.builders.latent_dims(cfg.model)
+    S, D = dt.builders.agent.latent_dims(cfg.model)
     dist = agent.actor.module.dist(torch.zeros(4096, S), torch.zeros(4096, D))
     assert isinstance(dist, dt.TruncatedNormal) and (dist.low, dist.high) == (-1.0, 1.0)
     assert dist.rsample().abs().max() <= 1.0 - 1e-6 + 1e-7
@@ -203,7 +203,7 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
 
 
 def test_v3_2023_networks_are_built_as_the_2023_code():
-    from dreamer_trl.rssm_v3 import NormGRU
+    from dreamer_trl.model.cores import NormGRU
 
     torch.manual_seed(0)
     cfg = PRESETS["dreamer_v3_proprio"]()
@@ -228,14 +228,14 @@ def test_v3_2023_networks_are_built_as_the_2023_code():
     got = {p.name: (p.optimizer.defaults["lr"], p.optimizer.defaults["eps"], p.clip) for p in update.phases}
     assert got == {"model": (1e-4, 1e-8, 1000.0), "actor": (3e-5, 1e-5, 100.0), "value": (3e-5, 1e-5, 100.0)}
     current = dataclasses.replace(cfg.model, actor_outscale=0.01)
-    quiet = dt.family.make_family_actor(wm.rssm.feature_dim, A, current)
+    quiet = dt.builders.family.make_family_actor(wm.rssm.feature_dim, A, current)
     ratio = linears(agent.actor)[-1].weight.detach().std() / linears(quiet)[-1].weight.detach().std()
     assert 50 < float(ratio) < 200  # output layer initialised 100x larger than the current code's 0.01
 
 
 def test_v3_2023_pixels_use_4x4_stride_convs():
     cfg = PRESETS["dreamer_v3"]()
-    encoder = dt.family.make_family_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
+    encoder = dt.builders.family.make_family_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
@@ -299,7 +299,7 @@ def loss_backward_clip(phase, data):
     loss_td, data = phase.loss(data)
     loss = sum(v.float() for k, v in loss_td.items() if k.startswith("loss_"))
     phase.optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=phase.params, retain_graph=dt.training.carries_graph(data))
+    loss.backward(inputs=phase.params, retain_graph=dt.training.update.carries_graph(data))
     torch.nn.utils.clip_grad_norm_(phase.params, phase.clip)
     return data
 

@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_batch  # noqa: E402
-from dreamer_trl.builders import make_agent, make_update  # noqa: E402
+
+from dreamer_trl.builders.agent import make_agent, make_update  # noqa: E402
 from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig, make_preset  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "updates.json"

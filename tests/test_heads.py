@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from dreamer_trl.heads import BernoulliHead, NormalHead, SymlogMSEHead, TwoHotHead, zero_init_last_linear
-from dreamer_trl.symlog import TwoHotCodec
+from dreamer_trl.model.heads import BernoulliHead, NormalHead, SymlogMSEHead, TwoHotHead, zero_init_last_linear
+from dreamer_trl.model.symlog import TwoHotCodec
 
 S, D = 3, 4
 

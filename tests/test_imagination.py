@@ -1,13 +1,13 @@
 """The imagination env: TorchRL specs, same trajectory as the fast rollout, and TorchRL's losses on top."""
 import torch
+from conftest import TINY, make_batch
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 from torchrl.objectives.dreamer import DreamerActorLoss, DreamerValueLoss
 
-from conftest import TINY, make_batch
-from dreamer_trl.imagination import ImaginationEnv, make_imagination_env
+from dreamer_trl.behavior.actors import make_actor, make_value
+from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
+from dreamer_trl.model.world_model import make_world_model
 from dreamer_trl.objectives import WorldModelLoss
-from dreamer_trl.behavior import make_actor, make_value
-from dreamer_trl.world_model import make_world_model
 
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
 

@@ -3,9 +3,14 @@ balance against its plain formula, for the Gaussian and the categorical latent f
 import pytest
 import torch
 
-from dreamer_trl.latent import CategoricalLatent, GaussianLatent
+from dreamer_trl.model.latent import CategoricalLatent, GaussianLatent
 from dreamer_trl.objectives.kl import (
-    BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl, stop_gradient,
+    BalancedKL,
+    DynRepKL,
+    FreeNatsKL,
+    balanced_kl,
+    dyn_rep_kl,
+    stop_gradient,
 )
 from dreamer_trl.objectives.world_model_loss import free_nats_kl as wm_free_nats_kl
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from dreamer_trl.latent import CategoricalLatent, GaussianLatent, features, param_keys
+from dreamer_trl.model.latent import CategoricalLatent, GaussianLatent, features, param_keys
 
 S = 3
 
@@ -86,7 +86,7 @@ def test_param_keys():
 def test_latent_state_holds_both_parts_and_forms_the_features():
     from tensordict import TensorDict
 
-    from dreamer_trl.latent import LatentState
+    from dreamer_trl.model.latent import LatentState
 
     td = TensorDict({"state": torch.randn(2, 3, 4, requires_grad=True), "belief": torch.randn(2, 3, 6)}, [2, 3])
     latent = LatentState.from_tensordict(td)

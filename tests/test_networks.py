@@ -1,16 +1,17 @@
-"""dreamer_trl.networks and the builders that wrap them (make_world_model, make_actor, make_value)."""
+"""dreamer_trl.model.networks and the builders that wrap them (make_world_model, make_actor, make_value)."""
 import math
 
 import pytest
 import torch
+from conftest import TINY, make_batch
 from tensordict import TensorDict
 from torch import nn
 from torch.nn import functional as F
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from conftest import TINY, make_batch
 from dreamer_trl import keys
-from dreamer_trl.networks import (
+from dreamer_trl.behavior.actors import make_actor, make_value
+from dreamer_trl.model.networks import (
     ConvDecoder,
     ConvEncoder,
     MLPDecoder,
@@ -20,8 +21,7 @@ from dreamer_trl.networks import (
     mlp,
     preprocess_pixels,
 )
-from dreamer_trl.behavior import make_actor, make_value
-from dreamer_trl.world_model import make_world_model
+from dreamer_trl.model.world_model import make_world_model
 
 FEAT = 230  # S + D at paper size
 
@@ -333,7 +333,7 @@ def test_networks_use_the_official_keras_initialisation(build):
 
 
 def test_rssm_initialisation_gru_orthogonal_and_joint_posterior_bound():
-    from dreamer_trl.rssm import RSSM
+    from dreamer_trl.model.rssm import RSSM
 
     torch.manual_seed(0)
     rssm = RSSM(action_dim=3, embed_dim=40, state_dim=6, belief_dim=20, hidden_dim=24)
@@ -352,7 +352,7 @@ def test_tanh_normal_log_prob_matches_torch_transformed_distribution():
     from torch.distributions import Normal, TransformedDistribution
     from torch.distributions.transforms import TanhTransform
 
-    from dreamer_trl.networks import TanhNormal
+    from dreamer_trl.model.networks import TanhNormal
 
     torch.manual_seed(0)
     mean, std = torch.randn(7, 3), torch.rand(7, 3) + 0.2

@@ -9,24 +9,32 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import TINY, make_batch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModuleBase
+from test_value_estimates import lambda_return_by_definition, nstep_by_definition, reward_sum_by_definition
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from conftest import TINY, make_batch
 from dreamer_trl import keys
-from dreamer_trl.behavior import make_actor, make_value
-from dreamer_trl.heads import NormalHead
-from dreamer_trl.imagination import make_imagination_env
-from dreamer_trl.latent import GaussianLatent
+from dreamer_trl.behavior.actors import make_actor, make_value
+from dreamer_trl.behavior.imagination import make_imagination_env
+from dreamer_trl.model.heads import NormalHead
+from dreamer_trl.model.latent import GaussianLatent
+from dreamer_trl.model.world_model import make_world_model
 from dreamer_trl.objectives import (
-    ActorLoss, Contrastive, LambdaReturn, NStepReturn, RewardOnly, RewardSum, ValueLoss, WorldModelLoss,
-    discount_weights, free_nats_kl,
+    ActorLoss,
+    Contrastive,
+    LambdaReturn,
+    NStepReturn,
+    RewardOnly,
+    RewardSum,
+    ValueLoss,
+    WorldModelLoss,
+    discount_weights,
+    free_nats_kl,
 )
-from dreamer_trl.world_model import make_world_model
-from test_value_estimates import lambda_return_by_definition, nstep_by_definition, reward_sum_by_definition
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
@@ -424,7 +432,7 @@ def test_world_model_loss_takes_float_pixels_in_the_unit_range_as_their_uint8_fr
 
 
 def agent_and_losses(estimate="lambda", share_value=True):
-    from dreamer_trl.builders import make_agent
+    from dreamer_trl.builders.agent import make_agent
     from dreamer_trl.config import LossConfig
 
     torch.manual_seed(0)
@@ -497,8 +505,8 @@ def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination
 
     The replay windows never cross an episode end, so ``("next", "terminated")`` can only be set on the last
     row of a window: flipping it there must change the continue loss."""
+    from dreamer_trl.builders.family import make_family_world_model
     from dreamer_trl.config import ModelConfig
-    from dreamer_trl.family import make_family_world_model
     from dreamer_trl.objectives.kl import DynRepKL
 
     torch.manual_seed(0)

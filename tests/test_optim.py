@@ -1,12 +1,12 @@
-"""dreamer_trl.optim against plain per-element loops of the update equations (see the module docstring)."""
+"""dreamer_trl.training.optim against plain per-element loops of the update equations (see the module docstring)."""
 import copy
 import math
 
 import pytest
 import torch
 
-from dreamer_trl.optim import AdaptiveGradClip, LaProp, adaptive_clip_grad_, v2_adam, warmup_lr
-from dreamer_trl.training import Phase
+from dreamer_trl.training.optim import AdaptiveGradClip, LaProp, adaptive_clip_grad_, v2_adam, warmup_lr
+from dreamer_trl.training.update import Phase
 
 
 def agc_ref(g, p, clip, pmin):

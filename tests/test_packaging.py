@@ -23,7 +23,7 @@ for info in pkgutil.walk_packages(dreamer_trl.__path__, "dreamer_trl."):
     importlib.import_module(info.name)
 import torch
 from tensordict import TensorDict
-from dreamer_trl.builders import make_agent, make_update
+from dreamer_trl.builders.agent import make_agent, make_update
 from dreamer_trl.config import make_preset
 cfg = make_preset("debug")
 cfg.env.from_pixels = False

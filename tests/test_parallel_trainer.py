@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dreamer_trl as dt
-from dreamer_trl.checkpoint import checkpoint_dirs, verify_checkpoint
+from dreamer_trl.run.checkpoint import checkpoint_dirs, verify_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "dreamer_dmc.py"

@@ -7,19 +7,19 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import TINY  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torch import nn  # noqa: E402
 from torchrl.collectors import Collector  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 from torchrl.modules.planners import CEMPlanner  # noqa: E402
 
-from conftest import TINY  # noqa: E402
-from dreamer_trl.behavior import make_actor  # noqa: E402
-from dreamer_trl.envs import make_dmc_env  # noqa: E402
-from dreamer_trl.imagination import make_imagination_env  # noqa: E402
-from dreamer_trl.planner import LatentCEMPlanner, make_planner  # noqa: E402
-from dreamer_trl.policy import make_policy, policy_carry_transform  # noqa: E402
-from dreamer_trl.world_model import make_world_model  # noqa: E402
+from dreamer_trl.behavior.actors import make_actor  # noqa: E402
+from dreamer_trl.behavior.imagination import make_imagination_env  # noqa: E402
+from dreamer_trl.behavior.planner import LatentCEMPlanner, make_planner  # noqa: E402
+from dreamer_trl.behavior.policy import make_policy, policy_carry_transform  # noqa: E402
+from dreamer_trl.data.dmc import make_dmc_env  # noqa: E402
+from dreamer_trl.model.world_model import make_world_model  # noqa: E402
 
 H, A = 4, 2
 TARGET = torch.tensor([[0.5, -0.3], [0.2, 0.7], [-0.6, 0.1], [0.9, -0.8]])  # [H, A], the optimal plan

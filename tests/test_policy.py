@@ -5,17 +5,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest
 import torch
+from conftest import TINY
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
-from torchrl.data import Bounded
 from torchrl.collectors import Collector
+from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 
-from conftest import TINY
-from dreamer_trl.envs import make_dmc_env
-from dreamer_trl.behavior import make_actor
-from dreamer_trl.policy import make_policy, policy_carry_transform
-from dreamer_trl.world_model import make_world_model
+from dreamer_trl.behavior.actors import make_actor
+from dreamer_trl.behavior.policy import make_policy, policy_carry_transform
+from dreamer_trl.data.dmc import make_dmc_env
+from dreamer_trl.model.world_model import make_world_model
 
 FEAT = TINY.state_dim + TINY.belief_dim
 

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from dreamer_trl.preemption import Preemption
+from dreamer_trl.run.preemption import Preemption
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

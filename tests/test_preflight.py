@@ -1,12 +1,12 @@
-"""dreamer_trl.preflight: the recipe's command line, with the DMC task check and the run to resume."""
+"""dreamer_trl.run.preflight: the recipe's command line, with the DMC task check and the run to resume."""
 import shutil
 
 import pytest
 import torch
 
 from dreamer_trl import config
-from dreamer_trl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dreamer_trl.preflight import check_task, parse_args, saved_run
+from dreamer_trl.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dreamer_trl.run.preflight import check_task, parse_args, saved_run
 
 
 @pytest.mark.parametrize("task, fragments", [
@@ -134,8 +134,7 @@ def test_a_nonexistent_resume_path_is_named_with_exit_2(capsys):
 
 
 def test_an_intact_checkpoint_is_checksummed_once_per_process(tmp_path, monkeypatch):
-    from dreamer_trl import checkpoint
-
+    from dreamer_trl.run import checkpoint
     newest = _run_checkpoint(tmp_path / "run")
     read = []
     monkeypatch.setattr(checkpoint, "file_crc32", lambda p, f=checkpoint.file_crc32: read.append(p) or f(p))

@@ -8,10 +8,15 @@ from tensordict import TensorDict
 from torch import nn
 from torch.distributions import Normal
 
-from dreamer_trl.heads import NormalHead
-from dreamer_trl.latent import GaussianLatent
+from dreamer_trl.model.heads import NormalHead
+from dreamer_trl.model.latent import GaussianLatent
 from dreamer_trl.objectives.representation import (
-    Contrastive, Reconstruction, RewardOnly, contrastive_log_scores, info_nce, make_representation,
+    Contrastive,
+    Reconstruction,
+    RewardOnly,
+    contrastive_log_scores,
+    info_nce,
+    make_representation,
 )
 
 S = 3

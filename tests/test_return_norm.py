@@ -7,7 +7,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget, percentile
-from dreamer_trl.training import DreamerUpdate, Phase
+from dreamer_trl.training.update import DreamerUpdate, Phase
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000])

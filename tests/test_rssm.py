@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dreamer_trl.rssm import RSSM
+from dreamer_trl.model.rssm import RSSM
 
 S, D, A, E = 4, 8, 2, 6
 
@@ -200,7 +200,7 @@ def test_imagine_chains_prior_steps_from_the_start_state():
 
 @pytest.mark.parametrize("groups,classes", [(3, 4), (2, 2)])
 def test_rssm_with_categorical_latents_observes_and_imagines_with_one_hot_states(groups, classes):
-    from dreamer_trl.latent import CategoricalLatent
+    from dreamer_trl.model.latent import CategoricalLatent
     torch.manual_seed(0)
     latent = CategoricalLatent(groups, classes)
     rssm = RSSM(A, E, belief_dim=D, hidden_dim=8, latent=latent)

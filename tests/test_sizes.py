@@ -13,10 +13,10 @@ has larger posterior and decoder entry layers, e.g. about +21M at size200m.
 import pytest
 import torch
 
-from dreamer_trl.latent import GaussianLatent
-from dreamer_trl.rssm_v3 import RSSMV3, BlockGRU
-from dreamer_trl.v3_networks import MLPV3, ConvDecoderV3, ConvEncoderV3, vector_encoder
 from dreamer_trl.config.sizes import V3_2023_SIZES, V3_SIZES, v3_size
+from dreamer_trl.model.cores import RSSMV3, BlockGRU
+from dreamer_trl.model.latent import GaussianLatent
+from dreamer_trl.model.layers import MLPV3, ConvDecoderV3, ConvEncoderV3, vector_encoder
 
 OFFICIAL = {  # configs.yaml at e3f0224: (deter, hidden, classes, depth, units)
     "size1m": (512, 64, 4, 4, 64), "size12m": (2048, 256, 16, 16, 256), "size25m": (3072, 384, 24, 24, 384),

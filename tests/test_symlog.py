@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dreamer_trl.symlog import TwoHotCodec, symexp, symlog, symmetric_bins
+from dreamer_trl.model.symlog import TwoHotCodec, symexp, symlog, symmetric_bins
 
 
 def test_symlog_matches_its_definition_and_symexp_inverts_it():

@@ -1,4 +1,4 @@
-"""dreamer_trl.trainer: typed counters, the ETA, the free-nats warning, build(), and whole Trainer runs."""
+"""dreamer_trl.training.trainer: typed counters, the ETA, the free-nats warning, build(), and whole Trainer runs."""
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -13,9 +13,18 @@ import torch  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import config  # noqa: E402
-from dreamer_trl.trainer import (  # noqa: E402
-    Counters, Pace, PriorWatch, Trainer, build, make_buffer, make_loggers, make_run_dir, resolve_device,
-    seed_everything, work_left,
+from dreamer_trl.training.trainer import (  # noqa: E402
+    Counters,
+    Pace,
+    PriorWatch,
+    Trainer,
+    build,
+    make_buffer,
+    make_loggers,
+    make_run_dir,
+    resolve_device,
+    seed_everything,
+    work_left,
 )
 
 # --- counters ----------------------------------------------------------------------------------------
@@ -228,7 +237,7 @@ def test_trainer_preempted_mid_phase_resumes_to_the_same_counters(tmp_path, one_
 
 def test_train_ratio_is_exact_over_the_run_whatever_the_collection_granularity():
     from dreamer_trl.config import ScheduleConfig
-    from dreamer_trl.trainer import updates_due
+    from dreamer_trl.training.trainer import updates_due
 
     s = ScheduleConfig(prefill_env_steps=1000, batch_size=4, seq_len=8, train_ratio=12, total_env_steps=9000)
     # 12 replayed steps per policy step, 32 per update: 3 updates per 8 policy steps after the prefill

@@ -7,8 +7,8 @@ from scipy import integrate, stats
 from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from dreamer_trl.behavior import TruncNormalActor
-from dreamer_trl.trunc_normal import TruncatedNormal
+from dreamer_trl.behavior.actors import TruncNormalActor
+from dreamer_trl.model.trunc_normal import TruncatedNormal
 
 F64 = torch.float64
 # (loc, scale): the actor's range (loc = tanh(.) in (-1, 1), scale in (0.1, 2.1)) with bounds far in one tail

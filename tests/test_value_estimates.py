@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from dreamer_trl.objectives.value_estimates import (
-    LambdaReturn, NStepReturn, RewardSum, lambda_return, make_value_estimate, nstep_return, reward_sum,
+    LambdaReturn,
+    NStepReturn,
+    RewardSum,
+    lambda_return,
+    make_value_estimate,
+    nstep_return,
+    reward_sum,
 )
 
 F64 = torch.float64

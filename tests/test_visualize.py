@@ -1,4 +1,4 @@
-"""dreamer_trl.visualize: video files, open-loop prediction and its strip, episode recording, logging."""
+"""dreamer_trl.report.visualize: video files, open-loop prediction and its strip, episode recording, logging."""
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -7,11 +7,11 @@ import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import make_batch  # noqa: E402
 from torchrl.record.loggers import CSVLogger, TensorboardLogger  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
-from dreamer_trl import visualize as vis  # noqa: E402
-from conftest import make_batch  # noqa: E402
+from dreamer_trl.report import visualize as vis  # noqa: E402
 
 
 def _frames(T=7, H=64, W=64) -> np.ndarray:

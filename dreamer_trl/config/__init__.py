@@ -1,7 +1,7 @@
 """Typed configuration: the single source of truth for a run, with paper defaults.
 
 A leaf package: it imports nothing else from dreamer_trl (checks that need the library are passed in;
-see ``dreamer_trl.preflight``).
+see ``dreamer_trl.run.preflight``).
 
 - ``schema``: nested dataclasses (env, model, loss, optim, schedule, run, behavior), each field with a one-line
   description; :func:`to_dict` / :func:`from_dict` for checkpoints and ``config.json``.

@@ -6,7 +6,7 @@
 (unknown option, wrong type, impossible value) ends the process with exit code 2 and one message naming
 the field and what it expects, before anything heavy is imported or built (RELIABILITY.md P6, P10).
 Checks that need the library (the DMC task exists, the checkpoint to resume is complete) are passed in
-(``checks``, ``load_resumed``; see ``dreamer_trl.preflight``), so this package stays a leaf.
+(``checks``, ``load_resumed``; see ``dreamer_trl.run.preflight``), so this package stays a leaf.
 """
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
         _check_options(rest)
         if known.resume:
             if load_resumed is None:
-                raise ValueError("--resume needs a checkpoint reader here (use dreamer_trl.preflight.parse_args)")
+                raise ValueError("--resume needs a checkpoint reader here (use dreamer_trl.run.preflight.parse_args)")
             data, preset, checkpoint = load_resumed(known.resume)
             if known.preset not in (None, preset):
                 raise ValueError(f"resuming a run of preset {preset!r} with --preset {known.preset!r}")

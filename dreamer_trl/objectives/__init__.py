@@ -5,16 +5,30 @@ Like TorchRL's Dreamer losses, each ``forward`` returns ``(loss TensorDict, data
 Keys are renamable with ``set_keys``; outputs are ``loss_*`` scalars (plus diagnostics).
 """
 from dreamer_trl.objectives.actor_critic import (
-    ImaginedActorLoss, ImaginedCriticLoss, continue_weights, replay_lambda_return,
+    ImaginedActorLoss,
+    ImaginedCriticLoss,
+    continue_weights,
+    replay_lambda_return,
 )
 from dreamer_trl.objectives.behavior_losses import ActorLoss, ValueLoss, discount_weights
 from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl
 from dreamer_trl.objectives.representation import (
-    Contrastive, Reconstruction, RewardOnly, contrastive_log_scores, info_nce, make_representation,
+    Contrastive,
+    Reconstruction,
+    RewardOnly,
+    contrastive_log_scores,
+    info_nce,
+    make_representation,
 )
 from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget
 from dreamer_trl.objectives.value_estimates import (
-    LambdaReturn, NStepReturn, RewardSum, lambda_return, make_value_estimate, nstep_return, reward_sum,
+    LambdaReturn,
+    NStepReturn,
+    RewardSum,
+    lambda_return,
+    make_value_estimate,
+    nstep_return,
+    reward_sum,
 )
 from dreamer_trl.objectives.world_model_loss import WorldModelLoss, free_nats_kl
 

@@ -34,7 +34,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
-from dreamer_trl.latent import LatentState
+from dreamer_trl.model.latent import LatentState
 from dreamer_trl.objectives.value_estimates import lambda_return
 
 

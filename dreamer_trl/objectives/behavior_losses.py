@@ -24,7 +24,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
-from dreamer_trl.latent import LatentState
+from dreamer_trl.model.latent import LatentState
 from dreamer_trl.objectives.value_estimates import LambdaReturn
 
 
@@ -108,9 +108,9 @@ class ActorLoss(LossModule):
     states, the targets ("lambda_target", whatever the estimate) and "discount" (detached) for :class:`ValueLoss`.
 
     Args:
-        actor: "state", "belief" -> "action" (:func:`~dreamer_trl.behavior.make_actor`).
+        actor: "state", "belief" -> "action" (:func:`~dreamer_trl.behavior.actors.make_actor`).
         value: the value model, or None with an estimate that needs none (V_R).
-        imagination_env: the :class:`~dreamer_trl.imagination.ImaginationEnv` (its RSSM and reward head).
+        imagination_env: the :class:`~dreamer_trl.behavior.imagination.ImaginationEnv` (its RSSM and reward head).
         horizon, gamma: H and the discount (V1: 15, 0.99).
         lmbda: lambda of the default estimate V_lambda (ignored when ``value_estimate`` is given).
         value_estimate: an estimate of :mod:`~dreamer_trl.objectives.value_estimates`.

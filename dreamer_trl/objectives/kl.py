@@ -1,4 +1,4 @@
-"""The KL terms of the world-model loss, for any latent family of :mod:`dreamer_trl.latent`.
+"""The KL terms of the world-model loss, for any latent family of :mod:`dreamer_trl.model.latent`.
 
 q = posterior, p = prior, sg = stop-gradient, KL summed over the latent and averaged over the ``[B, T]`` rows.
 

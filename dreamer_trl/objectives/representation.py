@@ -18,7 +18,7 @@ import torch
 from tensordict import TensorDictBase
 
 from dreamer_trl import keys
-from dreamer_trl.latent import GaussianLatent
+from dreamer_trl.model.latent import GaussianLatent
 
 
 def contrastive_log_scores(state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ class ReturnNormalizer(nn.Module):
     def update(self, returns: torch.Tensor) -> None:
         """Move the EMAs toward this batch's percentiles (no change if any return is not finite; no host sync)."""
         x = returns.detach().float()
-        if self.gather is not None:  # data-parallel: every rank's returns (dreamer_trl.distributed)
+        if self.gather is not None:  # data-parallel: every rank's returns (dreamer_trl.training.distributed)
             x = self.gather(x)
         lo, hi = percentile(x, self.low), percentile(x, self.high)
         ok = torch.isfinite(x).all()  # sort puts NaN last, so the percentiles alone could look finite

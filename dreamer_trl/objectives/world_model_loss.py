@@ -19,7 +19,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
-from dreamer_trl.networks import pixels_as_uint8, preprocess_pixels
+from dreamer_trl.model.networks import pixels_as_uint8, preprocess_pixels
 from dreamer_trl.objectives.representation import Reconstruction
 
 
@@ -36,7 +36,7 @@ class WorldModelLoss(LossModule):
     """Representation terms + -log p(r|s) + kl_scale * max(mean KL(q || p), free_nats), each scaled.
 
     Args:
-        world_model: a :class:`~dreamer_trl.world_model.DreamerWorldModel`.
+        world_model: a :class:`~dreamer_trl.model.world_model.DreamerWorldModel`.
         representation: an objective of :mod:`dreamer_trl.objectives.representation` (default reconstruction).
         scales: {term: scale}; its keys must equal the terms produced (default: 1 for each, with
             ``kl_scale`` for "kl").

@@ -1,0 +1,1 @@
+"""Environments (the DeepMind Control Suite, vector envs) and the sequence replay buffer."""

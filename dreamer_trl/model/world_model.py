@@ -1,0 +1,153 @@
+"""The world model as TensorDictModules composed into TorchRL's ``WorldModelWrapper``.
+
+:class:`DreamerWorldModel` is a ``WorldModelWrapper(transition, reward)`` whose transition part is
+``TensorDictSequential(RSSMObserve[, decoder])``: the encoder and the whole observe loop over T run in
+one module call (the TensorDict boundary is at its input and output, not at each time step). Its parts
+are attributes: ``encoder``, ``rssm``, ``decoder`` (None without an observation model), ``reward_head``,
+``state_model`` (the contrastive objective's q(s_t | o_t), else None), plus ``obs_key`` and ``reco_key``.
+
+Shapes (batch ``[*B, T]``, time last):
+    in:  "pixels" uint8 ``[*B, T, 3, 64, 64]`` or "observation" ``[*B, T, O]``; "prev_action" ``[*B, T, A]``;
+         "is_init" bool ``[*B, T, 1]``.
+    out: "encoded_latents" ``[*B, T, E]``; "state" and the latent's "prior_<p>", "posterior_<p>"
+         ``[*B, T, S]``; "belief" ``[*B, T, D]``; "reco_pixels" ``[*B, T, 3, 64, 64]`` (or
+         "reco_observation"), when there is a decoder; "reward" ``[*B, T, 1]``, the reward head's raw
+         output for the reward that came with o_t.
+"""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch import nn
+from torchrl.modules import WorldModelWrapper
+
+from dreamer_trl import keys
+from dreamer_trl.config import ModelConfig
+from dreamer_trl.model.heads import NormalHead
+from dreamer_trl.model.latent import param_keys
+from dreamer_trl.model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ScalarHead, keras_init_, mlp
+from dreamer_trl.model.rssm import RSSM
+
+OBS_KEYS = (keys.PIXELS, keys.OBSERVATION)
+
+
+class RSSMObserve(TensorDictModuleBase):
+    """Encoder + posterior filtering over a whole ``[*B, T]`` sequence in one call (Dreamer Eq. 1)."""
+
+    def __init__(self, encoder: nn.Module, rssm: RSSM, obs_key: str = keys.PIXELS):
+        super().__init__()
+        self.encoder, self.rssm = encoder, rssm
+        names = rssm.latent.names
+        self.in_keys = [obs_key, keys.PREV_ACTION, keys.IS_INIT]
+        self.out_keys = [keys.ENCODED_LATENTS, keys.STATE, keys.BELIEF, *param_keys("prior", names),
+                         *param_keys("posterior", names)]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        obs, prev_action, is_init = (tensordict.get(k) for k in self.in_keys)
+        embed = self.encoder(obs)
+        out = self.rssm.observe(embed, prev_action, is_init)
+        tensordict.set(keys.ENCODED_LATENTS, embed)
+        for k in self.out_keys[1:]:
+            tensordict.set(k, out[k])
+        return tensordict
+
+
+class HeadPrediction(nn.Module):
+    """(state, belief) -> the head's point prediction ``head.pred(head(state, belief))``."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
+        return self.head.pred(self.head(state, belief))
+
+
+def latent_module(net: nn.Module, out_key) -> TensorDictModule:
+    """TensorDictModule reading ("state", "belief") and writing ``out_key``."""
+    return TensorDictModule(net, in_keys=[keys.STATE, keys.BELIEF], out_keys=[out_key])
+
+
+class DreamerWorldModel(WorldModelWrapper):
+    """Encoder, RSSM, optional decoder and the reward head, as a TorchRL ``WorldModelWrapper``.
+
+    Args:
+        encoder: observation -> embedding ``[*N, E]``.
+        rssm: the :class:`~dreamer_trl.model.rssm.RSSM`.
+        decoder: a head on the features (``pred``/``nll``) writing the reconstruction, or None (no
+            observation model: the reward-only and contrastive objectives).
+        reward_head: a head on the features writing "reward".
+        obs_key: "pixels" or "observation".
+        state_model: the contrastive objective's q(s_t | o_t) on the embedding, or None.
+    """
+
+    def __init__(self, encoder: nn.Module, rssm: RSSM, decoder: nn.Module | None, reward_head: nn.Module,
+                 obs_key: str = keys.PIXELS, state_model: nn.Module | None = None):
+        if obs_key not in OBS_KEYS:
+            raise ValueError(f"obs_key must be one of {OBS_KEYS}, got {obs_key!r}")
+        reco_key = keys.RECO_KEYS[obs_key]
+        transition = [RSSMObserve(encoder, rssm, obs_key)]
+        if decoder is not None:
+            transition.append(latent_module(decoder, reco_key))
+        super().__init__(TensorDictSequential(*transition), latent_module(reward_head, keys.REWARD))
+        self.obs_key, self.reco_key = obs_key, reco_key
+        self.state_model = state_model
+
+    @property
+    def _observe(self) -> RSSMObserve:
+        return self.get_transition_model_operator()[0]
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self._observe.encoder
+
+    @property
+    def rssm(self) -> RSSM:
+        return self._observe.rssm
+
+    @property
+    def decoder(self) -> nn.Module | None:
+        transition = self.get_transition_model_operator()
+        return transition[1].module if len(transition) > 1 else None
+
+    @property
+    def reward_head(self) -> nn.Module:
+        return self.get_reward_operator().module
+
+
+def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int, cfg: ModelConfig | None = None,
+                     representation: str = "reconstruction") -> DreamerWorldModel:
+    """Build encoder, RSSM, decoder (or state model) and reward head as a :class:`DreamerWorldModel`.
+
+    Args:
+        obs_key: "pixels" (conv encoder/decoder, obs_shape ``(3, 64, 64)``) or "observation" (MLPs).
+        obs_shape: shape of one observation.
+        action_dim: A.
+        cfg: sizes; paper defaults when None.
+        representation: "reconstruction" (a decoder), "contrastive" (no decoder; a state model
+            q(s_t | o_t), one hidden layer on the embedding) or "reward" (neither).
+    """
+    cfg = cfg or ModelConfig()
+    if obs_key == keys.PIXELS:
+        if tuple(obs_shape) != (3, 64, 64):
+            raise ValueError(f"'pixels' must have shape (3, 64, 64) for the conv encoder, got {tuple(obs_shape)}")
+        encoder = ConvEncoder(cfg.cnn_depth)
+    elif obs_key == keys.OBSERVATION:
+        if len(obs_shape) != 1:
+            raise ValueError(f"'observation' must be a flat vector [O], got shape {tuple(obs_shape)}")
+        encoder = MLPEncoder(obs_shape[0], cfg.mlp_hidden, cfg.obs_layers, cfg.mlp_hidden)
+    else:
+        raise ValueError(f"obs_key must be 'pixels' or 'observation', got {obs_key!r}")
+    if representation not in ("reconstruction", "contrastive", "reward"):
+        raise ValueError(f"representation must be reconstruction, contrastive or reward, got {representation!r}")
+    rssm = RSSM(action_dim, encoder.out_dim, cfg.state_dim, cfg.belief_dim, cfg.rssm_hidden, cfg.min_std)
+    feat = rssm.feature_dim
+    decoder = state_model = None
+    if representation == "reconstruction":
+        decoder = (NormalHead(ConvDecoder(feat, cfg.cnn_depth), event_dims=3) if obs_key == keys.PIXELS
+                   else NormalHead(MLPDecoder(feat, obs_shape[0], cfg.mlp_hidden, cfg.obs_layers)))
+    reward = NormalHead(ScalarHead(feat, cfg.mlp_hidden, cfg.reward_layers))
+    if representation == "contrastive":
+        state_model = keras_init_(mlp(encoder.out_dim, rssm.latent.param_dim, cfg.mlp_hidden, 1))
+    return DreamerWorldModel(encoder, rssm, decoder, reward, obs_key, state_model)

@@ -1,0 +1,1 @@
+"""What a run shows: videos, open-loop strips and learning curves."""

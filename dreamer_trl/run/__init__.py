@@ -1,0 +1,1 @@
+"""Run-keeping: checkpoints, whole-run state, preemption and preflight checks."""

@@ -1,0 +1,73 @@
+"""The recipe's command line: the config package's parsing plus the checks that need the library.
+
+Run right after parsing and before anything heavy is built, so a bad task name or an incomplete run to
+resume ends the process in seconds with exit code 2 and one message (RELIABILITY.md P6, P10). The task
+check needs only dm_control's task list; the resume lookup reads JSON (the checkpoint module brings torch).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Sequence
+
+from dreamer_trl import config
+from dreamer_trl.config import DreamerConfig
+
+
+def check_task(cfg: DreamerConfig) -> None:
+    """``env.task`` is a DeepMind Control Suite task; otherwise ValueError with the closest names."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from dm_control import suite
+
+    names = sorted(f"{domain}_{task}" for domain, task in suite.ALL_TASKS)
+    if cfg.env.task not in names:
+        close = difflib.get_close_matches(cfg.env.task, names, n=3, cutoff=0.5)
+        domains = sorted({domain for domain, _ in suite.ALL_TASKS})
+        hint = (f"did you mean {', '.join(close)}?" if close else
+                f"no task is close; the {len(names)} tasks are domain_task with a domain among {', '.join(domains)}")
+        raise ValueError(f"config field 'env.task': unknown DMC task {cfg.env.task!r}; {hint}")
+
+
+def saved_run(path: str) -> tuple[dict, str, str]:
+    """(saved config as data, its preset, checkpoint directory) of the newest checkpoint, fully verified.
+
+    ``path`` is a run directory (``RUN/checkpoints/STEP``) or one checkpoint directory. Every file of the
+    checkpoint to resume is checked against the manifest (presence, size, CRC-32) here, before anything is
+    built; a damaged newest checkpoint is refused with the file named, not silently replaced by an older one.
+    """
+    field, root = "config field 'run.resume'", Path(path)
+    if not root.exists():
+        raise ValueError(f"{field}: {path} does not exist")
+    from dreamer_trl.run.checkpoint import (  # brings torch
+        CheckpointError,
+        checkpoint_dirs,
+        read_meta,
+        verify_checkpoint,
+    )
+    in_run = (root / "checkpoints").is_dir()
+    if in_run:
+        saved = sorted(p for p in (root / "checkpoints").iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not saved:
+            raise ValueError(f"{field}: no checkpoint under {root / 'checkpoints'}")
+        newest = saved[-1]
+    else:
+        newest = root
+    try:
+        newest = verify_checkpoint(newest)
+        meta = read_meta(newest)
+    except (FileNotFoundError, CheckpointError) as err:
+        if not in_run and not (root / "state.pt").exists() and not (root / "manifest.json").exists():
+            raise ValueError(f"{field}: {path} is neither a run directory (RUN/checkpoints/STEP) nor a "
+                             f"checkpoint") from None
+        older = [str(d) for d in checkpoint_dirs(root / "checkpoints") if d != newest][-1:] if in_run else []
+        hint = f"; the previous checkpoint can be resumed with --resume {older[0]}" if older else ""
+        raise ValueError(f"{field}: {err}{hint}") from None
+    if "config" not in meta or "preset" not in meta:
+        raise ValueError(f"{field}: {newest} holds no run config (not a training checkpoint)")
+    return meta["config"], meta["preset"], str(newest)
+
+
+def parse_args(argv: Sequence[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
+    """:func:`dreamer_trl.config.parse_args` with the DMC task check and ``--resume`` support."""
+    return config.parse_args(argv, description, checks=[check_task], load_resumed=saved_run)

@@ -1,0 +1,58 @@
+"""Save and restore a whole training run: networks, optimizers, replay buffer, counters, every RNG.
+
+RELIABILITY.md P1: a run stopped at a checkpoint and resumed in a new process continues bit-exactly
+(on CPU with fixed threads) as the uninterrupted run does. The save point is a schedule boundary: the
+open episode is marked truncated in the buffer and the collector restarts with a fresh episode and
+new trajectory ids, in the uninterrupted run as well, so no sampled sequence spans a save (with
+``schedule.replay_windows = "stream"`` one may, as it crosses any episode start, in both runs alike).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from dreamer_trl.data.replay import SequenceReplayBuffer, load_buffer, mark_last_row_truncated, save_buffer
+from dreamer_trl.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
+from dreamer_trl.training.update import DreamerUpdate
+
+FORMAT = 1
+
+
+def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
+             buffer: SequenceReplayBuffer, counters: dict, config: dict, preset: str, envs: dict) -> Path:
+    """Checkpoint everything needed to continue the run exactly (see module docstring).
+
+    ``envs`` are DMC envs (a :class:`~dreamer_trl.data.dmc.DMCEnv`, also inside a TransformedEnv, which forwards
+    the calls): their task random streams are saved through ``task_random_state()``.
+    """
+    mark_last_row_truncated(buffer)
+    rng_tensors, rng_values = rng_state()
+    state = {**{k: m.state_dict() for k, m in modules.items()}, "optimizers": updater.state_dict(),
+             "rng": rng_tensors}
+    meta = {"format": FORMAT, "config": config, "preset": preset, "counters": counters,
+            "env_steps": counters["env_steps"], "updates": counters["updates"],
+            "updater": {"skipped": updater.skipped, "skip_streak": updater.skip_streak},
+            "rng": rng_values, "env_rng": {k: e.task_random_state() for k, e in envs.items()}}
+    return save_checkpoint(path, state, meta, parts={"replay": lambda d: save_buffer(buffer, d)})
+
+
+def restore_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
+                buffer: SequenceReplayBuffer, envs: dict, map_location="cpu") -> dict:
+    """Load a :func:`save_run` checkpoint into freshly built objects; returns the counters. RNG last."""
+    path = verify_checkpoint(path)
+    state, meta = load_checkpoint(path, map_location=map_location)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT}")
+    missing = set(modules) - set(state)
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks the modules {sorted(missing)}")
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    updater.load_state_dict(state["optimizers"])
+    updater.skipped, updater.skip_streak = meta["updater"]["skipped"], meta["updater"]["skip_streak"]
+    load_buffer(buffer, path / "replay")
+    for name, env in envs.items():
+        env.set_task_random_state(meta["env_rng"][name])
+    set_rng_state(state["rng"], meta["rng"])
+    return meta["counters"]

@@ -1,0 +1,136 @@
+"""Exact resume and preemption of whole runs (RELIABILITY.md P1, P3), through the recipe in subprocesses."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from dreamer_trl.run.checkpoint import checkpoint_dirs, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = [sys.executable, str(ROOT / "recipes" / "dreamer_dmc.py")]
+# State-observation debug preset: fast, real dm_control physics; one thread so CPU math is bit-reproducible.
+BASE = ["--preset", "debug", "--env.no-from-pixels", "--run.no-progress", "--run.threads", "1",
+        "--run.checkpoint-every", "200", "--run.checkpoints-kept", "10"]
+ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
+
+
+def recipe(*args, check=True):
+    out = subprocess.run(RECIPE + list(args), env=ENV, capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"recipe failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def assert_same_checkpoint(a: Path, b: Path):
+    sa, ma = load_checkpoint(a)
+    sb, mb = load_checkpoint(b)
+    fa, fb = flatten(sa), flatten(sb)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if torch.is_tensor(fa[k]):
+            assert torch.equal(fa[k], fb[k]), k
+        else:
+            assert fa[k] == fb[k], k
+    for k in ("counters", "rng", "env_rng", "updater"):
+        assert ma[k] == mb[k], k
+    ma["config"].pop("run"), mb["config"].pop("run")  # run name, resume path, stop point differ
+    assert ma["config"] == mb["config"]
+    rows_a = TensorDict.load_memmap(a / "replay" / "rows", allow_pickle=False)
+    rows_b = TensorDict.load_memmap(b / "replay" / "rows", allow_pickle=False)
+    assert rows_a.shape == rows_b.shape
+    for key in rows_a.keys(include_nested=True, leaves_only=True):
+        assert torch.equal(rows_a[key], rows_b[key]), key
+    assert json.loads((a / "replay" / "buffer.json").read_text()) == json.loads((b / "replay" / "buffer.json").read_text())
+
+
+@pytest.mark.slow
+def test_resume_twice_is_bit_exact(tmp_path):
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "straight")
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "resumed", "--run.stop-at-env-steps", "400")
+    resumed = tmp_path / "resumed"
+    assert [d.name for d in checkpoint_dirs(resumed / "checkpoints")] == ["0000000200", "0000000400"]
+    recipe("--resume", str(resumed), "--run.stop-at-env-steps", "600", "--run.no-progress")
+    recipe("--resume", str(resumed), "--run.no-progress")
+    straight = checkpoint_dirs(tmp_path / "straight" / "checkpoints")
+    again = checkpoint_dirs(resumed / "checkpoints")
+    assert [d.name for d in straight] == [d.name for d in again] == ["0000000200", "0000000400", "0000000600",
+                                                                      "0000000800"]
+    for a, b in zip(straight, again):
+        assert_same_checkpoint(a, b)
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["env_steps"] == 800 and summary["updates"] == 6
+
+
+@pytest.mark.slow
+def test_planner_run_resumes_bit_exact(tmp_path):
+    """PlaNet's planner draws from the global random stream, which the checkpoint saves: resume is exact."""
+    planner = [*BASE, "--behavior.kind", "planner", "--behavior.plan-horizon", "3", "--behavior.candidates", "16",
+               "--behavior.top-k", "4", "--behavior.iterations", "2", "--run.run-dir", str(tmp_path)]
+    recipe(*planner, "--run.run-name", "straight")
+    recipe(*planner, "--run.run-name", "resumed", "--run.stop-at-env-steps", "400")
+    recipe("--resume", str(tmp_path / "resumed"), "--run.no-progress", "--run.stop-at-env-steps", "0")
+    straight = checkpoint_dirs(tmp_path / "straight" / "checkpoints")
+    again = checkpoint_dirs(tmp_path / "resumed" / "checkpoints")
+    assert [d.name for d in straight] == [d.name for d in again] and len(straight) == 4
+    for a, b in zip(straight, again):
+        assert_same_checkpoint(a, b)
+    assert set(load_checkpoint(straight[-1])[0]) == {"world_model", "optimizers", "rng"}
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    recipe(*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "r", "--run.stop-at-env-steps", "400")
+    out = recipe("--resume", str(tmp_path / "r"), "--schedule.batch-size", "3", "--schedule.seq-len", "4",
+                 check=False)
+    assert out.returncode != 0
+    assert "batch_size: 4 -> 3" in out.stderr and "seq_len" in out.stderr
+
+
+def test_resume_of_a_missing_run_is_refused(tmp_path):
+    out = recipe("--resume", str(tmp_path / "nothing"), check=False)
+    assert out.returncode != 0 and "resume" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
+    args = [*BASE, "--run.run-dir", str(tmp_path), "--run.run-name", "job", "--schedule.total-env-steps", "2000",
+            "--schedule.updates-per-train", "10", "--run.checkpoint-every", "2000"]
+    proc = subprocess.Popen(RECIPE + args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    updates_csv = tmp_path / "job" / "logs" / "scalars" / "train" / "updates.csv"
+    deadline = time.time() + 120
+    while not updates_csv.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-3000:]
+    assert "preempted" in stdout
+    [ckpt] = checkpoint_dirs(tmp_path / "job" / "checkpoints")
+    _, meta = load_checkpoint(ckpt)
+    stopped_at = meta["counters"]
+    assert 0 < stopped_at["env_steps"] < 2000
+    recipe("--resume", str(tmp_path / "job"), "--run.no-progress")
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    # no gap, no duplicate: the same totals as an uninterrupted run of this schedule
+    phases = (2000 - 400) // 200 + 1
+    assert summary["env_steps"] == 2000 and summary["updates"] == phases * 10
+    steps = [int(line.split(",")[0]) for line in
+             (tmp_path / "job" / "logs" / "scalars" / "time" / "env_steps_per_s.csv").read_text().split()]
+    assert steps == list(range(200, 2001, 200))
