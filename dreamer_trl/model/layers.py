@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamer_trl.model.networks import preprocess_pixels
+from dreamer_trl.model.symlog import symlog
 
 TRUNC_NORMAL_STD_CORRECTION = 1.1368  # 1 / std of N(0, 1) truncated to [-2, 2] (official ``Initializer``)
 
@@ -62,11 +63,6 @@ STYLE_2023 = NetStyle(norm="layer", bias=False, fan="avg", eps=1e-3)
 """danijar/dreamerv3 at 84ecf19 (configs.yaml: norm layer, act silu, winit normal, fan avg)."""
 
 _ACTS = {"silu": nn.SiLU, "elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU}
-
-
-def symlog(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) log(1 + |x|) (DreamerV3 Eq. 1): squashes vector observations at the encoder's input."""
-    return torch.sign(x) * torch.log1p(torch.abs(x))
 
 
 def fans(weight: torch.Tensor, kind: str = "linear") -> tuple[int, int]:

@@ -11,7 +11,7 @@ from dreamer_trl.objectives.actor_critic import (
     replay_lambda_return,
 )
 from dreamer_trl.objectives.behavior_losses import ActorLoss, ValueLoss, discount_weights
-from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl
+from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL, balanced_kl, dyn_rep_kl, free_nats_kl
 from dreamer_trl.objectives.representation import (
     Contrastive,
     Reconstruction,
@@ -30,7 +30,7 @@ from dreamer_trl.objectives.value_estimates import (
     nstep_return,
     reward_sum,
 )
-from dreamer_trl.objectives.world_model_loss import WorldModelLoss, free_nats_kl
+from dreamer_trl.objectives.world_model_loss import WorldModelLoss
 
 __all__ = [
     "ImaginedActorLoss", "ImaginedCriticLoss", "continue_weights", "replay_lambda_return",

@@ -39,7 +39,11 @@ def stop_gradient(params: Params) -> Params:
 
 
 def free_nats_kl(kl: torch.Tensor, free: float) -> torch.Tensor:
-    """max(free, mean KL): V1's clamp on the batch mean (the same as ``world_model_loss.free_nats_kl``)."""
+    """max(free, mean KL): V1's clamp on the batch mean, as the official code does (Dreamer Eq. 10 with free nats).
+
+    Clamping each element instead (TorchRL's default) zeroes the KL gradient while most elements are
+    below the threshold, e.g. at initialisation.
+    """
     return kl.mean().clamp_min(free)
 
 

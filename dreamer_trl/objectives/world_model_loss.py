@@ -20,16 +20,8 @@ from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
 from dreamer_trl.model.networks import pixels_as_uint8, preprocess_pixels
+from dreamer_trl.objectives.kl import free_nats_kl
 from dreamer_trl.objectives.representation import Reconstruction
-
-
-def free_nats_kl(kl: torch.Tensor, free_nats: float) -> torch.Tensor:
-    """max(mean KL, free_nats): the clamp acts on the batch mean, as the official code does.
-
-    Clamping each element instead (TorchRL's default) zeroes the KL gradient while most elements are
-    below the threshold, e.g. at initialisation.
-    """
-    return kl.mean().clamp_min(free_nats)
 
 
 class WorldModelLoss(LossModule):
