@@ -134,3 +134,33 @@ def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
     steps = [int(line.split(",")[0]) for line in
              (tmp_path / "job" / "logs" / "scalars" / "time" / "env_steps_per_s.csv").read_text().split()]
     assert steps == list(range(200, 2001, 200))
+
+
+# A checkpoint written by the code of format 1 (commit 4942e40: `--preset debug --env.no-from-pixels
+# --run.checkpoint-every 400 --run.threads 1`, the 400-step checkpoint of that run), and the parameter fingerprint
+# of the same run's 800-step checkpoint. Resuming it with today's code must continue that run exactly.
+FORMAT1 = ROOT / "tests" / "fixtures" / "format1_debug_state"
+
+
+def fingerprint(state: dict) -> dict:
+    return {mod: sorted([[v.numel(), float(v.double().sum()), float(v.double().abs().sum())]
+                         for v in state[mod].values() if v.is_floating_point()]) for mod in ("world_model", "actor", "value")}
+
+
+def test_a_checkpoint_of_an_older_format_resumes_and_continues_its_run(tmp_path):
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(FORMAT1 / "checkpoints" / "0000000400", run / "checkpoints" / "0000000400")
+    recipe("--resume", str(run), "--run.no-progress")
+    final = max(checkpoint_dirs(run / "checkpoints"))
+    assert final.name == "0000000800"
+    state, _ = load_checkpoint(final)
+    expected = json.loads((FORMAT1 / "final_800.json").read_text())["fingerprint"]
+    got = fingerprint(state)
+    for mod, rows in expected.items():
+        assert len(got[mod]) == len(rows), mod
+        for g, e in zip(got[mod], rows):
+            assert g[0] == e[0] and g[1] == pytest.approx(e[1], rel=1e-6, abs=1e-7) and \
+                g[2] == pytest.approx(e[2], rel=1e-6, abs=1e-7), mod
