@@ -120,28 +120,23 @@ class RSSM(RecurrentStateSpaceModel):
         super().__init__()
         self.latent = latent or GaussianLatent(state_dim, min_std)
         self.state_dim, self.belief_dim, self.action_dim = self.latent.sample_dim, belief_dim, action_dim
-        self.img_in = nn.Linear(self.state_dim + action_dim, hidden_dim)
-        self.gru = nn.GRUCell(hidden_dim, belief_dim)
-        self.img_out = nn.Sequential(nn.Linear(belief_dim, hidden_dim), nn.ELU(),
-                                     nn.Linear(hidden_dim, self.latent.param_dim))
+        # The official code's initialisation (:func:`~dreamer_trl.model.networks.keras_init_`), each layer as it is
+        # built. The posterior's first layer is one Dense on concat(h_t, e_t) there; its two halves here share
+        # the Glorot bound of the joint layer (fan_in = D + E).
+        self.img_in = keras_init_(nn.Linear(self.state_dim + action_dim, hidden_dim))
+        self.gru = keras_init_(nn.GRUCell(hidden_dim, belief_dim))
+        self.img_out = nn.Sequential(keras_init_(nn.Linear(belief_dim, hidden_dim)), nn.ELU(),
+                                     keras_init_(nn.Linear(hidden_dim, self.latent.param_dim)))
         # Posterior first layer acts on concat(h_t, e_t); split so the e_t part runs once for all t.
         self.obs_belief = nn.Linear(belief_dim, hidden_dim, bias=False)
         self.obs_embed = nn.Linear(embed_dim, hidden_dim)
-        self.obs_out = nn.Linear(hidden_dim, self.latent.param_dim)
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """The official code's initialisation (:func:`~dreamer_trl.model.networks.keras_init_`).
-
-        The posterior's first layer is one Dense on concat(h_t, e_t) there; its two halves here share the
-        Glorot bound of the joint layer (fan_in = D + E).
-        """
-        keras_init_(self)
-        joint = torch.empty(self.obs_belief.out_features, self.obs_belief.in_features + self.obs_embed.in_features)
+        joint = torch.empty(hidden_dim, belief_dim + embed_dim)
         nn.init.xavier_uniform_(joint)
-        self.obs_belief.weight.copy_(joint[:, : self.belief_dim])
-        self.obs_embed.weight.copy_(joint[:, self.belief_dim :])
+        with torch.no_grad():
+            self.obs_belief.weight.copy_(joint[:, :belief_dim])
+            self.obs_embed.weight.copy_(joint[:, belief_dim:])
+            self.obs_embed.bias.zero_()
+        self.obs_out = keras_init_(nn.Linear(hidden_dim, self.latent.param_dim))
 
     def _gru(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         return self.gru(F.elu(x), belief)
