@@ -69,7 +69,7 @@ def test_compiled_update_matches_eager(backend):
 
 @pytest.mark.slow
 def test_inductor_compiles_an_rssm_step_on_cpu():
-    rssm = dt.RSSM(A, 6, TINY.state_dim, TINY.belief_dim, 8)
+    rssm = dt.gru_cell_rssm(A, 6, TINY.state_dim, TINY.belief_dim, 8)
     step = torch.compile(rssm.posterior_step, backend="inductor")
     belief, embed = torch.randn(3, TINY.belief_dim), torch.randn(3, 8)
     ref, out = rssm.posterior_step(belief, embed), step(belief, embed)

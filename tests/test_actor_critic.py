@@ -11,7 +11,7 @@ from dreamer_trl import keys
 from dreamer_trl.behavior.actors import BoundedNormal, BoundedNormalActor
 from dreamer_trl.model.heads import NormalHead
 from dreamer_trl.model.latent import LatentState
-from dreamer_trl.model.rssm import RSSM
+from dreamer_trl.model.rssm import gru_cell_rssm
 from dreamer_trl.objectives.actor_critic import (
     ImaginedActorLoss,
     ImaginedCriticLoss,
@@ -170,7 +170,7 @@ def test_actor_loss_matches_plain_loop(reinforce):
 
 def test_reinforce_reaches_only_the_actor_and_backprop_reaches_it_through_the_dynamics():
     torch.manual_seed(0)
-    rssm = RSSM(A, 5, S, D, 8)
+    rssm = gru_cell_rssm(A, 5, S, D, 8)
     reward, value = Linear(seed=3), value_module()
     start = TensorDict({keys.STATE: torch.randn(2, 3, S), keys.BELIEF: torch.randn(2, 3, D)}, [2, 3])
     for rho in (1.0, 0.0):
@@ -241,7 +241,7 @@ def test_bounded_normal_std_range_and_entropy():
 
 
 def test_reinforce_keeps_the_rollouts_log_probs_the_same_as_a_second_actor_pass():
-    rssm = RSSM(A, 5, S, D, 8)
+    rssm = gru_cell_rssm(A, 5, S, D, 8)
     start = TensorDict({keys.STATE: torch.randn(4, S), keys.BELIEF: torch.randn(4, D)}, [4])
     losses, grads = [], []
     for reuse in (True, False):
@@ -258,7 +258,7 @@ def test_reinforce_keeps_the_rollouts_log_probs_the_same_as_a_second_actor_pass(
 
 
 def test_shared_critic_output_gives_the_same_critic_loss_and_gradients():
-    rssm = RSSM(A, 5, S, D, 8)
+    rssm = gru_cell_rssm(A, 5, S, D, 8)
     start = TensorDict({keys.STATE: torch.randn(4, S), keys.BELIEF: torch.randn(4, D)}, [4])
     out = []
     for share in (True, False):

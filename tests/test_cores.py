@@ -1,4 +1,4 @@
-"""dreamer_trl.model.cores: the block GRU and the 2023 GRU against plain loops of their equations, and RSSMV3.
+"""dreamer_trl.model.cores: the block GRU and the 2023 GRU against plain loops of their equations, and RSSM.
 
 Official current core (dreamerv3/rssm.py ``_core``), per block g of h (width D/G):
 
@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamer_trl.model.cores import RSSMV3, BlockGRU, NormGRU, squash_action
+from dreamer_trl.model.cores import BlockGRU, NormGRU, squash_action
 from dreamer_trl.model.latent import GaussianLatent
 from dreamer_trl.model.layers import STYLE_2023, NetStyle
+from dreamer_trl.model.rssm import RSSM
 
 S, D, A, E, HID = 4, 12, 2, 6, 5
 
@@ -145,8 +146,8 @@ def test_norm_gru_2023_matches_the_equations():
 def make_rssm(core="block", seed=0):
     torch.manual_seed(seed)
     if core == "block":
-        return RSSMV3(BlockGRU(D, S, A, HID, blocks=3), GaussianLatent(S), E, HID)
-    return RSSMV3(NormGRU(D, S, A, HID), GaussianLatent(S), E, HID, img_layers=1, style=STYLE_2023)
+        return RSSM(BlockGRU(D, S, A, HID, blocks=3), GaussianLatent(S), E, HID)
+    return RSSM(NormGRU(D, S, A, HID), GaussianLatent(S), E, HID, img_layers=1, style=STYLE_2023)
 
 
 def observe_by_equations(rssm, embed, prev_action, is_init, seed=1):
@@ -222,4 +223,4 @@ def test_rssm_v3_prior_step_with_given_noise_is_deterministic_and_gradients_reac
 
 def test_rssm_v3_rejects_a_latent_of_another_width():
     with pytest.raises(ValueError, match="sample_dim"):
-        RSSMV3(BlockGRU(D, S + 1, A, HID, blocks=3), GaussianLatent(S), E, HID)
+        RSSM(BlockGRU(D, S + 1, A, HID, blocks=3), GaussianLatent(S), E, HID)

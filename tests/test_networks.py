@@ -291,12 +291,13 @@ def test_make_value_writes_state_value(tiny_cfg):
     (ExplorationType.RANDOM, False), (ExplorationType.DETERMINISTIC, True), (ExplorationType.MODE, True),
 ])
 def test_make_actor_exploration_modes(tiny_cfg, exploration, deterministic):
+    torch.manual_seed(0)
     actor = make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 3, tiny_cfg)
     td = _features_td()
     with set_exploration_type(exploration):
         a1 = actor(td.clone())[keys.ACTION]
         a2 = actor(td.clone())[keys.ACTION]
-    assert a1.shape == (5, 3) and (a1.abs() < 1).all()
+    assert a1.shape == (5, 3) and (a1.abs() <= 1).all()  # tanh of a wide Gaussian rounds to +-1 in float32
     assert torch.equal(a1, a2) == deterministic
 
 
@@ -333,14 +334,14 @@ def test_networks_use_the_official_keras_initialisation(build):
 
 
 def test_rssm_initialisation_gru_orthogonal_and_joint_posterior_bound():
-    from dreamer_trl.model.rssm import RSSM
+    from dreamer_trl.model.rssm import gru_cell_rssm
 
     torch.manual_seed(0)
-    rssm = RSSM(action_dim=3, embed_dim=40, state_dim=6, belief_dim=20, hidden_dim=24)
-    w_hh = rssm.gru.weight_hh                                             # (3D, D): Keras kernel transposed
+    rssm = gru_cell_rssm(action_dim=3, embed_dim=40, state_dim=6, belief_dim=20, hidden_dim=24)
+    w_hh = rssm.core.gru.weight_hh                                             # (3D, D): Keras kernel transposed
     assert torch.allclose(w_hh.T @ w_hh, torch.eye(20), atol=1e-5)       # orthonormal columns
-    assert torch.count_nonzero(rssm.gru.bias_ih) == 0 and torch.count_nonzero(rssm.gru.bias_hh) == 0
-    assert rssm.gru.weight_ih.abs().max() <= _glorot_bound(24, 60)
+    assert torch.count_nonzero(rssm.core.gru.bias_ih) == 0 and torch.count_nonzero(rssm.core.gru.bias_hh) == 0
+    assert rssm.core.gru.weight_ih.abs().max() <= _glorot_bound(24, 60)
     # posterior first layer: one Dense on concat(h, e) in the official code, fan_in = D + E
     joint = torch.cat([rssm.obs_belief.weight, rssm.obs_embed.weight], 1)
     assert joint.abs().max() <= _glorot_bound(20 + 40, 24)

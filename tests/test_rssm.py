@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dreamer_trl.model.rssm import RSSM
+from dreamer_trl.model.rssm import gru_cell_rssm
 
 S, D, A, E = 4, 8, 2, 6
 
 
 def rssm_and_inputs(B=3, T=6, seed=0, min_std=0.1):
     torch.manual_seed(seed)
-    rssm = RSSM(A, E, S, D, hidden_dim=8, min_std=min_std)
+    rssm = gru_cell_rssm(A, E, S, D, hidden_dim=8, min_std=min_std)
     embed, prev_action = torch.randn(B, T, E), torch.rand(B, T, A) * 2 - 1
     is_init = torch.zeros(B, T, 1, dtype=torch.bool)
     is_init[:, 0] = True
@@ -35,7 +35,7 @@ def gaussian(raw, min_std=0.1):
 def posterior_raw(rssm, belief, embed):
     """The posterior's first layer as the one Dense on concat(h_t, e_t) that obs_belief/obs_embed split."""
     weight = torch.cat([rssm.obs_belief.weight, rssm.obs_embed.weight], 1)
-    return rssm.obs_out(F.elu(F.linear(torch.cat([belief, embed], -1), weight, rssm.obs_embed.bias)))
+    return rssm.obs_out[-1](F.elu(F.linear(torch.cat([belief, embed], -1), weight, rssm.obs_embed.bias)))
 
 
 def observe_by_equations(rssm, embed, prev_action, is_init, state=None, belief=None, seed=1):
@@ -49,7 +49,7 @@ def observe_by_equations(rssm, embed, prev_action, is_init, state=None, belief=N
         reset = is_init[:, t]                                                   # (B, 1)
         s, h = torch.where(reset, 0.0, s), torch.where(reset, 0.0, h)
         a = torch.where(reset, 0.0, prev_action[:, t])
-        h = rssm.gru(F.elu(rssm.img_in(torch.cat([s, a], -1))), h)
+        h = rssm.core.gru(F.elu(rssm.core.img_in(torch.cat([s, a], -1))), h)
         mean, std = gaussian(posterior_raw(rssm, h, embed[:, t]))
         s = mean + std * torch.randn(B, S)
         prior_mean, prior_std = gaussian(rssm.img_out(h))
@@ -127,7 +127,7 @@ def test_is_init_in_the_middle_resets_state_belief_and_previous_action():
     torch.testing.assert_close(base["belief"][:, 3:], changed["belief"][:, 3:])
     assert not torch.allclose(base["belief"][:, 2], changed["belief"][:, 2])
     # the reset row's belief is one GRU step from zeros with a zero action
-    expected = rssm.gru(F.elu(rssm.img_in(torch.zeros(3, S + A))), torch.zeros(3, D))
+    expected = rssm.core.gru(F.elu(rssm.core.img_in(torch.zeros(3, S + A))), torch.zeros(3, D))
     torch.testing.assert_close(base["belief"][:, 3], expected)
 
 
@@ -159,7 +159,7 @@ def test_prior_step_with_given_noise_matches_the_equations():
     state, belief, action = torch.randn(5, S), torch.randn(5, D), torch.rand(5, A)
     noise = torch.randn(5, S)
     params, next_state, next_belief = rssm.prior_step(state, belief, action, noise)
-    h = rssm.gru(F.elu(rssm.img_in(torch.cat([state, action], -1))), belief)
+    h = rssm.core.gru(F.elu(rssm.core.img_in(torch.cat([state, action], -1))), belief)
     mean, std = gaussian(rssm.img_out(h))
     torch.testing.assert_close(next_belief, h)
     torch.testing.assert_close(params["mean"], mean)
@@ -190,7 +190,7 @@ def test_imagine_chains_prior_steps_from_the_start_state():
     s, h = state, belief
     for t in range(3):
         a = policy(s, h)
-        h = rssm.gru(F.elu(rssm.img_in(torch.cat([s, a], -1))), h)
+        h = rssm.core.gru(F.elu(rssm.core.img_in(torch.cat([s, a], -1))), h)
         mean, std = gaussian(rssm.img_out(h))
         s = mean + std * torch.randn(4, S)
         torch.testing.assert_close(roll["action"][:, t], a)
@@ -203,7 +203,7 @@ def test_rssm_with_categorical_latents_observes_and_imagines_with_one_hot_states
     from dreamer_trl.model.latent import CategoricalLatent
     torch.manual_seed(0)
     latent = CategoricalLatent(groups, classes)
-    rssm = RSSM(A, E, belief_dim=D, hidden_dim=8, latent=latent)
+    rssm = gru_cell_rssm(A, E, belief_dim=D, hidden_dim=8, latent=latent)
     B, T, Sc = 3, 5, groups * classes
     embed, prev_action = torch.randn(B, T, E), torch.rand(B, T, A) * 2 - 1
     is_init = torch.zeros(B, T, 1, dtype=torch.bool)
@@ -215,7 +215,7 @@ def test_rssm_with_categorical_latents_observes_and_imagines_with_one_hot_states
     kl = latent.kl({"logits": out["posterior_logits"]}, {"logits": out["prior_logits"]})
     assert kl.shape == (B, T) and (kl >= -1e-6).all()
     kl.mean().backward()
-    assert rssm.obs_out.weight.grad.abs().sum() > 0 and rssm.img_out[-1].weight.grad.abs().sum() > 0
+    assert rssm.obs_out[-1].weight.grad.abs().sum() > 0 and rssm.img_out[-1].weight.grad.abs().sum() > 0
     start = (out["state"][:, -1].detach(), out["belief"][:, -1].detach())
     weight = torch.randn(Sc + D, A, requires_grad=True)
     imagined = rssm.imagine(*start, lambda s, h: torch.tanh(torch.cat([s, h], -1) @ weight), horizon=4)

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from dreamer_trl.config.sizes import V3_2023_SIZES, V3_SIZES, v3_size
-from dreamer_trl.model.cores import RSSMV3, BlockGRU
+from dreamer_trl.model.cores import BlockGRU
 from dreamer_trl.model.latent import GaussianLatent
 from dreamer_trl.model.layers import MLPV3, ConvDecoderV3, ConvEncoderV3, vector_encoder
+from dreamer_trl.model.rssm import RSSM
 
 OFFICIAL = {  # configs.yaml at e3f0224: (deter, hidden, classes, depth, units)
     "size1m": (512, 64, 4, 4, 64), "size12m": (2048, 256, 16, 16, 256), "size25m": (3072, 384, 24, 24, 384),
@@ -40,7 +41,7 @@ def build(size, pixels=True, obs_dim=24, action_dim=6, latent=None):
     S = size.state_dim
     enc = ConvEncoderV3(size.cnn_depths, size.kernel) if pixels else vector_encoder(obs_dim, size.units, size.enc_layers)
     core = BlockGRU(size.deter, S, action_dim, size.hidden, size.blocks, size.dyn_layers)
-    rssm = RSSMV3(core, latent or LatentShape(S), enc.out_dim, size.hidden, size.img_layers, size.obs_layers)
+    rssm = RSSM(core, latent or LatentShape(S), enc.out_dim, size.hidden, size.img_layers, size.obs_layers)
     feat = S + size.deter
     dec = (ConvDecoderV3(S, size.deter, size.cnn_depths, size.units, size.kernel, size.blocks) if pixels
            else MLPV3(feat, size.units, size.dec_layers, obs_dim))

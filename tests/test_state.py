@@ -164,3 +164,20 @@ def test_a_checkpoint_of_an_older_format_resumes_and_continues_its_run(tmp_path)
         for g, e in zip(got[mod], rows):
             assert g[0] == e[0] and g[1] == pytest.approx(e[1], rel=1e-6, abs=1e-7) and \
                 g[2] == pytest.approx(e[2], rel=1e-6, abs=1e-7), mod
+
+
+def test_migration_renames_only_v1_world_models_and_refuses_unknown_formats():
+    from dreamer_trl.run.state import FORMAT, migrate_state
+
+    v1 = {"module.0.module.0.rssm.gru.weight_ih": 1, "module.0.module.0.rssm.img_out.2.bias": 2,
+          "module.0.module.0.rssm.obs_out.weight": 3, "module.0.module.0.rssm.img_in.bias": 4}
+    v3 = {"module.0.module.0.rssm.core.gru.weight": 1, "module.0.module.0.rssm.img_out.2.weight": 2}
+    out = migrate_state({"world_model": v1, "value": v3, "rng": [1]}, 1)
+    assert out["world_model"] == {"module.0.module.0.rssm.core.gru.weight_ih": 1,
+                                  "module.0.module.0.rssm.img_out.1.bias": 2,
+                                  "module.0.module.0.rssm.obs_out.2.weight": 3,
+                                  "module.0.module.0.rssm.core.img_in.bias": 4}
+    assert out["value"] == v3 and out["rng"] == [1]
+    assert migrate_state({"world_model": v1}, FORMAT) == {"world_model": v1}
+    with pytest.raises(ValueError, match="format 7"):
+        migrate_state({}, 7)

@@ -4,7 +4,7 @@ The same world model, losses and update as Dreamer V1 (:mod:`dreamer_trl.builder
 
 - latent: categorical one-hot groups with straight-through gradients and unimix
   (:class:`~dreamer_trl.model.latent.CategoricalLatent`);
-- RSSM: :class:`~dreamer_trl.model.cores.RSSMV3` with the block GRU (V3 current) or one dense GRU (blocks 1);
+- RSSM: :class:`~dreamer_trl.model.rssm.RSSM` with the block GRU (V3 current) or the normalised GRU (V2, V3 2023);
 - networks: normalised SiLU MLPs and convs (:mod:`dreamer_trl.model.layers`), V3's named sizes
   (:mod:`dreamer_trl.config.sizes`);
 - heads: symlog MSE (vectors) or MSE (images) decoder, symexp two-hot reward and critic (V3) or unit
@@ -32,7 +32,7 @@ from dreamer_trl.behavior.actors import BoundedNormalActor, TruncNormalActor
 from dreamer_trl.behavior.imagination import make_imagination_env
 from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.config.sizes import v3_size
-from dreamer_trl.model.cores import RSSMV3, BlockGRU, NormGRU
+from dreamer_trl.model.cores import BlockGRU, NormGRU
 from dreamer_trl.model.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
 from dreamer_trl.model.latent import CategoricalLatent, GaussianLatent
 from dreamer_trl.model.layers import (
@@ -45,6 +45,7 @@ from dreamer_trl.model.layers import (
     encoder_depths,
     vector_encoder,
 )
+from dreamer_trl.model.rssm import RSSM
 from dreamer_trl.model.symlog import TwoHotCodec
 from dreamer_trl.model.world_model import DreamerWorldModel
 from dreamer_trl.objectives.actor_critic import ImaginedActorLoss, ImaginedCriticLoss
@@ -121,13 +122,13 @@ def make_family_world_model(obs_key: str, obs_shape: tuple, action_dim: int, cfg
         encoder = vector_encoder(obs_shape[0], w.vector_units, w.vector_layers, style)
     if v2:  # dreamerv2 EnsembleRSSM: one input layer, GRUCell(norm=True), one prior layer
         core = NormGRU(w.deter, latent.sample_dim, action_dim, w.hidden, style=style, gate_norm="layer")
-        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
+        rssm = RSSM(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
     elif cfg.nets == "2023":  # 84ecf19 RSSM: img_in, GRU with normed gates, one prior and one posterior layer
         core = NormGRU(w.deter, latent.sample_dim, action_dim, w.hidden, style=style)
-        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
+        rssm = RSSM(core, latent, encoder.out_dim, w.hidden, img_layers=1, obs_layers=1, style=style)
     else:
         core = BlockGRU(w.deter, latent.sample_dim, action_dim, w.hidden, cfg.blocks, style=style)
-        rssm = RSSMV3(core, latent, encoder.out_dim, w.hidden, style=style)
+        rssm = RSSM(core, latent, encoder.out_dim, w.hidden, style=style)
     feat = rssm.feature_dim
     if obs_key == keys.PIXELS and v2:  # transposed convs, linear output, N(mean, 1) (dreamerv2 ConvDecoder)
         decoder = NormalHead(TransposedConvDecoderV3(feat, w.depth, style=style), event_dims=3)

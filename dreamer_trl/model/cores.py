@@ -1,13 +1,13 @@
-"""The DreamerV3 RSSM: normalised SiLU layers around a recurrent core, over any latent family.
+"""Recurrent cores: the deterministic part f of the RSSM, h_t = f(h_{t-1}, z_{t-1}, a_{t-1}).
 
-DreamerV3 (Hafner et al. 2023, arXiv:2301.04104, Eq. 3) keeps the RSSM of Dreamer V1/V2,
+Every core has the same interface, so :class:`~dreamer_trl.model.rssm.RSSM` takes any of them:
+``belief_dim``, ``state_dim``, ``action_dim``; ``project_action(a)`` (what depends on the action alone,
+computed for a whole sequence at once during filtering); ``core(belief, state, action_proj) -> belief'``;
+and ``step(belief, state, action)`` for one imagination step (by default ``core(belief, state,
+project_action(action))``).
 
-    sequence model   h_t = f(h_{t-1}, z_{t-1}, a_{t-1})
-    encoder          z_t ~ q(z_t | h_t, x_t)
-    dynamics         z_t ~ p(z_t | h_t),
-
-and changes the networks. Two cores ``f`` are provided, each a module with the same interface:
-
+- :class:`GRUCellCore`: Dreamer V1 / PlaNet (Hafner et al. 2019, arXiv:1811.04551, Sec. 3; official Dreamer
+  ``RSSM.img_step``): h' = GRUCell(ELU(W [s, a] + b), h), Glorot-uniform input kernels, orthogonal recurrent kernel.
 - :class:`BlockGRU`: the current official code (danijar/dreamerv3 ``dreamerv3/rssm.py``, ``RSSM._core``).
   h, z and a each pass a Linear -> Norm -> SiLU layer (width ``hidden``); these three vectors are given to
   every one of G blocks of h (concatenated with that block's slice of h); then block-diagonal layers
@@ -22,23 +22,10 @@ and changes the networks. Two cores ``f`` are provided, each a module with the s
   Linear -> Norm -> SiLU layer on concat(z, a), then a dense layer on concat(h, x) to the three gates,
   normalised together (no bias), with the same gate equations.
 
-Both cores scale actions to at most 1 in magnitude, a / max(1, |a|) with the divisor not differentiated
+The two V3 cores scale actions to at most 1 in magnitude, a / max(1, |a|) with the divisor not differentiated
 (current ``action /= sg(max(1, |a|))``; 2023 ``action_clip 1.0``).
 
-:class:`RSSMV3` wraps a core with the prior (``img_layers`` normalised layers on h_t, then the latent's
-raw parameters) and the posterior (``obs_layers`` normalised layers on concat(h_t, e_t), then the raw
-parameters). It has the interface of :class:`~dreamer_trl.model.rssm.RSSM` (``initial``, ``prior``,
-``prior_step``, ``posterior_step``, ``observe_step``, ``observe``, ``imagine``, ``feature_dim``, ``latent``),
-so the world model, the losses, the policy and the imagination env take either. As in the RSSM, the
-parts that do not depend on the recurrence (the action's input layer, the embedding's share of the
-posterior's first layer, the prior during observation) run for all steps at once outside the time loop.
-The state starts from zeros at every ``is_init`` (current code; the 2023 code learned the initial h).
-
-Shapes:
-    B batch, T time, H horizon, S state, D belief, A action, E embedding.
-    ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` -> "state",
-    "belief", "prior_<param>", "posterior_<param>" ``[B, T, .]``.
-    ``imagine``: state ``[N, S]``, belief ``[N, D]`` -> ``[N, H, S|D|A]``.
+DreamerV2 uses :class:`NormGRU` with LayerNorm on the gates only (``gate_norm="layer"``).
 """
 from __future__ import annotations
 
@@ -51,16 +38,14 @@ from torch.nn import functional as F
 from dreamer_trl.model.layers import (
     OFFICIAL_STYLE,
     STYLE_2023,
+    STYLE_V1,
     BlockLinear,
     NetStyle,
     activation,
     dense,
-    fans,
     linear,
     make_norm,
-    trunc_normal_init_,
 )
-from dreamer_trl.model.rssm import RecurrentStateSpaceModel
 
 
 def squash_action(action: torch.Tensor) -> torch.Tensor:
@@ -150,6 +135,10 @@ class BlockGRU(nn.Module):
             x = x.flatten(-2)
         return self._gates(x, belief).reshape(*lead, self.belief_dim)
 
+    def step(self, belief: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One imagination step: ``core(belief, state, project_action(action))``."""
+        return self(belief, state, self.project_action(action))
+
 
 class NormGRU(nn.Module):
     """The 2023 official recurrent core: x = SiLU(norm(W [z, a'])); gates = norm(W_g [h, x]) (no bias).
@@ -180,71 +169,39 @@ class NormGRU(nn.Module):
         reset, cand, update = self.gru_norm(self.gru(torch.cat([belief, x], -1))).chunk(3, -1)
         return gru_gates(reset, cand, update, belief, self.update_bias)
 
+    def step(self, belief: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One imagination step: ``core(belief, state, project_action(action))``."""
+        return self(belief, state, self.project_action(action))
 
-class RSSMV3(RecurrentStateSpaceModel):
-    """RSSM with a V3 core, normalised prior and posterior networks, over any latent family.
 
-    Args:
-        core: :class:`BlockGRU` or :class:`NormGRU` (sets D, S and A; S must equal ``latent.sample_dim``).
-        latent: the latent distribution family (``params``, ``sample``, ``names``, ``param_dim``, ``sample_dim``).
-        embed_dim: E.
-        hidden: width of the prior and posterior layers (official ``hidden``; 2023 ``units``).
-        img_layers, obs_layers: normalised layers of the prior and the posterior (current 2 and 1; 2023 1 and 1).
-        style: as the networks'.
-        outscale: on the latent's output layers (official ``rssm.outscale`` 1).
+class GRUCellCore(nn.Module):
+    """Dreamer V1 / PlaNet's core: x = ELU(W [s, a] + b), h' = GRUCell(x, h) (official ``RSSM.img_step``).
+
+    Args as :class:`NormGRU`; ``style`` sets the input layer's initialisation (V1: Glorot-uniform, zero bias).
+    The GRU cell gets Keras's GRU initialisation: Glorot-uniform input kernel, orthogonal recurrent kernel,
+    zero biases. Actions are not rescaled.
     """
 
-    def __init__(self, core: nn.Module, latent, embed_dim: int, hidden: int, img_layers: int = 2,
-                 obs_layers: int = 1, style: NetStyle = OFFICIAL_STYLE, outscale: float = 1.0):
+    def __init__(self, belief_dim: int, state_dim: int, action_dim: int, hidden: int, style: NetStyle = STYLE_V1):
         super().__init__()
-        if core.state_dim != latent.sample_dim:
-            raise ValueError(f"the core's state_dim {core.state_dim} must equal the latent's sample_dim {latent.sample_dim}")
-        if obs_layers < 1:
-            raise ValueError("obs_layers must be at least 1 (the posterior reads the embedding there)")
-        self.core, self.latent = core, latent
-        self.state_dim, self.belief_dim, self.action_dim = core.state_dim, core.belief_dim, core.action_dim
-        D = self.belief_dim
-        prior: list[nn.Module] = []
-        width = D
-        for _ in range(img_layers):
-            prior.append(dense(width, hidden, style))
-            width = hidden
-        prior.append(linear(width, latent.param_dim, style, outscale=outscale))
-        self.img_out = nn.Sequential(*prior)
-        # The posterior's first layer is one Linear on concat(h_t, e_t); split so the e_t part runs once for all t.
-        bias = style.bias or style.norm == "none"
-        self.obs_belief = nn.Linear(D, hidden, bias=False)
-        self.obs_embed = nn.Linear(embed_dim, hidden, bias=bias)
-        joint = torch.empty(hidden, D + embed_dim)
-        trunc_normal_init_(joint, *fans(joint), style.fan)
+        self.belief_dim, self.state_dim, self.action_dim = belief_dim, state_dim, action_dim
+        self.img_in = linear(state_dim + action_dim, hidden, style)
+        self.act = activation(style)
+        self.gru = nn.GRUCell(hidden, belief_dim)
         with torch.no_grad():
-            self.obs_belief.weight.copy_(joint[:, :D])
-            self.obs_embed.weight.copy_(joint[:, D:])
-            if bias:
-                self.obs_embed.bias.zero_()
-        post: list[nn.Module] = [make_norm(hidden, style), activation(style)]
-        post += [dense(hidden, hidden, style) for _ in range(obs_layers - 1)]
-        post.append(linear(hidden, latent.param_dim, style, outscale=outscale))
-        self.obs_out = nn.Sequential(*post)
+            nn.init.xavier_uniform_(self.gru.weight_ih)
+            nn.init.orthogonal_(self.gru.weight_hh)
+            self.gru.bias_ih.zero_()
+            self.gru.bias_hh.zero_()
 
-    def _project_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.core.project_action(actions)
+    def project_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action's share of the input layer, W_a a + b: ``[*N, A] -> [*N, hidden]``."""
+        return F.linear(action, self.img_in.weight[:, self.state_dim :], self.img_in.bias)
 
-    def _belief_step(self, state: torch.Tensor, belief: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
-        return self.core(belief, state, action_proj)
+    def forward(self, belief: torch.Tensor, state: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
+        """h' = GRU(ELU(W_s s + W_a a + b), h) with the action part precomputed (filtering)."""
+        return self.gru(self.act(F.linear(state, self.img_in.weight[:, : self.state_dim]) + action_proj), belief)
 
-    def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Parameters of p(s_t | h_t)."""
-        return self.latent.params(self.img_out(belief))
-
-    def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
-                   noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (prior params, s', h')."""
-        belief = self._belief_step(state, belief, self.core.project_action(action))
-        params = self.prior(belief)
-        return params, self.latent.sample(params, noise), belief
-
-    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
-        params = self.latent.params(self.obs_out(self.obs_belief(belief) + embed_proj))
-        return params, self.latent.sample(params)
+    def step(self, belief: torch.Tensor, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One imagination step with the input layer applied to [s, a] in one product."""
+        return self.gru(self.act(self.img_in(torch.cat([state, action], -1))), belief)

@@ -55,12 +55,16 @@ class NetStyle:
     """fan of the truncated-normal init: fan_in (current) or (fan_in + fan_out) / 2 (2023)"""
     eps: float = 1e-4
     """norm epsilon (current code 1e-4; 2023 LayerNorm 1e-3)"""
+    init: Literal["trunc_normal", "glorot_uniform"] = "trunc_normal"
+    """weight initialisation: V3's truncated normal (scaled by ``fan``) or Keras's Glorot-uniform default (V1)"""
 
 
 OFFICIAL_STYLE = NetStyle()
 """danijar/dreamerv3 at e3f0224 (configs.yaml: norm rms, act silu, winit trunc_normal_in)."""
 STYLE_2023 = NetStyle(norm="layer", bias=False, fan="avg", eps=1e-3)
 """danijar/dreamerv3 at 84ecf19 (configs.yaml: norm layer, act silu, winit normal, fan avg)."""
+STYLE_V1 = NetStyle(norm="none", act="elu", init="glorot_uniform")
+"""Dreamer V1 / PlaNet (official Dreamer code, TF2 Keras layers): no norm, ELU, Glorot-uniform kernels, zero biases."""
 
 _ACTS = {"silu": nn.SiLU, "elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -102,8 +106,24 @@ def trunc_normal_init_(weight: torch.Tensor, fan_in: int, fan_out: int, fan: str
     return weight.mul_(TRUNC_NORMAL_STD_CORRECTION * math.sqrt(1.0 / n) * outscale)
 
 
+@torch.no_grad()
+def init_weight_(weight: torch.Tensor, kind: str, style: NetStyle, outscale: float = 1.0) -> torch.Tensor:
+    """In place, the style's initialisation of a weight of layout ``kind`` (see :func:`fans`), times ``outscale``.
+
+    trunc_normal: :func:`trunc_normal_init_` with the style's fan. glorot_uniform: U(-b, b) with
+    b = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel initialiser; PyTorch's ``xavier_uniform_``, whose
+    fans equal Keras's for the dense layers it is used on here).
+    """
+    if style.init == "glorot_uniform":
+        if kind != "linear":
+            raise ValueError(f"glorot_uniform is wired for dense layers, not {kind!r}")
+        nn.init.xavier_uniform_(weight)
+        return weight if outscale == 1.0 else weight.mul_(outscale)
+    return trunc_normal_init_(weight, *fans(weight, kind), style.fan, outscale)
+
+
 def _init_layer_(layer: nn.Module, kind: str, style: NetStyle, outscale: float = 1.0) -> nn.Module:
-    trunc_normal_init_(layer.weight, *fans(layer.weight, kind), style.fan, outscale)
+    init_weight_(layer.weight, kind, style, outscale)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer

@@ -1,21 +1,26 @@
-"""Recurrent state-space model (RSSM) of Dreamer V1 / PlaNet on plain tensors.
+"""The recurrent state-space model (RSSM) of the whole family, on plain tensors, over any core and latent.
 
-Hafner et al. 2019 (PlaNet, arXiv:1811.04551, Sec. 3) and 2020 (Dreamer, arXiv:1912.01603, Eq. 1):
+PlaNet (Hafner et al. 2019, arXiv:1811.04551, Sec. 3), Dreamer (2020, arXiv:1912.01603, Eq. 1), DreamerV2
+(arXiv:2010.02193, Eq. 1) and DreamerV3 (arXiv:2301.04104, Eq. 3) share one model:
 
-    deterministic belief  h_t = f(h_{t-1}, s_{t-1}, a_{t-1})        (GRU, 200 units)
-    prior                 p(s_t | h_t)
-    posterior             q(s_t | h_t, o_t)
+    sequence model   h_t = f(h_{t-1}, s_{t-1}, a_{t-1})        (a recurrent core, :mod:`dreamer_trl.model.cores`)
+    prior            p(s_t | h_t)                              (``img_layers`` hidden layers on h_t)
+    posterior        q(s_t | h_t, e_t)                         (``obs_layers`` hidden layers on [h_t, e_t])
 
-over any latent family of :mod:`dreamer_trl.model.latent` (V1: ``GaussianLatent``, N(mu, softplus(sigma) + 0.1)).
+over any latent family of :mod:`dreamer_trl.model.latent` (Gaussian for V1 / PlaNet, one-hot categoricals for
+V2 / V3). The variants differ only in their parts: the core (V1's GRU cell, V2 / V3 2023's normalised GRU,
+V3's block GRU), the latent, the layer style (:class:`~dreamer_trl.model.layers.NetStyle`: norm, activation,
+initialisation) and the numbers of layers (V1: 1 and 1; V3 current: 2 and 1).
 
-The time loops (:meth:`RSSM.observe`, :meth:`RSSM.imagine`) run on tensors inside one call; everything
-that does not depend on the recurrence (the embedding and action projections, the prior head during
-observation) is computed for all steps at once, outside the loop.
+The time loops (:meth:`RSSM.observe`, :meth:`RSSM.imagine`) run on tensors inside one call; everything that
+does not depend on the recurrence (the actions' share of the core's input layer, the embedding's share of the
+posterior's first layer, the prior during observation) is computed for all steps at once, outside the loop.
+The state starts from zeros at every ``is_init`` (the 2023 V3 code learned its initial h instead).
 
 Shapes:
-    B batch, T time, H horizon, S state (30), D belief (200), A action, E embedding.
-    ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` ->
-    "state", "belief", "prior_<param>", "posterior_<param>" ``[B, T, .]`` (Gaussian: mean, std).
+    B batch, T time, H horizon, S state, D belief, A action, E embedding.
+    ``observe``: embed ``[B, T, E]``, prev_action ``[B, T, A]``, is_init ``[B, T, 1]`` -> "state",
+    "belief", "prior_<param>", "posterior_<param>" ``[B, T, .]``.
     ``imagine``: state ``[N, S]``, belief ``[N, D]`` -> ``[N, H, S|D|A]``.
 """
 from __future__ import annotations
@@ -24,21 +29,68 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from dreamer_trl.model.cores import GRUCellCore
 from dreamer_trl.model.latent import GaussianLatent, LatentState
-from dreamer_trl.model.networks import keras_init_
+from dreamer_trl.model.layers import (
+    OFFICIAL_STYLE,
+    STYLE_V1,
+    NetStyle,
+    activation,
+    dense,
+    init_weight_,
+    linear,
+    make_norm,
+)
 
 
-class RecurrentStateSpaceModel(nn.Module):
-    """What every RSSM of the family shares: the zero start, filtering a sequence, rolling the prior forward.
+class RSSM(nn.Module):
+    """The RSSM: a recurrent core with the prior and posterior networks, over a latent family.
 
-    A subclass provides ``prior(belief)``, ``prior_step(state, belief, action, noise)``,
-    ``posterior_step(belief, embed_proj)``, ``obs_embed`` (the embedding's share of the posterior's first
-    layer), and the two parts of one belief update during filtering: ``_project_actions(actions)`` (what
-    depends on the actions alone, computed for all steps at once) and ``_belief_step(state, belief,
-    action_proj)``; and the attributes ``latent``, ``state_dim``, ``belief_dim``, ``action_dim``.
+    Args:
+        core: a core of :mod:`~dreamer_trl.model.cores` (sets D, S and A; S must equal ``latent.sample_dim``).
+        latent: the latent distribution family (``params``, ``sample``, ``names``, ``param_dim``, ``sample_dim``).
+        embed_dim: E.
+        hidden: width of the prior and posterior layers (V1 200; V3 ``hidden``; 2023 ``units``).
+        img_layers, obs_layers: hidden layers of the prior and of the posterior (V1 1 and 1; V3 current 2 and 1).
+        style: as the networks' (:class:`~dreamer_trl.model.layers.NetStyle`).
+        outscale: on the latent's output layers (official V3 ``rssm.outscale`` 1).
+
+    The posterior's first layer is one linear layer on concat(h_t, e_t) in every official code; here it is
+    split in two (``obs_belief``, ``obs_embed``), initialised as the joint layer, so the e_t part runs once
+    for the whole sequence.
     """
+
+    def __init__(self, core: nn.Module, latent, embed_dim: int, hidden: int, img_layers: int = 2,
+                 obs_layers: int = 1, style: NetStyle = OFFICIAL_STYLE, outscale: float = 1.0):
+        super().__init__()
+        if core.state_dim != latent.sample_dim:
+            raise ValueError(f"the core's state_dim {core.state_dim} must equal the latent's sample_dim {latent.sample_dim}")
+        if obs_layers < 1:
+            raise ValueError("obs_layers must be at least 1 (the posterior reads the embedding there)")
+        self.core, self.latent = core, latent
+        self.state_dim, self.belief_dim, self.action_dim = core.state_dim, core.belief_dim, core.action_dim
+        D = self.belief_dim
+        prior: list[nn.Module] = []
+        width = D
+        for _ in range(img_layers):
+            prior.append(dense(width, hidden, style))
+            width = hidden
+        prior.append(linear(width, latent.param_dim, style, outscale=outscale))
+        self.img_out = nn.Sequential(*prior)
+        bias = style.bias or style.norm == "none"
+        self.obs_belief = nn.Linear(D, hidden, bias=False)
+        self.obs_embed = nn.Linear(embed_dim, hidden, bias=bias)
+        joint = init_weight_(torch.empty(hidden, D + embed_dim), "linear", style)
+        with torch.no_grad():
+            self.obs_belief.weight.copy_(joint[:, :D])
+            self.obs_embed.weight.copy_(joint[:, D:])
+            if bias:
+                self.obs_embed.bias.zero_()
+        post: list[nn.Module] = [make_norm(hidden, style), activation(style)]
+        post += [dense(hidden, hidden, style) for _ in range(obs_layers - 1)]
+        post.append(linear(hidden, latent.param_dim, style, outscale=outscale))
+        self.obs_out = nn.Sequential(*post)
 
     @property
     def feature_dim(self) -> int:
@@ -48,6 +100,26 @@ class RecurrentStateSpaceModel(nn.Module):
         """Zero state and belief, the start of every episode."""
         z = dict(device=device, dtype=dtype)
         return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
+
+    def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters of p(s_t | h_t)."""
+        return self.latent.params(self.img_out(belief))
+
+    def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (prior params, s', h').
+
+        The same function drives :class:`~dreamer_trl.behavior.imagination.ImaginationEnv` and :meth:`imagine`.
+        ``noise`` (the latent's standard noise, ``[*N, S]``) replaces the sampled one when given.
+        """
+        belief = self.core.step(belief, state, action)
+        params = self.prior(belief)
+        return params, self.latent.sample(params, noise), belief
+
+    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """q(s_t | h_t, e_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
+        params = self.latent.params(self.obs_out(self.obs_belief(belief) + embed_proj))
+        return params, self.latent.sample(params)
 
     def observe_step(self, state, belief, prev_action, embed, is_init):
         """One filtering step as the acting policy uses it: :meth:`observe` on a length-1 sequence."""
@@ -69,14 +141,14 @@ class RecurrentStateSpaceModel(nn.Module):
         if state is None:
             state, belief = self.initial(B[:-1], embed.device, embed.dtype)
         keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
-        action_proj = self._project_actions(prev_action * keep)                   # (B, T, hidden)
+        action_proj = self.core.project_action(prev_action * keep)                # (B, T, hidden)
         embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
         beliefs, states = [], []
         posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
         for t in range(T):
             k = keep[..., t, :]
             state, belief = state * k, belief * k
-            belief = self._belief_step(state, belief, action_proj[..., t, :])
+            belief = self.core(belief, state, action_proj[..., t, :])
             params, state = self.posterior_step(belief, embed_proj[..., t, :])
             beliefs.append(belief)
             states.append(state)
@@ -105,66 +177,11 @@ class RecurrentStateSpaceModel(nn.Module):
         return {"state": torch.stack(states, -2), "belief": torch.stack(beliefs, -2), "action": torch.stack(actions, -2)}
 
 
-class RSSM(RecurrentStateSpaceModel):
-    """RSSM with a GRU belief (official Dreamer V1 ``RSSM``: img_step / obs_step).
-
-    Args:
-        action_dim, embed_dim: A and E.
-        state_dim, belief_dim, hidden_dim: S, D and the hidden width (V1: 30, 200, 200).
-        min_std: the Gaussian latent's minimum std, used when ``latent`` is None.
-        latent: the latent distribution family (default ``GaussianLatent(state_dim, min_std)``).
-    """
-
-    def __init__(self, action_dim: int, embed_dim: int, state_dim: int = 30, belief_dim: int = 200,
-                 hidden_dim: int = 200, min_std: float = 0.1, latent=None):
-        super().__init__()
-        self.latent = latent or GaussianLatent(state_dim, min_std)
-        self.state_dim, self.belief_dim, self.action_dim = self.latent.sample_dim, belief_dim, action_dim
-        # The official code's initialisation (:func:`~dreamer_trl.model.networks.keras_init_`), each layer as it is
-        # built. The posterior's first layer is one Dense on concat(h_t, e_t) there; its two halves here share
-        # the Glorot bound of the joint layer (fan_in = D + E).
-        self.img_in = keras_init_(nn.Linear(self.state_dim + action_dim, hidden_dim))
-        self.gru = keras_init_(nn.GRUCell(hidden_dim, belief_dim))
-        self.img_out = nn.Sequential(keras_init_(nn.Linear(belief_dim, hidden_dim)), nn.ELU(),
-                                     keras_init_(nn.Linear(hidden_dim, self.latent.param_dim)))
-        # Posterior first layer acts on concat(h_t, e_t); split so the e_t part runs once for all t.
-        self.obs_belief = nn.Linear(belief_dim, hidden_dim, bias=False)
-        self.obs_embed = nn.Linear(embed_dim, hidden_dim)
-        joint = torch.empty(hidden_dim, belief_dim + embed_dim)
-        nn.init.xavier_uniform_(joint)
-        with torch.no_grad():
-            self.obs_belief.weight.copy_(joint[:, :belief_dim])
-            self.obs_embed.weight.copy_(joint[:, belief_dim:])
-            self.obs_embed.bias.zero_()
-        self.obs_out = keras_init_(nn.Linear(hidden_dim, self.latent.param_dim))
-
-    def _gru(self, x: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.gru(F.elu(x), belief)
-
-    def _project_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """The actions' share of the input layer, W_a a + b, for all steps at once (filtering)."""
-        return F.linear(actions, self.img_in.weight[:, self.state_dim :], self.img_in.bias)
-
-    def _belief_step(self, state: torch.Tensor, belief: torch.Tensor, action_proj: torch.Tensor) -> torch.Tensor:
-        """h' = GRU(ELU(W_s s + W_a a + b), h) with the action part precomputed (filtering)."""
-        return self._gru(F.linear(state, self.img_in.weight[:, : self.state_dim]) + action_proj, belief)
-
-    def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Parameters of p(s_t | h_t)."""
-        return self.latent.params(self.img_out(belief))
-
-    def prior_step(self, state: torch.Tensor, belief: torch.Tensor, action: torch.Tensor,
-                   noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """One imagination step: h' = f(h, s, a), s' ~ p(s' | h'). Returns (prior params, s', h').
-
-        The same function drives :class:`~dreamer_trl.behavior.imagination.ImaginationEnv` and :meth:`imagine`.
-        ``noise`` (standard normal, ``[*N, S]``) replaces the sampled epsilon when given.
-        """
-        belief = self._gru(self.img_in(torch.cat([state, action], -1)), belief)
-        params = self.prior(belief)
-        return params, self.latent.sample(params, noise), belief
-
-    def posterior_step(self, belief: torch.Tensor, embed_proj: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """q(s_t | h_t, o_t) from the belief and the projected embedding ``obs_embed(e_t)``: (params, s_t)."""
-        params = self.latent.params(self.obs_out(F.elu(self.obs_belief(belief) + embed_proj)))
-        return params, self.latent.sample(params)
+def gru_cell_rssm(action_dim: int, embed_dim: int, state_dim: int = 30, belief_dim: int = 200, hidden_dim: int = 200,
+                  min_std: float = 0.1, latent=None) -> RSSM:
+    """The RSSM of Dreamer V1 and PlaNet (official Dreamer ``RSSM``): :class:`~dreamer_trl.model.cores.GRUCellCore`,
+    one ELU layer in the prior and in the posterior, Keras's initialisation, a Gaussian latent
+    N(mean, softplus(std) + ``min_std``) unless ``latent`` is given (V1: S 30, D 200, hidden 200)."""
+    latent = latent or GaussianLatent(state_dim, min_std)
+    core = GRUCellCore(belief_dim, latent.sample_dim, action_dim, hidden_dim, STYLE_V1)
+    return RSSM(core, latent, embed_dim, hidden_dim, img_layers=1, obs_layers=1, style=STYLE_V1)

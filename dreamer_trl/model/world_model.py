@@ -27,7 +27,7 @@ from dreamer_trl.config import ModelConfig
 from dreamer_trl.model.heads import NormalHead
 from dreamer_trl.model.latent import param_keys
 from dreamer_trl.model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ScalarHead, keras_init_, mlp
-from dreamer_trl.model.rssm import RSSM
+from dreamer_trl.model.rssm import RSSM, gru_cell_rssm
 
 OBS_KEYS = (keys.PIXELS, keys.OBSERVATION)
 
@@ -141,7 +141,7 @@ def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int, 
         raise ValueError(f"obs_key must be 'pixels' or 'observation', got {obs_key!r}")
     if representation not in ("reconstruction", "contrastive", "reward"):
         raise ValueError(f"representation must be reconstruction, contrastive or reward, got {representation!r}")
-    rssm = RSSM(action_dim, encoder.out_dim, cfg.state_dim, cfg.belief_dim, cfg.rssm_hidden, cfg.min_std)
+    rssm = gru_cell_rssm(action_dim, encoder.out_dim, cfg.state_dim, cfg.belief_dim, cfg.rssm_hidden, cfg.min_std)
     feat = rssm.feature_dim
     decoder = state_model = None
     if representation == "reconstruction":

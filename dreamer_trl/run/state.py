@@ -8,6 +8,7 @@ new trajectory ids, in the uninterrupted run as well, so no sampled sequence spa
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -16,7 +17,36 @@ from dreamer_trl.data.replay import SequenceReplayBuffer, load_buffer, mark_last
 from dreamer_trl.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
 from dreamer_trl.training.update import DreamerUpdate
 
-FORMAT = 1
+FORMAT = 2
+"""2: one RSSM over recurrent cores (V1's GRU cell moved into ``rssm.core``); 1: V1 had its own RSSM class."""
+
+# Format 1 -> 2, Dreamer V1 / PlaNet world models only: their RSSM's parameters under the one RSSM's names.
+_V1_RSSM_RENAMES = [
+    (re.compile(r"(^|\.)rssm\.(img_in|gru)\."), r"\1rssm.core.\2."),
+    (re.compile(r"(^|\.)rssm\.img_out\.0\.(weight|bias)$"), r"\1rssm.img_out.0.0.\2"),
+    (re.compile(r"(^|\.)rssm\.img_out\.2\.(weight|bias)$"), r"\1rssm.img_out.1.\2"),
+    (re.compile(r"(^|\.)rssm\.obs_out\.(weight|bias)$"), r"\1rssm.obs_out.2.\2"),
+]
+
+
+def migrate_state(state: dict, fmt: int) -> dict:
+    """The module states of a checkpoint of format ``fmt`` under today's parameter names (same order, so the
+    optimizer states, which are kept by parameter position, stay as they are)."""
+    if fmt == FORMAT:
+        return state
+    if fmt != 1:
+        raise ValueError(f"checkpoint format {fmt!r} is not known (this code reads formats 1 and {FORMAT})")
+    out = dict(state)
+    for name, module_state in state.items():
+        if not isinstance(module_state, dict) or not any(k.endswith("rssm.gru.weight_ih") for k in module_state):
+            continue  # not a V1 world model (V2 / V3 RSSMs kept their names)
+        renamed = {}
+        for key, value in module_state.items():
+            for pattern, replacement in _V1_RSSM_RENAMES:
+                key = pattern.sub(replacement, key)
+            renamed[key] = value
+        out[name] = type(module_state)(renamed)
+    return out
 
 
 def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
@@ -42,8 +72,10 @@ def restore_run(path: str | Path, *, modules: dict[str, nn.Module], updater: Dre
     """Load a :func:`save_run` checkpoint into freshly built objects; returns the counters. RNG last."""
     path = verify_checkpoint(path)
     state, meta = load_checkpoint(path, map_location=map_location)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {path} has format {meta.get('format')!r}, expected {FORMAT}")
+    try:
+        state = migrate_state(state, meta.get("format"))
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path}: {err}") from None
     missing = set(modules) - set(state)
     if missing:
         raise ValueError(f"checkpoint {path} lacks the modules {sorted(missing)}")

@@ -27,7 +27,8 @@ def compile_networks(world_model, actor, value, *, backend: str = "inductor", de
         if module is not None:
             module.compile(backend=backend, mode=mode)
     rssm = world_model.rssm
-    for name in ("_belief_step", "posterior_step", "prior_step"):
+    rssm.core.compile(backend=backend, mode=mode)  # the recurrent step of observe
+    for name in ("posterior_step", "prior_step"):
         setattr(rssm, name, torch.compile(getattr(rssm, name), backend=backend, mode=mode))
 
 
