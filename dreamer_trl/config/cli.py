@@ -81,7 +81,7 @@ def validate(cfg: DreamerConfig) -> None:
         (l.free_nats >= 0 and l.kl_scale >= 0, "loss.free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
         (l.obs_scale >= 0 and l.reward_scale >= 0, "loss.obs_scale/reward_scale", ">= 0",
          (l.obs_scale, l.reward_scale)),
-        (l.value_estimate != "nstep" or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
+        (not reads.is_read(cfg, "loss.value_steps") or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
          f"in [1, horizon - 1 = {l.horizon - 1}]", l.value_steps),
         ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",

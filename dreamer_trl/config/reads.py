@@ -232,9 +232,9 @@ def is_read(cfg: DreamerConfig, name: str) -> bool:
 
 
 def baseline(cfg: DreamerConfig) -> DreamerConfig:
-    """The values an unread field must keep: the class defaults, and the named size's widths."""
+    """The values an unread field must keep: the class defaults, and the widths of a named size that is read."""
     base = DreamerConfig()
-    for name, number in size_widths(cfg.model.size).items():
+    for name, number in (size_widths(cfg.model.size) if is_read(cfg, "model.size") else {}).items():
         setattr(base.model, name, number)
     return base
 
@@ -275,7 +275,7 @@ def size_mismatches(cfg: DreamerConfig) -> list[str]:
     """Messages for the width fields that differ from the named ``model.size``'s numbers."""
     return [f"config field 'model.{f}' {getattr(cfg.model, f)} is set by model.size {cfg.model.size} "
             f"({n}); give --model.size custom to set the widths yourself"
-            for f, n in size_widths(cfg.model.size).items() if getattr(cfg.model, f) != n]
+            for f, n in size_widths(cfg.model.size).items() if getattr(cfg.model, f) != n and is_read(cfg, "model.size")]
 
 
 def check(cfg: DreamerConfig) -> None:
