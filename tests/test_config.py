@@ -280,6 +280,7 @@ def test_parse_args_override_applies_on_top_of_preset():
     expected = config.debug()
     expected.schedule.batch_size = 6
     expected.env.from_pixels = False
+    expected.model.cnn_depth = schema.ModelConfig().cnn_depth  # unread with state observations: back to the default
     assert preset == "debug" and cfg == expected
 
 

@@ -145,6 +145,7 @@ def _config(tmp_path, **changes):
     """The debug preset on state observations, one torch thread, writing under tmp_path."""
     cfg = config.debug()
     cfg.env.from_pixels = False
+    cfg.model.cnn_depth = config.ModelConfig().cnn_depth  # state observations do not read it (config/reads.py)
     cfg.run.progress, cfg.run.run_dir, cfg.run.run_name, cfg.run.checkpoint_every = False, str(tmp_path), "run", 400
     for name, value in changes.items():
         config.set_field(cfg, name.replace("__", "."), value)

@@ -2,7 +2,9 @@
 
     --preset state --schedule.batch-size 16 --loss.free-nats 0 --env.task walker_walk --env.no-from-pixels
 
-``--preset`` is read first, so that ``--help`` shows every field at the chosen preset's value. Bad input
+``--preset`` is read first, so that ``--help`` shows every field at the chosen preset's value; so is
+``--model.size``, whose widths are written into the fields (``sizes.apply_size``) before the other overrides.
+A field that the chosen parts do not read is refused when it differs from its default (``reads.py``). Bad input
 (unknown option, wrong type, impossible value) ends the process with exit code 2 and one message naming
 the field and what it expects, before anything heavy is imported or built (RELIABILITY.md P6, P10).
 Checks that need the library (the DMC task exists, the checkpoint to resume is complete) are passed in
@@ -20,7 +22,9 @@ from typing import Annotated, Callable, Literal, Sequence, get_args, get_origin
 
 import tyro
 
+from . import reads
 from .presets import PRESETS, make_preset
+from .sizes import apply_size
 from .schema import GROUPS, DreamerConfig, field_names, field_types, from_dict, get_field
 
 PresetName = Literal[tuple(PRESETS)]
@@ -77,7 +81,7 @@ def validate(cfg: DreamerConfig) -> None:
         (l.free_nats >= 0 and l.kl_scale >= 0, "loss.free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
         (l.obs_scale >= 0 and l.reward_scale >= 0, "loss.obs_scale/reward_scale", ">= 0",
          (l.obs_scale, l.reward_scale)),
-        (l.value_estimate != "nstep" or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
+        (not reads.is_read(cfg, "loss.value_steps") or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
          f"in [1, horizon - 1 = {l.horizon - 1}]", l.value_steps),
         ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
@@ -137,6 +141,7 @@ def validate(cfg: DreamerConfig) -> None:
             if choices and getattr(sub, name) not in choices:
                 raise ValueError(f"config field '{group}.{name}' must be {' or '.join(choices)}, "
                                  f"got {getattr(sub, name)!r}")
+    reads.check(cfg)  # no field the chosen parts do not read, and the widths of a named size (config/reads.py)
 
 
 def _options() -> tuple[set[str], set[str], dict[str, object]]:
@@ -213,6 +218,23 @@ def _task_argument(args: Sequence[str]) -> str | None:
     return peek.parse_known_args(args)[0].task
 
 
+def _size_argument(args: Sequence[str]) -> str | None:
+    """The value of ``--model.size`` among ``args`` (None if absent): its widths go into the starting config."""
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    peek.add_argument("--model.size", dest="size")
+    return peek.parse_known_args(args)[0].size
+
+
+def _given_fields(args: Sequence[str]) -> set[str]:
+    """The ``group.field`` names the options among ``args`` set (``--model.no-continue-head`` included)."""
+    names = set()
+    for token in args:
+        if token.startswith("--") and "." in token:
+            group, _, leaf = token[2:].partition("=")[0].replace("-", "_").partition(".")
+            names.add(f"{group}.{leaf.removeprefix('no_')}")
+    return names
+
+
 def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                checks: Sequence[Callable[[DreamerConfig], None]] = (),
                load_resumed: Callable[[str], tuple[dict, str, str]] | None = None) -> tuple[DreamerConfig, str]:
@@ -245,6 +267,9 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
         else:
             preset = known.preset or "paper"
             start = make_preset(preset, _task_argument(rest))
+        size = _size_argument(rest)
+        if size is not None:  # like --preset, read first: --help and the overrides after it start from its widths
+            start.model = apply_size(start.model, size)
     except (ValueError, argparse.ArgumentError) as err:
         _usage_error(prog, str(err))
     cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=rest, prog=prog,
@@ -257,6 +282,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                 raise ValueError(f"cannot resume {known.resume} with a different config ({listed}); only "
                                  f"{', '.join(sorted(RESUMABLE))} may change")
             cfg.run.resume = str(checkpoint)
+        reads.reset_unread(cfg, _given_fields(rest))  # a preset's value an override made unread, not the user's
         validate(cfg)
         for check in checks:
             check(cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+from .sizes import apply_size
 from .schema import (BehaviorConfig, DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
                      ScheduleConfig)
 
@@ -70,7 +71,7 @@ def dreamer_v3() -> DreamerConfig:
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v3", nets="2023", latent="categorical", state_dim=32, classes=32,
                             belief_dim=512, rssm_hidden=512, mlp_hidden=512, cnn_depth=32, conv="stride",
-                            norm="layer", blocks=1, mlp_layers=2, head_layers=2, twohot_bins=255,
+                            norm="layer", mlp_layers=2, head_layers=2, twohot_bins=255,
                             twohot_space="symlog", continue_head=True, actor_outscale=1.0)
     cfg.loss = LossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0, horizon=15, gamma=1 - 1 / 333,
                           lmbda=0.95, exploration_noise=0.0, actor_reinforce=0.0, actor_backprop_baseline=True,
@@ -93,6 +94,7 @@ def dreamer_v3_proprio() -> DreamerConfig:
     cfg = dreamer_v3()
     cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=2)
     cfg.model.vector_layers, cfg.model.vector_units = 5, 1024
+    cfg.model.conv = ModelConfig().conv  # image networks only: vectors do not read it
     cfg.schedule.total_env_steps = 500_000
     return cfg
 
@@ -106,8 +108,8 @@ def dreamer_v3_current() -> DreamerConfig:
     behind the official DMC score files (:func:`dreamer_v3`). GPU work."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=1)
-    cfg.model = ModelConfig(agent="dreamer_v3", size="size200m", latent="categorical", state_dim=32, classes=64,
-                            norm="rms", blocks=8, mlp_layers=3, head_layers=1, twohot_bins=255, continue_head=True)
+    cfg.model = apply_size(ModelConfig(agent="dreamer_v3", latent="categorical", norm="rms", blocks=8, mlp_layers=3,
+                                       head_layers=1, twohot_bins=255, continue_head=True), "size200m")
     cfg.loss = LossConfig(kl="dyn_rep", dyn_scale=1.0, rep_scale=0.1, free_nats=1.0, horizon=15, gamma=1 - 1 / 333,
                           lmbda=0.95, exploration_noise=0.0, actor_reinforce=1.0, actor_entropy=3e-4)
     cfg.optim = OptimConfig(kind="laprop", lr=4e-5, laprop_eps=1e-20, agc=0.3, warmup=1000)
@@ -123,7 +125,7 @@ def dreamer_v3_proprio_current() -> DreamerConfig:
     DreamerV3 walker preset uses these sizes and ratio."""
     cfg = dreamer_v3_current()
     cfg.env = EnvConfig(task="cartpole_balance", from_pixels=False, action_repeat=1)
-    cfg.model.size, cfg.model.classes = "size1m", 4
+    cfg.model = apply_size(cfg.model, "size1m")
     cfg.schedule = ScheduleConfig(total_env_steps=1_100_000, prefill_env_steps=1024, train_every=16, train_ratio=1024,
                                   batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
     return cfg
@@ -143,13 +145,12 @@ def dreamer_v2() -> DreamerConfig:
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=True, action_repeat=2)
     cfg.model = ModelConfig(agent="dreamer_v2", latent="categorical", state_dim=32, classes=32, unimix=0.0,
-                            belief_dim=200, rssm_hidden=200, mlp_hidden=400, cnn_depth=48, norm="none", blocks=1,
-                            mlp_layers=4, head_layers=4, twohot_bins=0, continue_head=False, actor_dist="trunc_normal",
+                            belief_dim=200, rssm_hidden=200, mlp_hidden=400, cnn_depth=48, norm="none", mlp_layers=4,
+                            head_layers=4, twohot_bins=0, continue_head=False, actor_dist="trunc_normal",
                             actor_outscale=1.0)
     cfg.loss = LossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, horizon=15, gamma=0.99, lmbda=0.95,
                           exploration_noise=0.0, actor_reinforce=0.0, actor_entropy=1e-4, return_norm=False,
-                          slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0,
-                          continue_discount=False)
+                          slow_value_rate=1.0, slow_value_every=100, slow_value_reg=0.0, replay_value_scale=0.0)
     cfg.optim = OptimConfig(kind="adam", model_lr=3e-4, actor_lr=8e-5, value_lr=8e-5, adam_eps=1e-5, grad_clip=100.0,
                             weight_decay=1e-6, step_model_first=True)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=2000, train_every=10, train_ratio=160,

@@ -19,6 +19,7 @@ proprio encoder and decoder MLPs kept the default 5 layers x 1024 units.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -124,3 +125,22 @@ def v3_size(name: str) -> V3Size:
         return V3_SIZES[name]
     except KeyError:
         raise ValueError(f"unknown DreamerV3 size {name!r}; choose one of {', '.join(V3_SIZES)}") from None
+
+
+SIZE_FIELDS: dict[str, str] = {"belief_dim": "deter", "rssm_hidden": "hidden", "state_dim": "stoch",
+                               "classes": "classes", "mlp_hidden": "units", "cnn_depth": "depth"}
+"""The ``model`` fields a named size sets, each with the :class:`V3Size` number it takes (``family.widths``)."""
+
+
+def size_widths(name: str) -> dict[str, int]:
+    """{model field: the named size's number} (``custom``: {}, the fields are given); unknown names are refused."""
+    if name == "custom":
+        return {}
+    size = v3_size(name)
+    return {field: getattr(size, attr) for field, attr in SIZE_FIELDS.items()}
+
+
+def apply_size(model_cfg, name: str):
+    """A copy of ``model_cfg`` (a ``ModelConfig``) with ``size`` = ``name`` and the size's widths written into
+    belief_dim, rssm_hidden, state_dim, classes, mlp_hidden and cnn_depth (``custom``: only ``size`` changes)."""
+    return dataclasses.replace(model_cfg, size=name, **size_widths(name))
