@@ -11,7 +11,7 @@ import importlib.util
 # public name -> the module defining it
 _EXPORTS = {
     "Agent": "builders.agent", "make_agent": "builders.agent", "make_env": "builders.agent", "make_update": "builders.agent",
-    "make_actor": "behavior.actors", "make_value": "behavior.actors",
+    "make_actor": "builders.networks", "make_value": "builders.networks",
     "load_checkpoint": "run.checkpoint", "prune_checkpoints": "run.checkpoint", "save_checkpoint": "run.checkpoint",
     "DreamerConfig": "config", "EnvConfig": "config", "LossConfig": "config", "ModelConfig": "config",
     "OptimConfig": "config", "ScheduleConfig": "config",
@@ -31,8 +31,7 @@ _EXPORTS = {
     "BoundedNormalActor": "behavior.actors", "BoundedNormal": "behavior.actors", "MSEHead": "model.heads",
     "OneHotActor": "behavior.actors", "OneHotCategorical": "behavior.actors",
     "TruncNormalActor": "behavior.actors", "TruncatedNormal": "model.trunc_normal",
-    "make_family_agent": "builders.family", "make_family_update": "builders.family",
-    "DreamerWorldModel": "model.world_model", "make_world_model": "model.world_model",
+    "DreamerWorldModel": "model.world_model", "make_world_model": "builders.networks",
     "CategoricalLatent": "model.latent",
     "BernoulliHead": "model.heads", "SymlogMSEHead": "model.heads", "TwoHotHead": "model.heads", "zero_init_last_linear": "model.heads",
     "TwoHotCodec": "model.symlog",
@@ -42,7 +41,7 @@ _EXPORTS = {
     "ConvDecoderV3": "model.layers", "TransposedConvDecoderV3": "model.layers",
     "BlockGRU": "model.cores", "NormGRU": "model.cores",
     "V3_SIZES": "config.sizes", "V3_2023_SIZES": "config.sizes", "v3_size": "config.sizes",
-    "LaProp": "training.optim", "AdaptiveGradClip": "training.optim", "adaptive_clip_grad_": "training.optim", "v2_adam": "training.optim",
+    "LaProp": "training.optim", "AdaptiveGradClip": "training.optim", "adaptive_clip_grad_": "training.optim", "adam": "training.optim",
     "CheckpointError": "run.checkpoint", "MissingKeysError": "keys",
     "LatentCEMPlanner": "behavior.planner", "make_planner": "behavior.planner", "BehaviorConfig": "config",
     "make_envs": "data.vector_env", "ParallelDMC": "data.vector_env", "SerialDMC": "data.vector_env",

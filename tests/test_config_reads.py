@@ -20,13 +20,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_batch  # noqa: E402
+from dreamer_trl.behavior.policy import make_policy  # noqa: E402
+
 from dreamer_trl import keys  # noqa: E402
-from dreamer_trl.builders import latent_dims, make_agent, make_update  # noqa: E402
-from dreamer_trl.config import (PRESETS, DreamerConfig, field_names, get_field, make_preset, parse_args,  # noqa: E402
-                                set_field, validate)
-from dreamer_trl.config import reads  # noqa: E402
+from dreamer_trl.builders.agent import latent_dims, make_agent, make_update  # noqa: E402
+from dreamer_trl.config import (  # noqa: E402
+    PRESETS,
+    DreamerConfig,
+    field_names,
+    get_field,
+    make_preset,
+    parse_args,
+    reads,  # noqa: E402
+    set_field,
+    validate,
+)
 from dreamer_trl.config.sizes import SIZE_FIELDS, apply_size, v3_size  # noqa: E402
-from dreamer_trl.policy import make_policy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 A, OBS_DIM, B, T = 2, 5, 2, 4
@@ -35,8 +44,8 @@ A, OBS_DIM, B, T = 2, 5, 2, 4
 
 REFUSED = {
     "v3_contrastive_nstep": (["--preset", "dreamer_v3", "--loss.representation", "contrastive",
-                              "--loss.value-estimate", "nstep"], ["'loss.representation'", "V1 world model",
-                                                                  "model.agent dreamer_v3", "loss.value_estimate"]),
+                              "--loss.value-estimate", "nstep"], ["'loss.value_estimate'", "V1 actor and value losses",
+                                                                  "model.agent dreamer_v3"]),
     "v1_family_fields": (["--preset", "paper", "--model.norm", "layer", "--model.blocks", "3", "--loss.rep-scale", "7"],
                          ["'model.norm'", "V2/V3", "model.agent dreamer", "model.blocks", "loss.rep_scale"]),
     "width_set_by_size": (["--preset", "dreamer_v3_proprio_current", "--model.belief-dim", "256"],

@@ -9,7 +9,8 @@ from tensordict import TensorDict
 
 import dreamer_trl as dt
 from dreamer_trl import keys
-from dreamer_trl.builders.family import SINGLE_PHASE, widths
+from dreamer_trl.builders.agent import SINGLE_PHASE
+from dreamer_trl.builders.networks import widths
 from dreamer_trl.config import PRESETS
 
 FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"]
@@ -228,14 +229,14 @@ def test_v3_2023_networks_are_built_as_the_2023_code():
     got = {p.name: (p.optimizer.defaults["lr"], p.optimizer.defaults["eps"], p.clip) for p in update.phases}
     assert got == {"model": (1e-4, 1e-8, 1000.0), "actor": (3e-5, 1e-5, 100.0), "value": (3e-5, 1e-5, 100.0)}
     current = dataclasses.replace(cfg.model, actor_outscale=0.01)
-    quiet = dt.builders.family.make_family_actor(wm.rssm.feature_dim, A, current)
+    quiet = dt.make_actor(wm.rssm.feature_dim, A, current)
     ratio = linears(agent.actor)[-1].weight.detach().std() / linears(quiet)[-1].weight.detach().std()
     assert 50 < float(ratio) < 200  # output layer initialised 100x larger than the current code's 0.01
 
 
 def test_v3_2023_pixels_use_4x4_stride_convs():
     cfg = PRESETS["dreamer_v3"]()
-    encoder = dt.builders.family.make_family_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
+    encoder = dt.make_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]

@@ -4,9 +4,8 @@ from conftest import TINY, make_batch
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 from torchrl.objectives.dreamer import DreamerActorLoss, DreamerValueLoss
 
-from dreamer_trl.behavior.actors import make_actor, make_value
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
-from dreamer_trl.model.world_model import make_world_model
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.objectives import WorldModelLoss
 
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim

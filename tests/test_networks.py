@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from dreamer_trl import keys
-from dreamer_trl.behavior.actors import make_actor, make_value
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.model.networks import (
     ConvDecoder,
     ConvEncoder,
@@ -21,7 +21,6 @@ from dreamer_trl.model.networks import (
     mlp,
     preprocess_pixels,
 )
-from dreamer_trl.model.world_model import make_world_model
 
 FEAT = 230  # S + D at paper size
 

@@ -18,11 +18,10 @@ from torch.distributions import Normal, kl_divergence
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from dreamer_trl import keys
-from dreamer_trl.behavior.actors import make_actor, make_value
 from dreamer_trl.behavior.imagination import make_imagination_env
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.model.heads import NormalHead
 from dreamer_trl.model.latent import GaussianLatent
-from dreamer_trl.model.world_model import make_world_model
 from dreamer_trl.objectives import (
     ActorLoss,
     Contrastive,
@@ -505,13 +504,13 @@ def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination
 
     The replay windows never cross an episode end, so ``("next", "terminated")`` can only be set on the last
     row of a window: flipping it there must change the continue loss."""
-    from dreamer_trl.builders.family import make_family_world_model
+    from dreamer_trl.builders.networks import make_world_model
     from dreamer_trl.config import ModelConfig
     from dreamer_trl.objectives.kl import DynRepKL
 
     torch.manual_seed(0)
     cfg = ModelConfig(agent="dreamer_v3", size="size1m", latent="categorical", classes=4, continue_head=True)
-    wm = make_family_world_model("observation", (3,), A, cfg)
+    wm = make_world_model("observation", (3,), A, cfg)
     loss = WorldModelLoss(wm, scales={"reco": 1.0, "reward": 1.0, "dyn": 1.0, "rep": 0.1, "continue": 1.0},
                           kl_terms=DynRepKL(1.0), continue_discount=1 - 1 / 333)
     batch = make_batch(B=2, T=4, obs_key="observation")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dreamer_trl.training.optim import AdaptiveGradClip, LaProp, adaptive_clip_grad_, v2_adam, warmup_lr
+from dreamer_trl.training.optim import AdaptiveGradClip, LaProp, adam, adaptive_clip_grad_, warmup_lr
 from dreamer_trl.training.update import Phase
 
 
@@ -122,7 +122,7 @@ def test_v2_adam_decays_by_one_minus_wd_then_takes_the_adam_step():
     g = torch.randn(4, dtype=torch.float64)
     lr, wd, eps = 3e-4, 1e-6, 1e-5
     p = torch.nn.Parameter(w0.clone())
-    opt = v2_adam([p], lr, eps, wd)
+    opt = adam([p], lr, eps, wd)
     p.grad = g.clone()
     opt.step()
     # first Adam step: m_hat = g, v_hat = g^2

@@ -14,12 +14,14 @@ from torchrl.collectors import Collector  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 from torchrl.modules.planners import CEMPlanner  # noqa: E402
 
-from dreamer_trl.behavior.actors import make_actor  # noqa: E402
 from dreamer_trl.behavior.imagination import make_imagination_env  # noqa: E402
 from dreamer_trl.behavior.planner import LatentCEMPlanner, make_planner  # noqa: E402
 from dreamer_trl.behavior.policy import make_policy, policy_carry_transform  # noqa: E402
+from dreamer_trl.builders.networks import (
+    make_actor,  # noqa: E402
+    make_world_model,  # noqa: E402
+)
 from dreamer_trl.data.dmc import make_dmc_env  # noqa: E402
-from dreamer_trl.model.world_model import make_world_model  # noqa: E402
 
 H, A = 4, 2
 TARGET = torch.tensor([[0.5, -0.3], [0.2, 0.7], [-0.6, 0.1], [0.9, -0.8]])  # [H, A], the optimal plan

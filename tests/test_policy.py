@@ -12,10 +12,9 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, check_env_specs, set_exploration_type
 
-from dreamer_trl.behavior.actors import make_actor
 from dreamer_trl.behavior.policy import make_policy, policy_carry_transform
+from dreamer_trl.builders.networks import make_actor, make_world_model
 from dreamer_trl.data.dmc import make_dmc_env
-from dreamer_trl.model.world_model import make_world_model
 
 FEAT = TINY.state_dim + TINY.belief_dim
 

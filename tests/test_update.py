@@ -5,10 +5,9 @@ import pytest
 import torch
 from conftest import TINY, make_batch
 
-from dreamer_trl.behavior.actors import make_actor, make_value
 from dreamer_trl.behavior.imagination import make_imagination_env
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.config import OptimConfig
-from dreamer_trl.model.world_model import make_world_model
 from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss
 from dreamer_trl.training.update import DreamerUpdate
 

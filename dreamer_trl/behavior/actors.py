@@ -4,11 +4,11 @@ A behaviour is any TensorDictModule reading "state", "belief" and writing "actio
 (:func:`~dreamer_trl.behavior.policy.make_policy`) puts it after the filter, and imagination calls its module on
 tensors. Dreamer's behaviour is the actor; PlaNet's planner is another.
 
-- :func:`make_actor`: tanh-Gaussian actor (Dreamer V1). It samples under exploration type RANDOM or unset,
-  and acts with the mode ``tanh(mean)`` under DETERMINISTIC/MODE/MEAN. Its input features are detached
-  (imagination starts are stop-gradient, and the actor's own gradient comes through the actions).
-  ``actor.module.dist(state, belief)`` gives the distribution (sample, mode, log_prob, entropy).
-- :func:`make_value`: "state", "belief" -> "state_value", the mean of N(v, 1).
+- :class:`ActorFromFeatures`: Dreamer V1's tanh-Gaussian actor on (state, belief). It samples under exploration
+  type RANDOM or unset, and acts with the mode ``tanh(mean)`` under DETERMINISTIC/MODE/MEAN. Its input features
+  are detached (imagination starts are stop-gradient, and the actor's own gradient comes through the actions).
+  ``actor.module.dist(state, belief)`` gives the distribution (sample, mode, log_prob, entropy), as for every
+  actor here.
 - :class:`BoundedNormal` / :class:`BoundedNormalActor`: DreamerV3's continuous actor, N(tanh(m), sigma)
   with sigma in [min_std, max_std] (official ``bounded_normal``: (max - min) * sigmoid(x + 2) + min).
 - :class:`TruncNormalActor`: DreamerV2's continuous actor, N(tanh(m), 2 sigmoid(s / 2) + min_std) truncated to
@@ -21,15 +21,12 @@ from __future__ import annotations
 import math
 
 import torch
-from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from dreamer_trl import keys
-from dreamer_trl.config import ModelConfig
-from dreamer_trl.model.heads import NormalHead
 from dreamer_trl.model.latent import features, normal_log_prob, on_features
-from dreamer_trl.model.networks import ScalarHead, TanhNormal, TanhNormalActor
+from dreamer_trl.model.networks import TanhNormal, TanhNormalActor
 from dreamer_trl.model.trunc_normal import TruncatedNormal
 
 
@@ -50,20 +47,6 @@ class ActorFromFeatures(nn.Module):
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
         return self.net(features(state, belief).detach(), deterministic=deterministic())
-
-
-def make_actor(feature_dim: int, action_dim: int, cfg: ModelConfig | None = None) -> TensorDictModule:
-    """Dreamer V1 action model (4x400 ELU, mean scale 5 (``cfg.actor_mean_scale``), init std 5) as a TensorDictModule."""
-    cfg = cfg or ModelConfig()
-    net = TanhNormalActor(feature_dim, action_dim, cfg.mlp_hidden, cfg.actor_layers, mean_scale=cfg.actor_mean_scale)
-    return TensorDictModule(ActorFromFeatures(net), in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
-
-
-def make_value(feature_dim: int, cfg: ModelConfig | None = None) -> TensorDictModule:
-    """Dreamer V1 value model (3x400 ELU, the mean of N(v, 1)) as a TensorDictModule writing "state_value"."""
-    cfg = cfg or ModelConfig()
-    head = NormalHead(ScalarHead(feature_dim, cfg.mlp_hidden, cfg.value_layers))
-    return TensorDictModule(head, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.STATE_VALUE])
 
 
 class BoundedNormal:

@@ -1,9 +1,9 @@
-"""Builders shared by the recipes and benchmarks: the training env and the whole agent from sub-configs.
+"""The whole agent from sub-configs: world model, imagination env, behaviour, losses, update.
 
-This is where the variants are chosen by name: the representation objective
-(:mod:`dreamer_trl.objectives.representation`), the value estimate
-(:mod:`dreamer_trl.objectives.value_estimates`) and the behaviour (the actor, or PlaNet's planner:
-:func:`make_agent`'s ``behavior``); everything else is built the same way for all of them.
+One builder for every variant: the networks come from :mod:`dreamer_trl.builders.networks` (parts by name),
+the world-model loss from the configured representation objective (:mod:`dreamer_trl.objectives.representation`)
+and KL terms (:mod:`dreamer_trl.objectives.kl`), the behaviour from ``behavior.kind`` (the actor and critic, or
+PlaNet's planner), and the update from ``optim.kind`` (one Adam per objective, or one LaProp over everything).
 """
 from __future__ import annotations
 
@@ -13,15 +13,32 @@ import torch
 from tensordict.nn import TensorDictModule
 from torchrl.envs import EnvBase, RewardSum
 
-from dreamer_trl.behavior.actors import make_actor, make_value
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
 from dreamer_trl.behavior.policy import policy_carry_transform
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model, widths
 from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.data.dmc import make_dmc_env, split_task
-from dreamer_trl.model.world_model import DreamerWorldModel, make_world_model
-from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss, make_representation, make_value_estimate
-from dreamer_trl.training.update import DreamerUpdate, adam_phase
+from dreamer_trl.model.world_model import DreamerWorldModel
+from dreamer_trl.objectives import (
+    ActorLoss,
+    BalancedKL,
+    DynRepKL,
+    FreeNatsKL,
+    ImaginedActorLoss,
+    ImaginedCriticLoss,
+    ReturnNormalizer,
+    SlowTarget,
+    ValueLoss,
+    WorldModelLoss,
+    make_representation,
+    make_value_estimate,
+)
+from dreamer_trl.training.optim import LaProp, adam
+from dreamer_trl.training.update import ChainedLoss, DreamerUpdate, Phase, trainable
+
+SINGLE_PHASE = "agent"
+"""The name of the one phase of ``optim.kind`` laprop."""
 
 
 def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs) -> EnvBase:
@@ -37,10 +54,6 @@ def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs
 
 def latent_dims(model_cfg: ModelConfig) -> tuple[int, int]:
     """(S, D): the widths of s_t (a sample; groups x classes for categorical latents) and h_t."""
-    if model_cfg.agent == "dreamer":
-        return model_cfg.state_dim, model_cfg.belief_dim
-    from dreamer_trl.builders.family import widths
-
     w = widths(model_cfg)
     return (w.groups * w.classes if model_cfg.latent == "categorical" else w.groups), w.deter
 
@@ -50,7 +63,7 @@ class Agent:
     """The networks and the losses of one Dreamer agent (``value_loss`` None with V_R: no value training).
 
     ``hooks`` run around each update's optimizer steps and are checkpointed with it (V3's slow critic and
-    return statistics); ``kind`` is ``model.agent``, which picks the update's shape in :func:`make_update`.
+    return statistics).
 
     A planning agent (PlaNet) has a ``planner`` and no actor, value or their losses (all None).
     """
@@ -60,10 +73,9 @@ class Agent:
     actor: TensorDictModule | None
     value: TensorDictModule | None
     model_loss: WorldModelLoss
-    actor_loss: ActorLoss | None
-    value_loss: ValueLoss | None
+    actor_loss: ActorLoss | ImaginedActorLoss | None
+    value_loss: ValueLoss | ImaginedCriticLoss | None
     hooks: list = field(default_factory=list)
-    kind: str = "dreamer"
     planner: TensorDictModule | None = None
 
     @property
@@ -72,12 +84,29 @@ class Agent:
         return self.planner if self.planner is not None else self.actor
 
 
-def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig) -> WorldModelLoss:
-    """The world-model loss with ``loss_cfg``'s representation objective, scales and free nats."""
-    representation = make_representation(loss_cfg.representation)
-    scales = {**{t: loss_cfg.obs_scale for t in representation.terms}, "reward": loss_cfg.reward_scale,
-              "kl": loss_cfg.kl_scale}
-    return WorldModelLoss(world_model, representation=representation, scales=scales, free_nats=loss_cfg.free_nats)
+KL_TERMS = {"free_nats": None, "balance": BalancedKL, "dyn_rep": DynRepKL}
+"""V1's max(mean KL, free nats) (the world-model loss's own default term), V2's balancing, V3's dyn and rep."""
+
+
+def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig, keep_graph: bool = False) -> WorldModelLoss:
+    """The world-model loss: the representation objective's terms, reward, the KL terms and (with a continue
+    head) the continue term, each with its configured scale.
+
+    ``keep_graph``: hand on the posterior states with their graph (one phase whose later terms, DreamerV3's
+    replay critic loss, train the world model too).
+    """
+    l = loss_cfg
+    representation = make_representation(l.representation)
+    kl_scales = {"dyn": l.dyn_scale, "rep": l.rep_scale} if l.kl == "dyn_rep" else {"kl": l.kl_scale}
+    scales = {**{t: l.obs_scale for t in representation.terms}, "reward": l.reward_scale, **kl_scales}
+    has_continue = world_model.continue_head is not None
+    if has_continue:
+        scales["continue"] = l.continue_scale
+    kl_terms = {"free_nats": lambda: None, "balance": lambda: BalancedKL(l.kl_balance, l.free_nats),
+                "dyn_rep": lambda: DynRepKL(l.free_nats)}[l.kl]()
+    contdisc = l.continue_discount and has_continue
+    return WorldModelLoss(world_model, representation=representation, scales=scales, free_nats=l.free_nats,
+                          kl_terms=kl_terms, continue_discount=l.gamma if contdisc else 1.0, keep_graph=keep_graph)
 
 
 def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
@@ -89,51 +118,81 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     (:func:`~dreamer_trl.behavior.planner.make_planner`, candidates clipped to ``action_spec``), no actor or value.
 
     ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
-    actor's target. The actor loss shares its value predictions with the value loss
-    (``ActorLoss(share_value=True)``): drive them with :class:`~dreamer_trl.training.update.DreamerUpdate`, or call
-    ``backward()`` on each loss as in a TorchRL loop (each reaches only its own module's parameters).
-
-    ``model_cfg.agent`` "dreamer_v2" / "dreamer_v3" builds that agent instead (:mod:`dreamer_trl.builders.family`);
-    ``optim_cfg.kind`` "laprop" then trains it in one phase.
+    actor's target. Drive the losses with :func:`make_update`, or call ``backward()`` on each loss as in a
+    TorchRL loop. ``optim_cfg.kind`` "laprop" trains everything in one phase.
     """
-    if model_cfg.agent != "dreamer":
-        from dreamer_trl.builders.family import make_family_agent
-
-        single = optim_cfg is not None and optim_cfg.kind == "laprop"
-        agent = make_family_agent(obs_key, obs_shape, action_dim, model_cfg, loss_cfg, single, device)
-        agent.kind = model_cfg.agent
-        return agent
     device = torch.device(device)
+    single = optim_cfg is not None and optim_cfg.kind == "laprop"
     world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
-    if behavior is not None and behavior.kind == "planner":
+    planning = behavior is not None and behavior.kind == "planner"
+    # One phase over everything with DreamerV3's replay critic term: the posteriors keep their graph for it.
+    keep_graph = single and not planning and loss_cfg.replay_value_scale > 0 and model_cfg.agent != "dreamer"
+    model_loss = make_model_loss(world_model, loss_cfg, keep_graph=keep_graph)
+    if planning:
         planner = make_planner(world_model, action_spec, horizon=behavior.plan_horizon, candidates=behavior.candidates,
                                top_k=behavior.top_k, iterations=behavior.iterations, warm_start=behavior.warm_start)
-        return Agent(world_model, imagination_env, None, None, make_model_loss(world_model, loss_cfg), None, None,
-                     planner=planner.to(device))
-    feature_dim = model_cfg.state_dim + model_cfg.belief_dim
+        return Agent(world_model, imagination_env, None, None, model_loss, None, None, planner=planner.to(device))
+    feature_dim = world_model.rssm.feature_dim
     actor = make_actor(feature_dim, action_dim, model_cfg).to(device)
     value = make_value(feature_dim, model_cfg).to(device)
-    model_loss = make_model_loss(world_model, loss_cfg)
-    estimate = make_value_estimate(loss_cfg.value_estimate, loss_cfg.lmbda, loss_cfg.value_steps)
-    actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=loss_cfg.horizon,
-                           gamma=loss_cfg.gamma, value_estimate=estimate, share_value=True,
-                           sample_heads=loss_cfg.sample_imagined_heads, start_targets=loss_cfg.start_state_targets)
-    value_loss = ValueLoss(value, gamma=loss_cfg.gamma) if estimate.needs_value else None
-    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss)
+    actor_loss, value_loss, hooks = make_behavior_losses(world_model, imagination_env, actor, value, model_cfg,
+                                                         loss_cfg, single, device)
+    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss, hooks=hooks)
+
+
+def make_behavior_losses(world_model, imagination_env, actor, value, model_cfg: ModelConfig, loss_cfg: LossConfig,
+                         single_phase: bool, device):
+    """(actor loss, value loss or None, hooks): V1's ActorLoss / ValueLoss (value estimate plug-in), or V2/V3's
+    imagined actor and critic losses with the slow critic and return normalisation."""
+    l = loss_cfg
+    if model_cfg.agent == "dreamer":
+        estimate = make_value_estimate(l.value_estimate, l.lmbda, l.value_steps)
+        actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=l.horizon,
+                               gamma=l.gamma, value_estimate=estimate, share_value=True,
+                               sample_heads=l.sample_imagined_heads, start_targets=l.start_state_targets)
+        return actor_loss, ValueLoss(value, gamma=l.gamma) if estimate.needs_value else None, []
+    contdisc = l.continue_discount and world_model.continue_head is not None
+    phase = SINGLE_PHASE if single_phase else "value"
+    slow = SlowTarget(value, fraction=l.slow_value_rate, every=l.slow_value_every, phase=phase)
+    return_norm = ReturnNormalizer().to(device) if l.return_norm else None
+    target_value = slow.target if l.slow_value_reg == 0 else None  # V2: the target critic makes the returns
+    actor_loss = ImaginedActorLoss(actor, value, world_model.rssm, world_model.reward_head, world_model.continue_head,
+                                   return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
+                                   reinforce=l.actor_reinforce, entropy=l.actor_entropy,
+                                   continue_has_discount=contdisc, target_value=target_value,
+                                   backprop_baseline=l.actor_backprop_baseline, continue_mode=l.continue_mode)
+    value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
+                                    replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
+    hooks = [slow] + ([return_norm] if return_norm is not None else [])
+    return actor_loss, value_loss, hooks
 
 
 def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
-    """The agent's update: world model, actor and (unless V_R) value phases with their Adams (V2/V3: see
-    :func:`dreamer_trl.builders.family.make_family_update`)."""
-    """The agent's update: world model, actor and (unless V_R) value phases with their Adams; a planning
-    agent's update is the world-model phase alone; V2/V3: :func:`dreamer_trl.builders.family.make_family_update`."""
-    if agent.kind != "dreamer":
-        from dreamer_trl.builders.family import make_family_update
+    """The agent's update, as phases of (loss, parameters, optimizer, clip):
 
-        return make_family_update(agent, optim_cfg, max_nonfinite, autocast)
-    if agent.actor_loss is None:
-        phases = [adam_phase("model", agent.model_loss, agent.world_model, optim_cfg.model_lr, optim_cfg)]
-        return DreamerUpdate(cfg=optim_cfg, max_nonfinite=max_nonfinite, autocast=autocast, phases=phases)
-    return DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, optim_cfg, max_nonfinite,
-                         autocast=autocast)
+    - ``optim.kind`` adam: "model", "actor" and (unless V_R) "value", each with its own Adam (V2: decoupled
+      weight decay; the world model may have its own epsilon and clip, V3 2023); a planning agent has the
+      "model" phase alone.
+    - ``optim.kind`` laprop: one phase over everything on the sum of all terms, LaProp with adaptive gradient
+      clipping (V3 current).
+    """
+    o = optim_cfg
+    if o.kind == "laprop":
+        losses = [loss for loss in (agent.model_loss, agent.actor_loss, agent.value_loss) if loss is not None]
+        loss = ChainedLoss(*losses) if len(losses) > 1 else losses[0]
+        params = [p for m in (agent.world_model, agent.actor, agent.value) if m is not None for p in trainable(m)]
+        optimizer = LaProp(params, lr=o.lr, eps=o.laprop_eps, warmup=o.warmup, agc=o.agc)
+        phases = [Phase(SINGLE_PHASE, loss, params, optimizer, clip=float("inf"))]
+    else:
+        phases = []
+        model_eps, model_clip = o.model_adam_eps or o.adam_eps, o.model_grad_clip or o.grad_clip
+        for name, loss, module, lr, eps, clip in (
+                ("model", agent.model_loss, agent.world_model, o.model_lr, model_eps, model_clip),
+                ("actor", agent.actor_loss, agent.actor, o.actor_lr, o.adam_eps, o.grad_clip),
+                ("value", agent.value_loss, agent.value, o.value_lr, o.adam_eps, o.grad_clip)):
+            if loss is not None:
+                params = trainable(module)
+                phases.append(Phase(name, loss, params, adam(params, lr, eps, o.weight_decay), clip))
+    return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast,
+                         step_model_first=o.step_model_first)

@@ -24,8 +24,8 @@ import tyro
 
 from . import reads
 from .presets import PRESETS, make_preset
-from .sizes import apply_size
 from .schema import GROUPS, DreamerConfig, field_names, field_types, from_dict, get_field
+from .sizes import apply_size
 
 PresetName = Literal[tuple(PRESETS)]
 
@@ -103,10 +103,6 @@ def validate(cfg: DreamerConfig) -> None:
          "1 with optim.kind laprop (one optimizer over everything: a backprop actor gradient would reach the world "
          "model); use --optim.kind adam for dynamics backprop", l.actor_reinforce),
         (0.0 <= l.actor_reinforce <= 1.0, "loss.actor_reinforce", "in [0, 1]", l.actor_reinforce),
-        (l.kl == "free_nats" or cfg.model.agent != "dreamer", "loss.kl",
-         "free_nats for model.agent dreamer (balance and dyn_rep belong to dreamer_v2/dreamer_v3)", l.kl),
-        (cfg.model.latent == "gaussian" or cfg.model.agent != "dreamer", "model.latent",
-         "gaussian for model.agent dreamer (categorical latents belong to dreamer_v2/dreamer_v3)", cfg.model.latent),
         (cfg.model.classes >= 2 and 0.0 <= cfg.model.unimix < 1.0, "model.classes/unimix", ">= 2 and in [0, 1)",
          (cfg.model.classes, cfg.model.unimix)),
         (cfg.model.twohot_bins == 0 or cfg.model.twohot_bins >= 2, "model.twohot_bins", "0 or >= 2",
@@ -120,9 +116,6 @@ def validate(cfg: DreamerConfig) -> None:
         (cfg.optim.model_adam_eps >= 0, "optim.model_adam_eps", ">= 0 (0: optim.adam_eps)", cfg.optim.model_adam_eps),
         (cfg.optim.model_grad_clip >= 0, "optim.model_grad_clip", ">= 0 (0: optim.grad_clip)",
          cfg.optim.model_grad_clip),
-        (cfg.behavior.kind == "actor" or cfg.model.agent == "dreamer", "behavior.kind",
-         "actor for model.agent dreamer_v2/dreamer_v3 (the planner plans with Dreamer V1's world model)",
-         cfg.behavior.kind),
         (not cfg.optim.step_model_first or cfg.optim.kind == "adam" and cfg.behavior.kind == "actor",
          "optim.step_model_first", "false with optim.kind laprop or behavior.kind planner (a single optimizer "
          "phase: no world-model step to put before the behaviour's)", cfg.optim.step_model_first),

@@ -4,9 +4,17 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
+from .schema import (
+    BehaviorConfig,
+    DreamerConfig,
+    EnvConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+)
 from .sizes import apply_size
-from .schema import (BehaviorConfig, DreamerConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig, RunConfig,
-                     ScheduleConfig)
 
 
 def paper() -> DreamerConfig:

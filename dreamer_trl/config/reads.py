@@ -2,9 +2,8 @@
 
 :data:`READS` maps every ``group.field`` to the parts of the library that read it, each with the condition
 (a conjunction of choices: ``model.agent``, ``behavior.kind``, ``env.from_pixels``, ``model.latent``, ...)
-under which that part exists and reads the field. It is written from the code (``builders.py``,
-``family.py``, ``world_model.py``, ``behavior.py``, ``policy.py``, ``planner.py``, ``training.py``,
-``trainer.py``) and checked against it by tests/test_config_reads.py, which changes each field and looks for
+under which that part exists and reads the field. It is written from the code (``builders/``,
+``behavior/policy.py``, ``behavior/planner.py``, ``training/``) and checked against it by tests/test_config_reads.py, which changes each field and looks for
 a change in the numbers of an update, a policy call or a planner call.
 
 The rule (:func:`unread_fields`, applied by :func:`~dreamer_trl.config.cli.validate`): a field of a group in
@@ -88,26 +87,26 @@ def read(part: str, *when: Is) -> Read:
 
 
 # Parts, with where the code reads the fields.
-ENV = "the env (envs.make_dmc_env)"
-VEC_ENV = "the batched env (vector_env.make_envs)"
-TRAINER = "the trainer (trainer.Trainer)"
-DATA = "the replay buffer (data.make_replay_buffer)"
-AGENT = "the agent builder (builders.make_agent)"
-V1_MODEL = "the V1 world model (world_model.make_world_model)"
-V1_LOSS = "the V1 world-model loss (builders.make_model_loss)"
-V1_ACTOR = "the V1 actor (behavior.make_actor)"
-V1_VALUE = "the V1 value (behavior.make_value)"
-V1_BEHAVIOUR = "the V1 actor and value losses (builders.make_agent)"
-V1_UPDATE = "the V1 update (training.DreamerUpdate, Adam per phase)"
-PLAN = "the planner (planner.make_planner)"
-POLICY = "the acting policy (policy.make_policy in trainer.build)"
-FAM_WIDTHS = "the V2/V3 networks (family.widths)"
-FAM_MODEL = "the V2/V3 world model (family.make_family_world_model)"
-FAM_ACTOR = "the V2/V3 actor (family.make_family_actor)"
-FAM_CRITIC = "the V2/V3 actor and critic (family.make_family_actor/value)"
-FAM_LOSS = "the V2/V3 world-model loss (family.make_family_agent)"
-FAM_BEHAVIOUR = "the V2/V3 actor and critic losses (family.make_family_agent)"
-FAM_UPDATE = "the V2/V3 update (family.make_family_update)"
+ENV = "the env (data.dmc.make_dmc_env)"
+VEC_ENV = "the batched env (data.vector_env.make_envs)"
+TRAINER = "the trainer (training.trainer.Trainer)"
+DATA = "the replay buffer (data.replay.make_replay_buffer)"
+AGENT = "the agent builder (builders.agent.make_agent)"
+V1_MODEL = "the V1 world model networks (builders.networks.make_world_model)"
+V1_LOSS = "the V1 world-model loss (builders.agent.make_model_loss)"
+V1_ACTOR = "the V1 actor (builders.networks.make_actor)"
+V1_VALUE = "the V1 value (builders.networks.make_value)"
+V1_BEHAVIOUR = "the V1 actor and value losses (builders.agent.make_behavior_losses)"
+V1_UPDATE = "the V1 update (builders.agent.make_update, Adam per phase)"
+PLAN = "the planner (behavior.planner.make_planner)"
+POLICY = "the acting policy (behavior.policy.make_policy in training.trainer.build)"
+FAM_WIDTHS = "the V2/V3 networks (builders.networks.widths)"
+FAM_MODEL = "the V2/V3 world model networks (builders.networks.make_world_model)"
+FAM_ACTOR = "the V2/V3 actor (builders.networks.make_actor)"
+FAM_CRITIC = "the V2/V3 actor and critic (builders.networks.make_actor/make_value)"
+FAM_LOSS = "the V2/V3 world-model loss (builders.agent.make_model_loss)"
+FAM_BEHAVIOUR = "the V2/V3 actor and critic losses (builders.agent.make_behavior_losses)"
+FAM_UPDATE = "the V2/V3 update (builders.agent.make_update)"
 
 READS: dict[str, tuple[Read, ...]] = {
     # env: the environment, for every variant
@@ -122,7 +121,7 @@ READS: dict[str, tuple[Read, ...]] = {
     "model.state_dim": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
     "model.belief_dim": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
     "model.rssm_hidden": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.min_std": (read(V1_MODEL, V1), read(FAM_MODEL, FAMILY, GAUSSIAN)),
+    "model.min_std": (read(V1_MODEL, V1, GAUSSIAN), read(FAM_MODEL, FAMILY, GAUSSIAN)),
     "model.cnn_depth": (read(V1_MODEL, V1, PIXELS), read(FAM_WIDTHS, FAMILY, PIXELS)),
     "model.mlp_hidden": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
     "model.reward_layers": (read(V1_MODEL, V1),),
@@ -131,82 +130,83 @@ READS: dict[str, tuple[Read, ...]] = {
     "model.actor_mean_scale": (read(V1_ACTOR, V1, ACTOR),),
     "model.obs_layers": (read(V1_MODEL, V1, VECTOR),),
     "model.agent": (read(AGENT),),
-    "model.size": (read(FAM_WIDTHS, FAMILY),),
-    "model.latent": (read(FAM_MODEL, FAMILY),),
-    "model.classes": (read(FAM_WIDTHS, FAMILY, CATEGORICAL),),
-    "model.unimix": (read(FAM_MODEL, FAMILY, CATEGORICAL),),
-    "model.norm": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY)),
+    "model.size": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
+    "model.latent": (read(V1_MODEL, V1), read(FAM_MODEL, FAMILY)),
+    "model.classes": (read(V1_MODEL, V1, CATEGORICAL), read(FAM_WIDTHS, FAMILY, CATEGORICAL)),
+    "model.unimix": (read(V1_MODEL, V1, CATEGORICAL), read(FAM_MODEL, FAMILY, CATEGORICAL)),
+    "model.norm": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY, ACTOR)),
     "model.blocks": (read(FAM_MODEL + ": block GRU", V3, one_of("model.nets", "current")),
                      read(FAM_MODEL + ": image decoder", V3, PIXELS, one_of("model.conv", "maxpool"))),
-    "model.mlp_layers": (read(FAM_CRITIC, FAMILY), read(FAM_MODEL + ": vector encoder and decoder", FAMILY, VECTOR,
+    "model.mlp_layers": (read(FAM_CRITIC, FAMILY, ACTOR), read(FAM_MODEL + ": vector encoder and decoder", FAMILY, VECTOR,
                                                         one_of("model.vector_layers", 0))),
     "model.head_layers": (read(FAM_MODEL, FAMILY),),
     "model.conv": (read(FAM_MODEL, V3, PIXELS),),
-    "model.twohot_bins": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY)),
+    "model.twohot_bins": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY, ACTOR)),
     "model.continue_head": (read(FAM_MODEL, FAMILY),),
-    "model.actor_min_std": (read(FAM_ACTOR, FAMILY),),
-    "model.actor_max_std": (read(FAM_ACTOR, FAMILY, one_of("model.actor_dist", "bounded_normal")),),
-    "model.actor_dist": (read(FAM_ACTOR, FAMILY),),
+    "model.actor_min_std": (read(FAM_ACTOR, FAMILY, ACTOR),),
+    "model.actor_max_std": (read(FAM_ACTOR, FAMILY, ACTOR, one_of("model.actor_dist", "bounded_normal")),),
+    "model.actor_dist": (read(FAM_ACTOR, FAMILY, ACTOR),),
     "model.nets": (read(FAM_MODEL, V3), read(FAM_CRITIC, V3)),
     "model.vector_layers": (read(FAM_MODEL, FAMILY, VECTOR),),
     "model.vector_units": (read(FAM_MODEL, FAMILY, VECTOR),),
-    "model.actor_outscale": (read(FAM_ACTOR, FAMILY),),
+    "model.actor_outscale": (read(FAM_ACTOR, FAMILY, ACTOR),),
     "model.twohot_space": (read(FAM_MODEL, FAMILY, Is("model.twohot_bins", "model.twohot_bins > 0", bool)),
-                           read(FAM_CRITIC, FAMILY, Is("model.twohot_bins", "model.twohot_bins > 0", bool))),
+                           read(FAM_CRITIC, FAMILY, ACTOR, Is("model.twohot_bins", "model.twohot_bins > 0", bool))),
     # loss
-    "loss.representation": (read(V1_MODEL, V1), read(V1_LOSS, V1)),
-    "loss.obs_scale": (read(V1_LOSS, V1, OBS_TERM), read(FAM_LOSS, FAMILY)),
+    "loss.representation": (read(V1_MODEL, V1), read(V1_LOSS, V1), read(FAM_MODEL, FAMILY), read(FAM_LOSS, FAMILY)),
+    "loss.obs_scale": (read(V1_LOSS, V1, OBS_TERM), read(FAM_LOSS, FAMILY, OBS_TERM)),
     "loss.reward_scale": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
-    "loss.kl_scale": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY, one_of("loss.kl", "free_nats", "balance"))),
+    "loss.kl_scale": (read(V1_LOSS, V1, one_of("loss.kl", "free_nats", "balance")),
+                      read(FAM_LOSS, FAMILY, one_of("loss.kl", "free_nats", "balance"))),
     "loss.free_nats": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
-    "loss.horizon": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY)),
-    "loss.gamma": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY), read(FAM_LOSS, FAMILY, CONTINUE,
+    "loss.horizon": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
+    "loss.gamma": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR), read(FAM_LOSS, FAMILY, CONTINUE,
                                                                                    one_of("loss.continue_discount", True))),
-    "loss.lmbda": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "lambda")), read(FAM_BEHAVIOUR, FAMILY)),
+    "loss.lmbda": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "lambda")), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
     "loss.value_estimate": (read(V1_BEHAVIOUR, V1, ACTOR),),
     "loss.value_steps": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "nstep")),),
     "loss.exploration_noise": (read(POLICY),),
     "loss.act_with_mode": (read(POLICY, ACTOR),),
     "loss.sample_imagined_heads": (read(V1_BEHAVIOUR, V1, ACTOR),),
     "loss.start_state_targets": (read(V1_BEHAVIOUR, V1, ACTOR),),
-    "loss.kl": (read(FAM_LOSS, FAMILY),),
-    "loss.kl_balance": (read(FAM_LOSS, FAMILY, one_of("loss.kl", "balance")),),
-    "loss.dyn_scale": (read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep")),),
-    "loss.rep_scale": (read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep")),),
+    "loss.kl": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
+    "loss.kl_balance": (read(V1_LOSS, V1, one_of("loss.kl", "balance")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "balance"))),
+    "loss.dyn_scale": (read(V1_LOSS, V1, one_of("loss.kl", "dyn_rep")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep"))),
+    "loss.rep_scale": (read(V1_LOSS, V1, one_of("loss.kl", "dyn_rep")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep"))),
     "loss.continue_scale": (read(FAM_LOSS, FAMILY, CONTINUE),),
-    "loss.actor_reinforce": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.actor_backprop_baseline": (read(FAM_BEHAVIOUR, FAMILY, Is("loss.actor_reinforce",
+    "loss.actor_reinforce": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.actor_backprop_baseline": (read(FAM_BEHAVIOUR, FAMILY, ACTOR, Is("loss.actor_reinforce",
                                                                      "loss.actor_reinforce < 1", lambda v: v < 1)),),
-    "loss.actor_entropy": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.return_norm": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.slow_value_rate": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.slow_value_every": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.slow_value_reg": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.replay_value_scale": (read(FAM_BEHAVIOUR, FAMILY),),
-    "loss.continue_discount": (read(FAM_LOSS, FAMILY, CONTINUE), read(FAM_BEHAVIOUR, FAMILY, CONTINUE)),
-    "loss.continue_mode": (read(FAM_BEHAVIOUR, FAMILY, CONTINUE),),
+    "loss.actor_entropy": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.return_norm": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.slow_value_rate": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.slow_value_every": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.slow_value_reg": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.replay_value_scale": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
+    "loss.continue_discount": (read(FAM_LOSS, FAMILY, CONTINUE), read(FAM_BEHAVIOUR, FAMILY, ACTOR, CONTINUE)),
+    "loss.continue_mode": (read(FAM_BEHAVIOUR, FAMILY, ACTOR, CONTINUE),),
     # optim
     "optim.model_lr": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.actor_lr": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.value_lr": (read(V1_UPDATE, V1, ACTOR, WITH_VALUE), read(FAM_UPDATE, FAMILY, ADAM)),
+    "optim.actor_lr": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
+    "optim.value_lr": (read(V1_UPDATE, V1, ACTOR, WITH_VALUE), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
     "optim.adam_eps": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
     "optim.grad_clip": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.kind": (read(FAM_UPDATE, FAMILY), read(AGENT, FAMILY)),
+    "optim.kind": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY), read(AGENT, FAMILY)),
     "optim.lr": (read(FAM_UPDATE, FAMILY, LAPROP),),
     "optim.laprop_eps": (read(FAM_UPDATE, FAMILY, LAPROP),),
     "optim.agc": (read(FAM_UPDATE, FAMILY, LAPROP),),
     "optim.warmup": (read(FAM_UPDATE, FAMILY, LAPROP),),
-    "optim.weight_decay": (read(FAM_UPDATE, FAMILY, ADAM),),
-    "optim.model_adam_eps": (read(FAM_UPDATE, FAMILY, ADAM),),
-    "optim.model_grad_clip": (read(FAM_UPDATE, FAMILY, ADAM),),
-    "optim.step_model_first": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM)),
+    "optim.weight_decay": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
+    "optim.model_adam_eps": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
+    "optim.model_grad_clip": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
+    "optim.step_model_first": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
     # behavior
-    "behavior.kind": (read(AGENT, V1),),
-    "behavior.plan_horizon": (read(PLAN, V1, PLANNER),),
-    "behavior.candidates": (read(PLAN, V1, PLANNER),),
-    "behavior.top_k": (read(PLAN, V1, PLANNER),),
-    "behavior.iterations": (read(PLAN, V1, PLANNER),),
-    "behavior.warm_start": (read(PLAN, V1, PLANNER),),
+    "behavior.kind": (read(AGENT),),
+    "behavior.plan_horizon": (read(PLAN, PLANNER),),
+    "behavior.candidates": (read(PLAN, PLANNER),),
+    "behavior.top_k": (read(PLAN, PLANNER),),
+    "behavior.iterations": (read(PLAN, PLANNER),),
+    "behavior.warm_start": (read(PLAN, PLANNER),),
     # schedule and run: the trainer's, whatever the variant, with these exceptions
     "schedule.updates_per_train": (read(TRAINER, one_of("schedule.train_ratio", 0.0)),),
     "schedule.replay_windows": (read(DATA),),

@@ -125,6 +125,18 @@ class GaussianLatent:
         """log N(value | mean, std) summed over S."""
         return normal_log_prob(value, params["mean"], params["std"]).sum(-1)
 
+    def pairwise_log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
+        """``out[i, j] = log p_j(value_i)`` for every pair of N rows: params ``[N, S]``, value ``[N, S]`` -> ``[N, N]``.
+
+        Expanded into matrix products so memory is O(N^2), not O(N^2 S):
+        sum_s -(x_is - m_js)^2 / (2 v_js) - log std_js - 1/2 log 2 pi, with v = std^2.
+        """
+        mean, std = params["mean"], params["std"]
+        inv_var = std.pow(-2)                                                          # (N, S)
+        quad = value.pow(2) @ inv_var.T - 2 * value @ (mean * inv_var).T + (mean.pow(2) * inv_var).sum(-1)
+        log_norm = torch.log(std).sum(-1) + 0.5 * value.shape[-1] * math.log(2 * math.pi)           # (N,)
+        return -0.5 * quad - log_norm                                                  # (N, N)
+
 
 def _softmax(x: torch.Tensor) -> torch.Tensor:
     """softmax over the last dim, written out: several times faster than ``torch.softmax`` on CPU when that
@@ -224,3 +236,7 @@ class CategoricalLatent:
     def log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
         """log p of a one-hot ``value`` ``[*N, G * C]``, summed over groups: ``[*N]``."""
         return (value * params["logits"]).sum(-1)
+
+    def pairwise_log_prob(self, params: dict[str, torch.Tensor], value: torch.Tensor) -> torch.Tensor:
+        """``out[i, j] = log p_j(value_i)`` for every pair of N rows (one-hot values): ``[N, G * C]`` -> ``[N, N]``."""
+        return value @ params["logits"].T

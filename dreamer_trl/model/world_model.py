@@ -23,11 +23,8 @@ from torch import nn
 from torchrl.modules import WorldModelWrapper
 
 from dreamer_trl import keys
-from dreamer_trl.config import ModelConfig
-from dreamer_trl.model.heads import NormalHead
 from dreamer_trl.model.latent import param_keys
-from dreamer_trl.model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, ScalarHead, keras_init_, mlp
-from dreamer_trl.model.rssm import RSSM, gru_cell_rssm
+from dreamer_trl.model.rssm import RSSM
 
 OBS_KEYS = (keys.PIXELS, keys.OBSERVATION)
 
@@ -114,40 +111,3 @@ class DreamerWorldModel(WorldModelWrapper):
     @property
     def reward_head(self) -> nn.Module:
         return self.get_reward_operator().module
-
-
-def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int, cfg: ModelConfig | None = None,
-                     representation: str = "reconstruction") -> DreamerWorldModel:
-    """Build encoder, RSSM, decoder (or state model) and reward head as a :class:`DreamerWorldModel`.
-
-    Args:
-        obs_key: "pixels" (conv encoder/decoder, obs_shape ``(3, 64, 64)``) or "observation" (MLPs).
-        obs_shape: shape of one observation.
-        action_dim: A.
-        cfg: sizes; paper defaults when None.
-        representation: "reconstruction" (a decoder), "contrastive" (no decoder; a state model
-            q(s_t | o_t), one hidden layer on the embedding) or "reward" (neither).
-    """
-    cfg = cfg or ModelConfig()
-    if obs_key == keys.PIXELS:
-        if tuple(obs_shape) != (3, 64, 64):
-            raise ValueError(f"'pixels' must have shape (3, 64, 64) for the conv encoder, got {tuple(obs_shape)}")
-        encoder = ConvEncoder(cfg.cnn_depth)
-    elif obs_key == keys.OBSERVATION:
-        if len(obs_shape) != 1:
-            raise ValueError(f"'observation' must be a flat vector [O], got shape {tuple(obs_shape)}")
-        encoder = MLPEncoder(obs_shape[0], cfg.mlp_hidden, cfg.obs_layers, cfg.mlp_hidden)
-    else:
-        raise ValueError(f"obs_key must be 'pixels' or 'observation', got {obs_key!r}")
-    if representation not in ("reconstruction", "contrastive", "reward"):
-        raise ValueError(f"representation must be reconstruction, contrastive or reward, got {representation!r}")
-    rssm = gru_cell_rssm(action_dim, encoder.out_dim, cfg.state_dim, cfg.belief_dim, cfg.rssm_hidden, cfg.min_std)
-    feat = rssm.feature_dim
-    decoder = state_model = None
-    if representation == "reconstruction":
-        decoder = (NormalHead(ConvDecoder(feat, cfg.cnn_depth), event_dims=3) if obs_key == keys.PIXELS
-                   else NormalHead(MLPDecoder(feat, obs_shape[0], cfg.mlp_hidden, cfg.obs_layers)))
-    reward = NormalHead(ScalarHead(feat, cfg.mlp_hidden, cfg.reward_layers))
-    if representation == "contrastive":
-        state_model = keras_init_(mlp(encoder.out_dim, rssm.latent.param_dim, cfg.mlp_hidden, 1))
-    return DreamerWorldModel(encoder, rssm, decoder, reward, obs_key, state_model)

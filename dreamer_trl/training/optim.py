@@ -19,7 +19,7 @@ DreamerV2 (danijar/dreamerv2 ``common/tfutils.py`` ``Optimizer``; configs.yaml):
 norm clip 100 (the update's phase clip), weight decay 1e-6 applied as ``var <- (1 - wd) var`` to every
 variable of the module (``wd_pattern`` ``.*``: weights, biases and norm parameters) right before the Adam
 step, independent of the learning rate: decoupled decay, which is AdamW with ``weight_decay = wd / lr``
-(:func:`v2_adam`). The 2023 V3 settings (Adam: model 1e-4 / eps 1e-8 / clip 1000, actor and critic
+(:func:`adam` with ``weight_decay``). The 2023 V3 settings (Adam: model 1e-4 / eps 1e-8 / clip 1000, actor and critic
 3e-5 / eps 1e-5 / clip 100, no decay) are plain ``torch.optim.Adam`` and a phase clip.
 """
 from __future__ import annotations
@@ -134,12 +134,16 @@ class LaProp(torch.optim.Optimizer):
         return loss
 
 
-def v2_adam(params, lr: float, eps: float = 1e-5, weight_decay: float = 1e-6) -> torch.optim.AdamW:
-    """DreamerV2's optimiser: Adam with decoupled decay ``p <- (1 - weight_decay) p`` before each step.
+def adam(params, lr: float, eps: float = 1e-7, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam (Dreamer V1, V3 2023), or with ``weight_decay`` > 0 DreamerV2's Adam with decoupled decay
+    ``p <- (1 - weight_decay) p`` before each step.
 
     ``torch.optim.AdamW`` multiplies by ``1 - lr * wd'``, so ``wd' = weight_decay / lr`` gives the V2 factor
     at V2's constant learning rates. Clip with the phase's global-norm clip (V2: 100).
     """
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    if weight_decay == 0:
+        return torch.optim.Adam(params, lr=lr, eps=eps)
     return torch.optim.AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay / lr)
+
