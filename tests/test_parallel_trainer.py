@@ -170,17 +170,19 @@ print("SUMMARY " + json.dumps(summary))
 """
 
 
-def test_run_compile_compiles_the_networks_on_every_rank(tmp_path):
+@pytest.mark.parametrize("world", [1, 2])
+def test_run_compile_compiles_the_networks_on_every_rank(tmp_path, world):
     """--run.compile means under torchrun what it means in one process: each rank compiles its networks and the
-    RSSM steps with --run.compile-backend (the recipe and torchrun share one make_trainer)."""
+    RSSM steps with --run.compile-backend (the recipe and torchrun share one make_trainer), and trains."""
     port = free_port()
     small = list(SMALL)
     small[small.index("--schedule.total-env-steps") + 1] = "400"
     procs = [subprocess.Popen([sys.executable, "-c", COMPILE_PROBE, str(RECIPE), *small, "--run.run-dir", str(tmp_path),
                                "--run.run-name", "run", "--run.compile", "--run.compile-backend", "aot_eager"],
-                              env=environment(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+                              env=environment(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
+                                              LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                                              MASTER_PORT=str(port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
     for rank, (code, out) in enumerate(finish(procs)):
         assert code == 0, out[-3000:]
         lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in out.splitlines()
