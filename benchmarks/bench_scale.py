@@ -32,7 +32,7 @@ def collect(args) -> list[dict]:
 
     import dreamer_trl as dt
     from dreamer_trl.config import make_preset
-    from dreamer_trl.training.trainer import build
+    from dreamer_trl.builders.trainer import build
 
     torch.set_num_threads(1)
     rows = []

@@ -46,8 +46,8 @@ _EXPORTS = {
     "LatentCEMPlanner": "behavior.planner", "make_planner": "behavior.planner", "BehaviorConfig": "config",
     "make_envs": "data.vector_env", "ParallelDMC": "data.vector_env", "SerialDMC": "data.vector_env",
     "World": "training.distributed", "DataParallelHook": "training.distributed", "make_data_parallel": "training.distributed",
-    "DataParallelTrainer": "training.parallel_trainer", "train_data_parallel": "training.parallel_trainer",
-    "AsyncTrainer": "training.async_trainer",
+    "Trainer": "training.trainer", "SyncCollection": "training.collection", "AsyncCollection": "training.collection",
+    "make_trainer": "builders.trainer", "make_world": "builders.trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,7 +26,7 @@ from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
 from dreamer_trl.report.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
 from dreamer_trl.run.checkpoint import MANIFEST, CheckpointError, checkpoint_dirs  # noqa: E402
-from dreamer_trl.training.trainer import build  # noqa: E402
+from dreamer_trl.builders.trainer import build  # noqa: E402
 
 OPEN_LOOP_CONTEXT, OPEN_LOOP_LENGTH = 5, 50  # Dreamer Fig. 5: observe 5 frames, predict 45
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dreamer_trl.training.async_trainer import segment_seed
+from dreamer_trl.training.collection import segment_seed
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
 

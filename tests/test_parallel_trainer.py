@@ -1,6 +1,7 @@
 """The recipe on two data-parallel ranks (gloo, localhost): end to end with torchrun's two-node rendezvous, exact
 resume against an uninterrupted run, another world size refused, SIGTERM to one rank saves and stops both, a
-killed rank stops the other and leaves the last checkpoint usable."""
+killed rank stops the other and leaves the last checkpoint usable; --run.compile compiles on every rank."""
+import json
 import os
 import signal
 import socket
@@ -141,3 +142,54 @@ def test_a_killed_rank_stops_the_other_and_the_last_checkpoint_resumes(tmp_path)
     last = checkpoint_dirs(tmp_path / "run" / "checkpoints")[-1]
     verify_checkpoint(last)
     assert (tmp_path / "run" / "checkpoints_rank1" / last.name).is_dir()
+
+
+# The recipe's main on one rank, with torch.compile watched: (what was compiled, backend) is printed at the end.
+COMPILE_PROBE = """
+import importlib.util, json, sys
+import torch
+
+compiled = []
+module_compile, torch_compile = torch.nn.Module.compile, torch.compile
+
+def watch_module(self, *args, **kwargs):
+    compiled.append([type(self).__name__, kwargs.get("backend")])
+    return module_compile(self, *args, **kwargs)
+
+def watch(fn, *args, **kwargs):
+    compiled.append([getattr(fn, "__name__", type(fn).__name__), kwargs.get("backend")])
+    return torch_compile(fn, *args, **kwargs)
+
+torch.nn.Module.compile, torch.compile = watch_module, watch
+spec = importlib.util.spec_from_file_location("dreamer_dmc", sys.argv[1])
+recipe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(recipe)
+summary = recipe.main(sys.argv[2:])
+print("COMPILED " + json.dumps(compiled))
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_run_compile_compiles_the_networks_on_every_rank(tmp_path, world):
+    """--run.compile means under torchrun what it means in one process: each rank compiles its networks and the
+    RSSM steps with --run.compile-backend (the recipe and torchrun share one make_trainer), and trains."""
+    port = free_port()
+    small = list(SMALL)
+    small[small.index("--schedule.total-env-steps") + 1] = "400"
+    procs = [subprocess.Popen([sys.executable, "-c", COMPILE_PROBE, str(RECIPE), *small, "--run.run-dir", str(tmp_path),
+                               "--run.run-name", "run", "--run.compile", "--run.compile-backend", "aot_eager"],
+                              env=environment(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
+                                              LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                                              MASTER_PORT=str(port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
+    for rank, (code, out) in enumerate(finish(procs)):
+        assert code == 0, out[-3000:]
+        lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in out.splitlines()
+                 if line.startswith(("COMPILED ", "SUMMARY "))}
+        names = {name for name, _ in lines["COMPILED"]}
+        assert {"posterior_step", "prior_step", "_belief_step"} <= names, (rank, lines["COMPILED"])
+        modules = [name for name, _ in lines["COMPILED"] if name[0].isupper()]  # encoder, decoder, heads, actor
+        assert len(modules) >= 4, (rank, lines["COMPILED"])
+        assert {backend for _, backend in lines["COMPILED"]} == {"aot_eager"}, (rank, lines["COMPILED"])
+        assert lines["SUMMARY"]["env_steps"] == 400 and lines["SUMMARY"]["updates"] == 4, (rank, lines["SUMMARY"])

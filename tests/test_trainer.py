@@ -1,4 +1,5 @@
-"""dreamer_trl.training.trainer: typed counters, the ETA, the free-nats warning, build(), and whole Trainer runs."""
+"""dreamer_trl.training.trainer: typed counters, the ETA, the free-nats warning, build() (dreamer_trl.builders.trainer),
+and whole Trainer runs."""
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -13,15 +14,12 @@ import torch  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import config  # noqa: E402
+from dreamer_trl.builders.trainer import build, make_buffer, make_loggers, make_run_dir  # noqa: E402
 from dreamer_trl.training.trainer import (  # noqa: E402
     Counters,
     Pace,
     PriorWatch,
     Trainer,
-    build,
-    make_buffer,
-    make_loggers,
-    make_run_dir,
     resolve_device,
     seed_everything,
     work_left,

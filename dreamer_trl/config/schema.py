@@ -276,7 +276,7 @@ class RunConfig:
     check_every: int = 100
     """data-parallel: updates between checks that every rank holds the same parameters (0: never)"""
     async_collection: bool = False
-    """collect in a worker process while the learner trains (overlap; no bit-exact resume, see async_trainer.py)"""
+    """collect in a worker process while the learner trains (overlap; no bit-exact resume, see training/collection.py)"""
 
 
 @dataclass

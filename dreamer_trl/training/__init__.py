@@ -1,1 +1,2 @@
-"""Updates (phases of losses, parameters and optimizers), optimizers, the trainer and data-parallel ranks."""
+"""Updates (phases of losses, parameters and optimizers), optimizers, the trainer with its collection strategies
+and its world (one process, or data-parallel torchrun ranks)."""

@@ -16,8 +16,12 @@ import torch
 def compile_networks(world_model, actor, value, *, backend: str = "inductor", device="cpu") -> None:
     """Compile encoder, decoder, heads, actor and the RSSM step functions in place."""
     import torch._dynamo
+    import torch._functorch.config
 
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
+    # The update keeps graphs for a second backward (retain_graph: phases sharing predictions, the actor's
+    # gradient through the value); AOTAutograd's donated buffers refuse that at the first update.
+    torch._functorch.config.donated_buffer = False
     cuda = torch.device(device).type == "cuda"
     mode = "reduce-overhead" if cuda and backend == "inductor" else None  # CUDA graphs on GPU only
     modules = [world_model.encoder, world_model.decoder, world_model.reward_head,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,10 @@ from torch import nn
 
 @dataclass(frozen=True)
 class World:
-    """Where this process stands: its rank, the number of ranks and its GPU index on the node."""
+    """Where this process stands: its rank, the number of ranks and its GPU index on the node; ``World()`` is one
+    process. The :class:`~dreamer_trl.training.trainer.Trainer` asks it whether a stop is requested anywhere
+    (:meth:`any`), where this rank checkpoints (:meth:`checkpoints`), and to wait for the others (:meth:`barrier`);
+    only rank 0 (:attr:`is_main`) logs, evaluates and writes the run's shared files."""
 
     rank: int = 0
     size: int = 1
@@ -58,6 +62,49 @@ class World:
     @property
     def distributed(self) -> bool:
         return self.size > 1
+
+    # What the trainer asks of its world (one process: every answer is local, nothing is communicated).
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (one all-reduce over the ranks)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([float(flag)])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.distributed:
+            dist.barrier()
+
+    def checkpoints(self, run_dir: Path) -> Path:
+        """Where this rank's checkpoints live: ``RUN/checkpoints`` for rank 0, ``RUN/checkpoints_rank<r>`` otherwise."""
+        return run_dir / ("checkpoints" if self.is_main else f"checkpoints_rank{self.rank}")
+
+    def share_text(self, text: str, max_bytes: int = 4096) -> str:
+        """Rank 0's ``text`` on every rank (a byte tensor broadcast; no pickling)."""
+        if not self.distributed:
+            return text
+        data = torch.zeros(max_bytes + 1, dtype=torch.uint8)
+        if self.is_main:
+            raw = text.encode()
+            if len(raw) > max_bytes:
+                raise ValueError(f"{text!r} is longer than {max_bytes} bytes")
+            data[0], data[1:len(raw) + 1] = 1, torch.tensor(list(raw), dtype=torch.uint8)
+        dist.broadcast(data, 0)
+        return bytes(data[1:].tolist()).rstrip(b"\0").decode()
+
+    def close(self) -> None:
+        """Leave the process group (if this process joined one)."""
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def launched() -> bool:

@@ -9,37 +9,45 @@ Collection runs in segments of ``checkpoint_every`` env steps, each ending in a 
 save at the next safe point and exit 143/130 (RELIABILITY.md P1, P3). Where the run stands is one typed
 :class:`Counters`, saved in every checkpoint as JSON data.
 
-:func:`build` is the one place the agent, its acting policy and its updater are made from the config.
+What varies is composed, not subclassed: a collection strategy (:mod:`dreamer_trl.training.collection`: in this
+process, or in a worker process) and a world (:class:`~dreamer_trl.training.distributed.World`: one process, or a
+torchrun rank). :func:`dreamer_trl.builders.trainer.make_trainer` builds the whole trainer from the config.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from torchrl.collectors import Collector
-from torchrl.envs.utils import ExplorationType
-from torchrl.record.loggers import CSVLogger, TensorboardLogger
 from tqdm import tqdm
 
-from dreamer_trl import keys
-from dreamer_trl.behavior.policy import make_policy
-from dreamer_trl.builders.agent import Agent, make_agent, make_update
-from dreamer_trl.config import DreamerConfig, RunConfig, to_dict
-from dreamer_trl.data.replay import check_disk_space, make_replay_buffer
-from dreamer_trl.report.visualize import log_image, log_video, open_loop, record_episode, write_open_loop, write_video
+from dreamer_trl.config import to_dict
+from dreamer_trl.report.visualize import (
+    log_image,
+    log_video,
+    open_loop,
+    record_episode,
+    write_open_loop,
+    write_video,
+)
 from dreamer_trl.run.checkpoint import prune_checkpoints
 from dreamer_trl.run.preemption import Preemption
 from dreamer_trl.run.state import restore_run, save_run
-from dreamer_trl.training.acceleration import autocast_context
-from dreamer_trl.training.update import DreamerUpdate
+from dreamer_trl.training.collection import Segment, SyncCollection
+from dreamer_trl.training.distributed import World
 
+if TYPE_CHECKING:
+    from dreamer_trl.builders.agent import Agent
+    from dreamer_trl.config import DreamerConfig
+    from dreamer_trl.training.update import DreamerUpdate
 
 @dataclass
 class Counters:
@@ -184,71 +192,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(cfg: DreamerConfig, env, device) -> tuple[Agent, torch.nn.Module, DreamerUpdate]:
-    """The agent (networks and losses), its acting policy and the updater, on ``device``.
-
-    The policy gets one smoke call on ``env.fake_tensordict()``, so wiring errors show before collection.
-    """
-    obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
-    obs_shape = tuple(env.observation_spec[obs_key].shape[len(env.batch_size):])  # one env's (batched: [N, ...])
-    agent = make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device,
-                          behavior=cfg.behavior, action_spec=env.action_spec.to(device), optim_cfg=cfg.optim)
-    policy = make_policy(agent.world_model, agent.behavior, env.action_spec.to(device), cfg.loss.exploration_noise,
-                            act_with_mode=cfg.loss.act_with_mode and agent.planner is None)
-    with torch.no_grad():
-        policy(env.fake_tensordict().to(device))
-    updater = make_update(agent, cfg.optim, cfg.run.max_nonfinite_updates,
-                             autocast=lambda: autocast_context(cfg.run.precision, device))
-    return agent, policy, updater
-
-
-def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
-    """The run directory: the resumed one, or a new one holding ``config.json`` (the resolved config)."""
-    if cfg.run.resume:
-        return Path(cfg.run.resume).parent.parent  # RUN/checkpoints/STEP
-    name = cfg.run.run_name or f"{cfg.env.task}-{preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.run.run_dir) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"preset": preset, **to_dict(cfg)}, indent=2))
-    return run_dir
-
-
-def make_buffer(cfg: DreamerConfig, env, run_dir: Path, device):
-    """The memory-mapped sequence replay buffer, once the disk is known to hold it and its checkpoint copies."""
-    s, obs_key = cfg.schedule, keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
-    buffer_dir = Path(cfg.run.buffer_dir or run_dir / "replay")
-    one_env = env.observation_spec[obs_key].shape[len(env.batch_size):]  # a batched env's spec is [N, ...]
-    row_bytes = (int(np.prod(one_env)) * (1 if cfg.env.from_pixels else 4)
-                 + 8 * env.action_spec.shape[-1] + 32)
-    check_disk_space(buffer_dir, s.buffer_capacity, row_bytes, copies=2 + cfg.run.checkpoints_kept)
-    return make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
-                                 device=device, windows=s.replay_windows)
-
-
-def make_loggers(run: RunConfig, run_dir: Path) -> list:
-    """CSV always; TensorBoard and Weights & Biases when configured."""
-    loggers = [CSVLogger(exp_name="", log_dir=str(run_dir / "logs"))]
-    if run.tensorboard:
-        loggers.append(TensorboardLogger(exp_name="", log_dir=str(run_dir / "tensorboard")))
-    if run.wandb_project:
-        from torchrl.record.loggers import WandbLogger
-
-        loggers.append(WandbLogger(exp_name=run_dir.name, project=run.wandb_project, save_dir=str(run_dir)))
-    return loggers
-
-
 class Trainer:
     """Runs one training run from its current :class:`Counters` to ``total_env_steps`` (see module docstring).
+
+    Two parts decide where things happen: ``collection`` makes each segment's collector
+    (:class:`~dreamer_trl.training.collection.SyncCollection` over ``env``, the default, or
+    :class:`~dreamer_trl.training.collection.AsyncCollection` in a worker process), and ``world``
+    (:class:`~dreamer_trl.training.distributed.World`: one process, the default, or a torchrun rank) says whether
+    a stop is requested on any rank, where this rank checkpoints, and whether it is rank 0, which alone logs,
+    evaluates and writes the summary. :func:`dreamer_trl.builders.trainer.make_trainer` assembles it from the config.
 
     ``cfg.run.resume`` (a checkpoint directory) restores networks, optimizers, replay, counters and every
     random stream before the first step, so the run continues exactly as if never stopped.
     """
 
     def __init__(self, cfg: DreamerConfig, preset: str, run_dir: Path, *, env, eval_env, agent: Agent,
-                 policy, updater: DreamerUpdate, buffer, loggers: list, device):
+                 policy, updater: DreamerUpdate, buffer, loggers: list, device, collection=None,
+                 world: World | None = None):
         self.cfg, self.preset, self.run_dir, self.device = cfg, preset, run_dir, device
         self.env, self.eval_env, self.agent, self.policy = env, eval_env, agent, policy
         self.updater, self.buffer, self.loggers = updater, buffer, loggers
+        self.collection = SyncCollection(env) if collection is None else collection
+        self.world = World() if world is None else world
+        self.alone = False  # rank 0 evaluating while the others wait: stop requests stay local
         modules = {"world_model": agent.world_model, "actor": agent.actor, "value": agent.value}
         self.run_parts = dict(modules={k: m for k, m in modules.items() if m is not None},  # planner: the model only
                               updater=updater, buffer=buffer, envs={"train": env, "eval": eval_env})
@@ -267,8 +233,15 @@ class Trainer:
 
     @property
     def stopping(self) -> bool:
-        """SIGTERM or SIGINT arrived: checkpoint at the next safe point, then exit."""
-        return self.preemption.requested is not None
+        """SIGTERM or SIGINT arrived on any rank: checkpoint at the next safe point, then exit (one all-reduce
+        on a torchrun rank; local only while rank 0 evaluates alone)."""
+        local = self.preemption.requested is not None
+        if self.alone:
+            return local
+        anywhere = self.world.any(local)
+        if anywhere and not local:
+            self.preemption.requested = signal.SIGTERM  # stopped by another rank: save, then exit 143
+        return anywhere
 
     def run(self) -> dict:
         """Train to ``total_env_steps`` (or ``stop_at_env_steps``) and return the summary; exit 143/130 if preempted."""
@@ -329,14 +302,11 @@ class Trainer:
         c.traj_offset = max_traj + 1
 
     def make_collector(self, end: int):
-        """The segment's collector: this process's env and policy up to ``end`` env steps (a subclass may
-        collect elsewhere, e.g. :class:`dreamer_trl.training.async_trainer.AsyncTrainer`)."""
+        """The segment's collector, up to ``end`` env steps, from the collection strategy."""
         c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
-        return Collector(
-            self.env, self.policy, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
-            init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a, policy_device=self.device,
-            env_device="cpu", storing_device="cpu", exploration_type=ExplorationType.RANDOM,
-        )
+        segment = Segment(c.env_steps, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
+                          init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a)
+        return self.collection.collector(self.policy, segment, self.device)
 
     def count(self, data) -> int:
         """Book a collected batch: env steps, finished episodes, and the updates and evaluation now due."""
@@ -380,7 +350,18 @@ class Trainer:
             self.evaluate()
 
     def evaluate(self) -> None:
-        """Noise-free episodes (return, video of the first) and the open-loop prediction on replayed data."""
+        """Noise-free episodes (return, video of the first) and the open-loop prediction on replayed data; on rank
+        0 only (the others go on and wait for it at the next collective)."""
+        if not self.world.is_main:
+            self.counters.eval_due = False
+            return
+        self.alone = True
+        try:
+            self.evaluate_here()
+        finally:
+            self.alone = False
+
+    def evaluate_here(self) -> None:
         c, episodes = self.counters, self.cfg.schedule.eval_episodes
         self.bar.set_postfix_str(f"evaluating ({episodes} noise-free episodes)")
         returns, frames = [], None
@@ -413,14 +394,27 @@ class Trainer:
         return {f"eval/open_loop_mse_h{h:02d}": v for h, v in enumerate(out["mse_per_step"].tolist(), 1)}
 
     def checkpoint(self) -> None:
-        """Save everything needed to continue exactly, then keep only the newest ``checkpoints_kept``."""
-        checkpoints = self.run_dir / "checkpoints"
-        self.checkpoint_path = save_run(checkpoints / f"{self.counters.env_steps:010d}", **self.run_parts,
+        """Save everything needed to continue exactly, then keep only the newest ``checkpoints_kept``.
+
+        On torchrun ranks every rank r > 0 saves its shard (``RUN/checkpoints_rank<r>``) first, then rank 0 its
+        checkpoint, so a rank-0 checkpoint exists only when every shard of it does."""
+        if not self.world.is_main:
+            self.save_checkpoint()
+        self.world.barrier()
+        if self.world.is_main:
+            self.save_checkpoint()
+        self.world.barrier()
+
+    def save_checkpoint(self) -> None:
+        root = self.world.checkpoints(self.run_dir)
+        self.checkpoint_path = save_run(root / f"{self.counters.env_steps:010d}", **self.run_parts,
                                            counters=asdict(self.counters), config=to_dict(self.cfg),
                                            preset=self.preset)
-        prune_checkpoints(checkpoints, self.cfg.run.checkpoints_kept)
+        prune_checkpoints(root, self.cfg.run.checkpoints_kept)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
+        if not self.world.is_main:
+            return
         step = self.counters.env_steps if step is None else step
         for name, value in metrics.items():
             for logger in self.loggers:
@@ -435,8 +429,11 @@ class Trainer:
         self.bar.set_postfix(**shown, eta=self.pace.eta(*work_left(c, s, self.cfg.env.action_repeat)))
 
     def summary(self) -> dict:
-        """Write ``summary.json``, print where everything is, and return the summary."""
+        """Write ``summary.json``, print where everything is, and return the summary (rank 0); the other ranks
+        return their counts."""
         c, run_dir = self.counters, self.run_dir
+        if not self.world.is_main:
+            return {"rank": self.world.rank, "env_steps": c.env_steps, "updates": c.updates}
         summary = {"run_dir": str(run_dir), "checkpoint": str(self.checkpoint_path), "env_steps": c.env_steps,
                    "updates": c.updates, "skipped_updates": self.updater.skipped, "final_eval_return": self.last_eval,
                    "evaluations": c.evals, "wall_clock_s": round(self.clock() - self.start[0], 1)}
@@ -446,3 +443,13 @@ class Trainer:
               f"  videos: {self.videos}\n  metrics: {run_dir / 'logs'}; plots: python recipes/plot_runs.py {run_dir} "
               f"--out {run_dir / 'plots'}")
         return summary
+
+    def close(self) -> None:
+        """End the training env's workers (``env.num_envs`` > 1, :mod:`dreamer_trl.data.vector_env`)."""
+        getattr(self.env, "shutdown", lambda: None)()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
