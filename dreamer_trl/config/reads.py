@@ -99,7 +99,7 @@ V1_VALUE = "the V1 value (builders.networks.make_value)"
 V1_BEHAVIOUR = "the V1 actor and value losses (builders.agent.make_behavior_losses)"
 V1_UPDATE = "the V1 update (builders.agent.make_update, Adam per phase)"
 PLAN = "the planner (behavior.planner.make_planner)"
-POLICY = "the acting policy (behavior.policy.make_policy in training.trainer.build)"
+POLICY = "the acting policy (behavior.policy.make_policy in builders.trainer.build)"
 FAM_WIDTHS = "the V2/V3 networks (builders.networks.widths)"
 FAM_MODEL = "the V2/V3 world model networks (builders.networks.make_world_model)"
 FAM_ACTOR = "the V2/V3 actor (builders.networks.make_actor)"
@@ -210,8 +210,8 @@ READS: dict[str, tuple[Read, ...]] = {
     # schedule and run: the trainer's, whatever the variant, with these exceptions
     "schedule.updates_per_train": (read(TRAINER, one_of("schedule.train_ratio", 0.0)),),
     "schedule.replay_windows": (read(DATA),),
-    "run.compile_backend": (read("the compiler (acceleration.compile_networks)", one_of("run.compile", True)),),
-    "run.check_every": (read("the data-parallel trainer (parallel_trainer.py)",
+    "run.compile_backend": (read("the compiler (training.acceleration.compile_networks)", one_of("run.compile", True)),),
+    "run.check_every": (read("the data-parallel world (training.distributed.World)",
                              Is("run.world_size", "run.world_size > 1", lambda v: v > 1)),),
 }
 """``group.field`` -> the parts that read it; any schedule or run field not listed is read by the trainer always."""
