@@ -44,7 +44,7 @@ _EXPORTS = {
     "LaProp": "training.optim", "AdaptiveGradClip": "training.optim", "adaptive_clip_grad_": "training.optim", "adam": "training.optim",
     "CheckpointError": "run.checkpoint", "MissingKeysError": "keys",
     "LatentCEMPlanner": "behavior.planner", "make_planner": "behavior.planner", "BehaviorConfig": "config",
-    "make_envs": "data.vector_env", "ParallelDMC": "data.vector_env", "SerialDMC": "data.vector_env",
+    "make_envs": "builders.agent", "latent_dims": "builders.networks", "carry_transform": "behavior.policy", "ParallelDMC": "data.vector_env", "SerialDMC": "data.vector_env",
     "World": "training.distributed", "DataParallelHook": "training.distributed", "make_data_parallel": "training.distributed",
     "Trainer": "training.trainer", "SyncCollection": "training.collection", "AsyncCollection": "training.collection",
     "make_trainer": "builders.trainer", "make_world": "builders.trainer",

@@ -20,10 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_batch  # noqa: E402
-from dreamer_trl.behavior.policy import make_policy  # noqa: E402
 
 from dreamer_trl import keys  # noqa: E402
-from dreamer_trl.builders.agent import latent_dims, make_agent, make_update  # noqa: E402
+from dreamer_trl.behavior.policy import make_policy  # noqa: E402
+from dreamer_trl.builders.agent import make_agent, make_update  # noqa: E402
+from dreamer_trl.builders.networks import latent_dims  # noqa: E402
 from dreamer_trl.config import (  # noqa: E402
     PRESETS,
     DreamerConfig,

@@ -68,7 +68,7 @@ def test_preset_builds_and_updates(name):
 @pytest.mark.parametrize("name", FAMILY)
 def test_policy_acts_at_the_latent_widths(name):
     cfg, obs_key, agent, _ = build(name)
-    S, D = dt.builders.agent.latent_dims(cfg.model)
+    S, D = dt.latent_dims(cfg.model)
     assert (S, D) == (agent.world_model.rssm.state_dim, agent.world_model.rssm.belief_dim)
     from torchrl.data import Bounded
     policy = dt.make_policy(agent.world_model, agent.actor, Bounded(-1.0, 1.0, (A,)), cfg.loss.exploration_noise)
@@ -151,7 +151,7 @@ def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
     # dreamerv2 07d906e: actor.dist auto -> trunc_normal (agent.py ActorCritic.__init__); common/nets.py DistLayer:
     # TruncNormalDist(tanh m, 2 sigmoid(s / 2) + 0.1, -1, 1), draws clipped to [-1 + 1e-6, 1 - 1e-6]
     cfg, _, agent, _ = build("dreamer_v2")
-    S, D = dt.builders.agent.latent_dims(cfg.model)
+    S, D = dt.latent_dims(cfg.model)
     dist = agent.actor.module.dist(torch.zeros(4096, S), torch.zeros(4096, D))
     assert isinstance(dist, dt.TruncatedNormal) and (dist.low, dist.high) == (-1.0, 1.0)
     assert dist.rsample().abs().max() <= 1.0 - 1e-6 + 1e-7

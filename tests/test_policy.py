@@ -242,3 +242,23 @@ def test_float_pixels_outside_the_unit_range_are_refused():
                      "is_init": torch.ones(1, dtype=torch.bool)}, [])
     with pytest.raises(ValueError, match=r"float 'pixels' must be in \[0, 1\]"):
         policy(td)
+
+
+@pytest.mark.parametrize("preset", ["state", "dreamer_v3_proprio_current", "dreamer_v2"])
+def test_the_carry_sized_from_the_built_world_model_runs_in_a_torchrl_collector(preset):
+    """A user's TorchRL pipeline: the carry comes from the world model (carry_transform), whose widths a V3 named
+    size sets (512 wide here, not the config's default 200), and a Collector steps the real env with the policy."""
+    from dreamer_trl.behavior.policy import carry_transform
+    from dreamer_trl.config import make_preset
+
+    cfg = make_preset(preset).model
+    torch.manual_seed(0)
+    env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0)
+    A = env.action_spec.shape[-1]
+    wm = make_world_model("observation", tuple(env.observation_spec["observation"].shape), A, cfg)
+    env.append_transform(carry_transform(wm, A))
+    policy = make_policy(wm, make_actor(wm.rssm.feature_dim, A, cfg), env.action_spec, 0.3)
+    check_env_specs(env)
+    batch = next(iter(Collector(env, policy, frames_per_batch=8, total_frames=8)))
+    assert batch["belief"].shape[-1] == wm.rssm.belief_dim and batch["state"].shape[-1] == wm.rssm.state_dim
+    assert torch.isfinite(batch["action"]).all()

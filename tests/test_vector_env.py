@@ -9,8 +9,9 @@ import torch
 from torchrl.collectors import Collector
 
 import dreamer_trl as dt
+from dreamer_trl.builders.agent import make_envs
 from dreamer_trl.config import make_preset
-from dreamer_trl.data.vector_env import ParallelDMC, SerialDMC, make_envs
+from dreamer_trl.data.vector_env import ParallelDMC, SerialDMC
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
 

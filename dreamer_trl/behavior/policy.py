@@ -152,3 +152,9 @@ def policy_carry_transform(state_dim: int, belief_dim: int, action_dim: int,
         default_value=0.0, random=False, expand_specs=True,
     )
     return Compose(primer, PreviousAction(action_dim, dtype))
+
+
+def carry_transform(world_model, action_dim: int, dtype: torch.dtype = torch.float32) -> Compose:
+    """:func:`policy_carry_transform` sized from a built world model (its RSSM's state and belief widths): the
+    transform to append to a TorchRL env whose policy is :func:`make_policy` over ``world_model``."""
+    return policy_carry_transform(world_model.rssm.state_dim, world_model.rssm.belief_dim, action_dim, dtype)

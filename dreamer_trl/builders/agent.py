@@ -7,6 +7,7 @@ PlaNet's planner), and the update from ``optim.kind`` (one Adam per objective, o
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -16,9 +17,10 @@ from torchrl.envs import EnvBase, RewardSum
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
 from dreamer_trl.behavior.policy import policy_carry_transform
-from dreamer_trl.builders.networks import make_actor, make_value, make_world_model, widths
+from dreamer_trl.builders.networks import latent_dims, make_actor, make_value, make_world_model
 from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.data.dmc import make_dmc_env, split_task
+from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
 from dreamer_trl.objectives import (
     ActorLoss,
@@ -42,7 +44,8 @@ SINGLE_PHASE = "agent"
 
 
 def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs) -> EnvBase:
-    """The DMC task of ``env_cfg`` with the policy's recurrent carry and an episode-return counter."""
+    """The DMC task of ``env_cfg`` with the policy's recurrent carry (sized as ``model_cfg``'s world model:
+    :func:`~dreamer_trl.builders.networks.latent_dims`) and an episode-return counter."""
     domain, task = split_task(env_cfg.task)
     env = make_dmc_env(domain, task, from_pixels=env_cfg.from_pixels, image_size=env_cfg.image_size,
                        action_repeat=env_cfg.action_repeat, episode_frames=env_cfg.episode_frames, seed=seed,
@@ -52,10 +55,14 @@ def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs
     return env
 
 
-def latent_dims(model_cfg: ModelConfig) -> tuple[int, int]:
-    """(S, D): the widths of s_t (a sample; groups x classes for categorical latents) and h_t."""
-    w = widths(model_cfg)
-    return (w.groups * w.classes if model_cfg.latent == "categorical" else w.groups), w.deter
+def make_envs(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, num_envs: int = 1, parallel: bool = True,
+              **env_kwargs) -> EnvBase:
+    """``num_envs`` envs of :func:`make_env` as one batched env (batch ``[num_envs]``; worker processes when
+    ``parallel``), seeded ``seed + 1000 * i``; the plain env for one."""
+    if num_envs < 1:
+        raise ValueError(f"config field 'env.num_envs': expected >= 1, got {num_envs}")
+    makers = [functools.partial(make_env, env_cfg, model_cfg, s, **env_kwargs) for s in env_seeds(seed, num_envs)]
+    return batched_env(makers, parallel)
 
 
 @dataclass

@@ -217,6 +217,15 @@ STATE_MODELS: dict[str, Callable[[Build, int], nn.Module]] = {
 """The contrastive objective's q(s_t | o_t): one hidden layer on the embedding, to the latent's parameters."""
 
 
+def latent_dims(cfg: ModelConfig) -> tuple[int, int]:
+    """(S, D): the widths of s_t (a sample: groups x classes for categorical latents) and h_t of the world model
+    :func:`make_world_model` builds from ``cfg`` (the same latent part, so the two never disagree); what the acting
+    policy's carry needs (:func:`~dreamer_trl.behavior.policy.policy_carry_transform`). Given a built world model,
+    :func:`~dreamer_trl.behavior.policy.carry_transform` reads them from it instead."""
+    w = widths(cfg)
+    return LATENTS[cfg.latent](Build(cfg, (), 0, w, net_style(cfg))).sample_dim, w.deter
+
+
 def _check_obs(obs_key: str, obs_shape: tuple) -> None:
     if obs_key == keys.PIXELS:
         if tuple(obs_shape) != (3, 64, 64):

@@ -36,10 +36,9 @@ from torchrl.record.loggers import CSVLogger, TensorboardLogger
 
 from dreamer_trl import keys
 from dreamer_trl.behavior.policy import make_policy
-from dreamer_trl.builders.agent import Agent, make_agent, make_env, make_update
+from dreamer_trl.builders.agent import Agent, make_agent, make_env, make_envs, make_update
 from dreamer_trl.config import DreamerConfig, RunConfig, to_dict
 from dreamer_trl.data.replay import check_disk_space, make_replay_buffer
-from dreamer_trl.data.vector_env import make_envs
 from dreamer_trl.training.acceleration import autocast_context, compile_networks
 from dreamer_trl.training.collection import AsyncCollection, SyncCollection
 from dreamer_trl.training.distributed import (

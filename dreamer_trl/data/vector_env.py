@@ -1,8 +1,9 @@
 """N DMC environments per learner as one batched TorchRL env: worker processes (``ParallelEnv``) or this process
 (``SerialEnv``), the policy batched over them.
 
-Each sub-env is :func:`~dreamer_trl.builders.agent.make_env` (the policy's carry transform and the return counter inside
-it, so every env carries its own recurrent state), seeded ``seed + 1000 * i``. A collected batch is ``[N, T]``;
+Each sub-env is built by its own maker (the recipe's: :func:`~dreamer_trl.builders.agent.make_env`, with the policy's
+carry transform and the return counter inside it, so every env carries its own recurrent state), seeded
+``seed + 1000 * i`` (:func:`env_seeds`). A collected batch is ``[N, T]``;
 the replay buffer stores it env-major with one trajectory id per env, so windows never mix envs. The env facts a
 run checkpoints come back from the workers through the env interface: ``physics_errors`` (the sum over the envs)
 and ``task_random_state()`` / ``set_task_random_state(states)`` (one state per env). With ``env.num_envs 1`` the
@@ -10,12 +11,10 @@ plain env is used, exactly as before.
 """
 from __future__ import annotations
 
-import functools
+from typing import Callable
 
 import torch
 from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
-
-from dreamer_trl.config import EnvConfig, ModelConfig
 
 SEED_STRIDE = 1000  # env i of a learner seeded with seed + SEED_STRIDE * i (ranks add their rank: seed + rank)
 
@@ -76,17 +75,20 @@ class SerialDMC(_DMCFacts, SerialEnv):
     """N DMC envs stepped in turn in this process."""
 
 
-def make_envs(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, num_envs: int = 1, parallel: bool = True,
-              **env_kwargs) -> EnvBase:
-    """``num_envs`` envs of ``env_cfg`` as one batched env (batch ``[num_envs]``), or the plain env for one."""
-    from dreamer_trl.builders.agent import make_env
+def env_seeds(seed: int, num_envs: int) -> list[int]:
+    """The seeds of a learner's ``num_envs`` envs: ``seed + SEED_STRIDE * i``."""
+    return [seed + SEED_STRIDE * i for i in range(num_envs)]
 
-    if num_envs < 1:
-        raise ValueError(f"config field 'env.num_envs': expected >= 1, got {num_envs}")
-    if num_envs == 1:
-        return make_env(env_cfg, model_cfg, seed, **env_kwargs)
-    makers = [functools.partial(make_env, env_cfg, model_cfg, seed + SEED_STRIDE * i, **env_kwargs)
-              for i in range(num_envs)]
+
+def batched_env(makers: list[Callable[[], EnvBase]], parallel: bool = True) -> EnvBase:
+    """The envs ``makers`` build as one batched env (batch ``[len(makers)]``), or the plain env for one maker.
+
+    ``parallel``: in worker processes (the makers must pickle, e.g. ``functools.partial``); else in turn here.
+    """
+    if not makers:
+        raise ValueError("config field 'env.num_envs': expected >= 1, got 0")
+    if len(makers) == 1:
+        return makers[0]()
     if parallel:  # the learner keeps its torch threads (TorchRL would take one per worker away)
-        return ParallelDMC(num_envs, makers, serial_for_single=False, num_threads=torch.get_num_threads())
-    return SerialDMC(num_envs, makers, serial_for_single=False)
+        return ParallelDMC(len(makers), makers, serial_for_single=False, num_threads=torch.get_num_threads())
+    return SerialDMC(len(makers), makers, serial_for_single=False)
