@@ -1,0 +1,117 @@
+"""Every combination of parts the builders allow trains: each variant's latents and heads with each representation
+objective of the Dreamer paper (reconstruction, contrastive, reward only), the CEM planner over each world model,
+and V1 with V2/V3's latents and KL terms. Each is built from a preset through the config's validation (nothing is
+silently dropped) and runs a few updates at tiny sizes; the docs' table of combinations is this list."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.data import Bounded
+
+from dreamer_trl import keys
+from dreamer_trl.behavior.policy import make_policy
+from dreamer_trl.builders.agent import make_agent, make_update
+from dreamer_trl.builders.networks import latent_dims
+from dreamer_trl.config import make_preset, reads, set_field, validate
+from dreamer_trl.config.sizes import apply_size
+
+A, O, B, T = 2, 5, 2, 6
+
+
+def tiny(preset: str, **fields):
+    cfg = make_preset(preset)
+    cfg.env.from_pixels = False
+    m = cfg.model
+    if m.agent == "dreamer_v3" and m.size != "custom":
+        cfg.model = m = apply_size(m, "size1m")
+    elif m.agent != "dreamer":
+        m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.state_dim, m.classes = 16, 16, 16, 4, 4
+        if m.agent == "dreamer_v3":
+            m.vector_layers, m.vector_units = 2, 16
+    cfg.loss.horizon = 4
+    for name, value in fields.items():
+        set_field(cfg, name, value)
+    if cfg.behavior.kind == "planner":
+        cfg.behavior.candidates, cfg.behavior.top_k, cfg.behavior.iterations, cfg.behavior.plan_horizon = 16, 4, 2, 3
+    reads.reset_unread(cfg, given=set(fields))  # as the command line does: preset values the changes made unread
+    validate(cfg)
+    return cfg
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    is_init = torch.zeros(B, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    terminated = torch.zeros(B, T, 1, dtype=torch.bool)
+    terminated[-1, -1] = True
+    return TensorDict({keys.OBSERVATION: torch.randn(B, T, O, generator=g), keys.ACTION: torch.rand(B, T, A) * 2 - 1,
+                       keys.PREV_ACTION: torch.rand(B, T, A) * 2 - 1, keys.IS_INIT: is_init,
+                       ("next", keys.REWARD): torch.randn(B, T, 1, generator=g),
+                       ("next", keys.TERMINATED): terminated}, [B, T])
+
+
+def trains(cfg, updates=2):
+    torch.manual_seed(0)
+    spec = Bounded(-1.0, 1.0, (A,))
+    agent = make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, behavior=cfg.behavior, action_spec=spec,
+                       optim_cfg=cfg.optim)
+    update = make_update(agent, cfg.optim)
+    before = [p.detach().clone() for p in agent.world_model.parameters()]
+    for _ in range(updates):
+        metrics = update.update(batch())
+    assert update.skipped == 0
+    assert all(torch.isfinite(v).all() for v in metrics.values()), metrics
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.world_model.parameters()))
+    S, D = latent_dims(cfg.model)
+    policy = make_policy(agent.world_model, agent.behavior, spec, cfg.loss.exploration_noise)
+    td = TensorDict({keys.OBSERVATION: torch.randn(3, O), keys.STATE: torch.zeros(3, S), keys.BELIEF: torch.zeros(3, D),
+                     keys.PREV_ACTION: torch.zeros(3, A), keys.IS_INIT: torch.ones(3, 1, dtype=torch.bool)}, [3])
+    action = policy(td)[keys.ACTION]
+    assert action.shape == (3, A) and torch.isfinite(action).all()
+    return metrics
+
+
+@pytest.mark.parametrize("representation", ["reconstruction", "contrastive", "reward"])
+@pytest.mark.parametrize("preset", ["state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
+def test_each_representation_trains_with_each_variant(preset, representation):
+    metrics = trains(tiny(preset, **{"loss.representation": representation}))
+    term = {"reconstruction": "loss/model_reco", "contrastive": "loss/model_contrast", "reward": None}[representation]
+    if term:
+        assert term in metrics
+    assert "loss/model_reco" not in metrics or representation == "reconstruction"
+
+
+def test_a_decoder_free_contrastive_dreamer_v3_has_no_decoder_and_learns_its_state_model():
+    cfg = tiny("dreamer_v3", **{"loss.representation": "contrastive"})
+    torch.manual_seed(0)
+    agent = make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, optim_cfg=cfg.optim)
+    assert agent.world_model.decoder is None and agent.world_model.state_model is not None
+    update = make_update(agent, cfg.optim)
+    first = [p.detach().clone() for p in agent.world_model.state_model.parameters()]
+    losses = [float(update.update(batch())["loss/model_contrast"]) for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(a, b) for a, b in zip(first, agent.world_model.state_model.parameters()))
+
+
+@pytest.mark.parametrize("preset", ["planet_state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
+def test_the_cem_planner_plans_over_each_world_model(preset):
+    fields = {"behavior.kind": "planner"}
+    if make_preset(preset).optim.step_model_first:
+        fields["optim.step_model_first"] = False  # one world-model phase: no step to order
+    cfg = tiny(preset, **fields)
+    metrics = trains(cfg)
+    assert not any(k.startswith("loss/actor") for k in metrics)
+
+
+@pytest.mark.parametrize("fields", [{"model.latent": "categorical", "model.classes": 4},
+                                    {"loss.kl": "balance"}, {"loss.kl": "dyn_rep"}])
+def test_dreamer_v1_takes_the_later_latents_and_kl_terms(fields):
+    trains(tiny("state", **fields))
+
+
+def test_a_field_the_chosen_parts_do_not_read_is_refused_by_name():
+    cfg = make_preset("dreamer_v3")
+    cfg.loss.value_steps = 3  # read only by V1's n-step value estimate
+    with pytest.raises(ValueError, match="loss.value_steps"):
+        validate(cfg)
