@@ -15,7 +15,7 @@ from dreamer_trl.config import DreamerConfig, from_dict, parse_args, schema, set
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Dreamer V1 defaults (shared/reference/DREAMER.md), keyed by config field.
+# Dreamer V1 defaults (docs/sources.md), keyed by config field.
 PAPER = {
     "model.state_dim": 30, "model.belief_dim": 200, "model.rssm_hidden": 200, "model.min_std": 0.1,
     "model.cnn_depth": 32, "model.mlp_hidden": 400, "model.reward_layers": 2, "model.value_layers": 3,
@@ -74,7 +74,7 @@ def test_presets_validate(preset):
     validate(config.PRESETS[preset]())
 
 
-# PlaNet (Hafner et al. 2019; shared/reference/DREAMER_V2_V3.md), keyed by config field.
+# PlaNet (Hafner et al. 2019; docs/sources.md), keyed by config field.
 PLANET = {
     "behavior.kind": "planner", "behavior.plan_horizon": 12, "behavior.candidates": 1000, "behavior.top_k": 100,
     "behavior.iterations": 10, "behavior.warm_start": False,

@@ -101,3 +101,15 @@ def test_nothing_points_outside_the_repository():
 
 def test_readme_is_under_150_lines():
     assert len((ROOT / "README.md").read_text().splitlines()) < 150
+
+
+def test_every_file_the_code_cites_is_in_the_repository():
+    """Docstrings and comments cite docs pages, tests and RESULTS.md by path: each must exist (none outside the repo)."""
+    cited = re.compile(r"\b(?:docs/[\w./-]+\.md|tests/[\w./-]+\.py|benchmarks/RESULTS\.md)")
+    missing = []
+    for folder in ("dreamer_trl", "recipes", "benchmarks", "scripts"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".sh") and "__pycache__" not in path.parts:
+                missing += [f"{path.relative_to(ROOT)}: {m}" for m in cited.findall(path.read_text())
+                            if not (ROOT / m).exists()]
+    assert not missing, "\n".join(missing)

@@ -84,7 +84,7 @@ def test_saved_run_refuses_by_field(tmp_path, layout, fragment, capsys):
 
 
 
-# --- damaged checkpoints (issue 14, items 9-11; RELIABILITY.md P9): refused before anything is built ---
+# --- damaged checkpoints (issue 14, items 9-11; docs/reliability.md P9): refused before anything is built ---
 
 
 def _run_checkpoint(run, step=400):

@@ -194,7 +194,7 @@ def test_bad_input_fails_before_any_work(tmp_path, capsys, extra, fragment):
     assert list(tmp_path.iterdir()) == []  # no run directory, no replay files
 
 
-# RELIABILITY.md P6/P10 from the command line: exit code 2, one message naming the field, no traceback, and
+# docs/reliability.md P6/P10 from the command line: exit code 2, one message naming the field, no traceback, and
 # before torch is even imported (about a second; the bound leaves room for a loaded machine).
 COMMAND_LINE_ERRORS = {
     "unknown_option": (["--batch_size", "4"], "did you mean --schedule.batch-size"),

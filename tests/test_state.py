@@ -1,4 +1,4 @@
-"""Exact resume and preemption of whole runs (RELIABILITY.md P1, P3), through the recipe in subprocesses."""
+"""Exact resume and preemption of whole runs (docs/reliability.md P1, P3), through the recipe in subprocesses."""
 import json
 import os
 import signal

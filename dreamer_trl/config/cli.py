@@ -6,7 +6,7 @@
 ``--model.size``, whose widths are written into the fields (``sizes.apply_size``) before the other overrides.
 A field that the chosen parts do not read is refused when it differs from its default (``reads.py``). Bad input
 (unknown option, wrong type, impossible value) ends the process with exit code 2 and one message naming
-the field and what it expects, before anything heavy is imported or built (RELIABILITY.md P6, P10).
+the field and what it expects, before anything heavy is imported or built (docs/reliability.md P6, P10).
 Checks that need the library (the DMC task exists, the checkpoint to resume is complete) are passed in
 (``checks``, ``load_resumed``; see ``dreamer_trl.run.preflight``), so this package stays a leaf.
 """
@@ -194,7 +194,7 @@ def _check_options(args: Sequence[str]) -> None:
 
 
 def _usage_error(prog: str, message: str) -> None:
-    """The error, then one line on --help; no usage dump (RELIABILITY.md P10)."""
+    """The error, then one line on --help; no usage dump (docs/reliability.md P10)."""
     print(f"{prog}: error: {message}\n{prog}: '{prog} --help' lists every option with its default", file=sys.stderr)
     raise SystemExit(2)
 

@@ -166,7 +166,7 @@ def dreamer_v2() -> DreamerConfig:
     return cfg
 
 
-# PlaNet's action repeat per DMC domain (Hafner et al. 2019, Sec. 5; shared/reference/DREAMER_V2_V3.md).
+# PlaNet's action repeat per DMC domain (Hafner et al. 2019, Sec. 5; docs/sources.md).
 PLANET_ACTION_REPEAT = {"cartpole": 8, "reacher": 4, "cheetah": 4, "finger": 2, "ball_in_cup": 4, "walker": 2}
 
 

@@ -1,7 +1,7 @@
 """The run configuration as nested typed dataclasses, with Dreamer V1's defaults, and its plain-data form.
 
 Defaults are Dreamer V1's (Hafner et al. 2020, Appendix A and the official code; see
-shared/reference/DREAMER.md). Each field has its one-line description in the docstring under it; the
+docs/sources.md). Each field has its one-line description in the docstring under it; the
 command line (``cli.py``, through tyro) shows it in ``--help`` as ``--GROUP.FIELD``.
 """
 from __future__ import annotations

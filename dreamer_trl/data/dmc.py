@@ -109,7 +109,7 @@ class DMCEnv(EnvBase):
             domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
         )
         self._frames = 0
-        # Physics faults (RELIABILITY.md P5): each truncates its episode; too many within the last
+        # Physics faults (docs/reliability.md P5): each truncates its episode; too many within the last
         # `physics_error_window` episodes abort.
         self._physics_errors, self.episodes = 0, 0
         self._fault_episodes: list[int] = []

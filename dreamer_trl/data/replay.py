@@ -352,7 +352,7 @@ def check_disk_space(directory: str | Path, capacity: int, row_bytes: int, copie
                      margin: float = 1.1) -> None:
     """Refuse to start when ``directory`` cannot hold ``copies`` x ``capacity`` rows (the buffer and its
     checkpoint copies); a full disk under a memory-mapped buffer kills the process with SIGBUS hours
-    later (RELIABILITY.md P8)."""
+    later (docs/reliability.md P8)."""
     directory = Path(directory)
     probe = directory
     while not probe.exists():

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # headless: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-# DreamerV1 evaluation return from pixels at (env steps): shared/reference/DREAMER.md, "Score anchors".
+# DreamerV1 evaluation return from pixels at (env steps): docs/sources.md, "Score anchors".
 # "official": the official DreamerV1 curves (5 seeds), Hafner et al. 2020, at 1e5 / 5e5 / 1e6.
 # "CURL": Dreamer as reported in the CURL paper (Laskin et al. 2020) at 1e5 / 5e5.
 PUBLISHED_RETURNS = {

@@ -3,7 +3,7 @@
 A checkpoint is a directory: ``state.pt`` (tensors only), ``meta.json``, optional extra parts written
 by callbacks (the replay buffer), and ``manifest.json`` listing every file with its size and CRC-32 of its
 bytes, written last. It is assembled in a staging directory beside the target and renamed into place, so a
-crash, SIGKILL or full disk mid-save leaves the last good checkpoint intact (RELIABILITY.md P2). Loading
+crash, SIGKILL or full disk mid-save leaves the last good checkpoint intact (docs/reliability.md P2). Loading
 checks the manifest (presence, sizes, checksums) before reading anything, and names the damaged file
 (P9). No pickle is executed on any load path (P7).
 

@@ -1,6 +1,6 @@
 """Preemption: SIGTERM / SIGINT ask the run to checkpoint at its next safe point, then exit 143 / 130.
 
-RELIABILITY.md P3. The handler only records the request; the training loop polls ``requested`` between
+docs/reliability.md P3. The handler only records the request; the training loop polls ``requested`` between
 collection batches, updates and evaluation steps. A second signal of the same kind exits at once.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The recipe's command line: the config package's parsing plus the checks that need the library.
 
 Run right after parsing and before anything heavy is built, so a bad task name or an incomplete run to
-resume ends the process in seconds with exit code 2 and one message (RELIABILITY.md P6, P10). The task
+resume ends the process in seconds with exit code 2 and one message (docs/reliability.md P6, P10). The task
 check needs only dm_control's task list; the resume lookup reads JSON (the checkpoint module brings torch).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Save and restore a whole training run: networks, optimizers, replay buffer, counters, every RNG.
 
-RELIABILITY.md P1: a run stopped at a checkpoint and resumed in a new process continues bit-exactly
+docs/reliability.md P1: a run stopped at a checkpoint and resumed in a new process continues bit-exactly
 (on CPU with fixed threads) as the uninterrupted run does. The save point is a schedule boundary: the
 open episode is marked truncated in the buffer and the collector restarts with a fresh episode and
 new trajectory ids, in the uninterrupted run as well, so no sampled sequence spans a save (with

@@ -6,7 +6,7 @@ collected by the noisy policy are followed by ``updates_per_train`` updates (wor
 a noise-free evaluation comes every ``eval_every`` env steps. ``pretrain_updates`` more run once, right after
 the prefill (DreamerV2's pretraining), in either schedule mode. Env steps are frames after action repeat.
 Collection runs in segments of ``checkpoint_every`` env steps, each ending in a checkpoint; SIGTERM/SIGINT
-save at the next safe point and exit 143/130 (RELIABILITY.md P1, P3). Where the run stands is one typed
+save at the next safe point and exit 143/130 (docs/reliability.md P1, P3). Where the run stands is one typed
 :class:`Counters`, saved in every checkpoint as JSON data.
 
 What varies is composed, not subclassed: a collection strategy (:mod:`dreamer_trl.training.collection`: in this

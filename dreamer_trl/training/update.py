@@ -12,7 +12,7 @@ Hooks see every phase: ``before_clip(phase)`` (e.g. an all-reduce of the gradien
 ``load_state_dict`` is checkpointed with the optimizers. ``phase.terms`` holds the detached entries of the phase's
 latest loss TensorDict, for a hook to read at ``before_clip``.
 
-Finite or loud (RELIABILITY.md P4): if any loss term or gradient norm is not finite, no optimizer steps
+Finite or loud (docs/reliability.md P4): if any loss term or gradient norm is not finite, no optimizer steps
 (weights and Adam moments stay as they were), the running statistics a loss moves during its forward pass
 are put back (the buffers of every hook that is an ``nn.Module``, e.g. DreamerV3's return percentiles, are
 saved at the start of each update: a few scalars), the update is counted as skipped, and after
