@@ -156,3 +156,32 @@ def test_a_checkpoint_without_checksums_loads_with_a_warning(tmp_path):
     (newest / "meta.json").write_bytes(b"\x00" * (newest / "meta.json").stat().st_size)
     with pytest.raises(CheckpointError, match="meta.json is not JSON"):
         load_checkpoint(newest)
+
+
+# --- bad input refused in seconds, exit 2, naming the field, before anything is built (issue 21, items 2-4) ---
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "dreamer_dmc.py"
+
+
+@pytest.mark.parametrize("args, fragments", [
+    pytest.param(["--run.device", "cuda"], ["'run.device'", "'cuda'", "use cpu or auto"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    (["--env.action-repeat", "0"], ["'env.action_repeat' must be >= 1, got 0"]),
+    (["--schedule.train-every", "0"], ["'schedule.train_every' must be >= 1, got 0"]),
+    (["--run.run-dir", "/proc/xyz"], ["'run.run_dir'", "/proc/xyz", "cannot write"]),
+])
+def test_the_recipe_refuses_bad_input_at_once_naming_the_field(args, fragments, tmp_path):
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, str(RECIPE), "--preset", "debug", "--run.run-dir", str(tmp_path), *args],
+                         capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    for fragment in fragments:
+        assert fragment in out.stderr, out.stderr
+    assert elapsed < 10, elapsed  # before envs are built (a traceback after 10-11 s before the fix)
+    assert not any(tmp_path.iterdir()), "nothing was written for a refused run"

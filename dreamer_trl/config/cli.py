@@ -54,6 +54,11 @@ def config_differences(saved: DreamerConfig, new: DreamerConfig) -> dict[str, tu
 def validate(cfg: DreamerConfig) -> None:
     """Reject impossible values before any work starts, naming the field and the expected value."""
     s, e, l, r = cfg.schedule, cfg.env, cfg.loss, cfg.run
+    for ok, name, got in ((e.action_repeat >= 1, "env.action_repeat", e.action_repeat),  # divisors of the checks below
+                          (s.train_every >= 1, "schedule.train_every", s.train_every),
+                          (e.num_envs >= 1, "env.num_envs", e.num_envs)):
+        if not ok:
+            raise ValueError(f"config field {name!r} must be >= 1, got {got!r}")
     checks = [
         (s.seq_len >= 2, "schedule.seq_len", ">= 2", s.seq_len),
         (s.batch_size >= 1, "schedule.batch_size", ">= 1", s.batch_size),

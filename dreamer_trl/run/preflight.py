@@ -29,6 +29,41 @@ def check_task(cfg: DreamerConfig) -> None:
         raise ValueError(f"config field 'env.task': unknown DMC task {cfg.env.task!r}; {hint}")
 
 
+def check_device(cfg: DreamerConfig) -> None:
+    """``run.device`` names a device this machine has (cuda needs a CUDA build and a GPU, mps an Apple GPU)."""
+    device = cfg.run.device
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"config field 'run.device': {device!r} is not available here ({why}); use cpu or auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"config field 'run.device': {device!r}, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif device.startswith("mps") and not torch.backends.mps.is_available():
+        raise ValueError(f"config field 'run.device': {device!r} is not available here (no Apple GPU); use cpu or auto")
+
+
+def check_writable(cfg: DreamerConfig) -> None:
+    """``run.run_dir`` (and ``run.buffer_dir`` when set) can be created and written by this process."""
+    fields = [("run.run_dir", cfg.run.run_dir)] if not cfg.run.resume else []
+    fields += [("run.buffer_dir", cfg.run.buffer_dir)] if cfg.run.buffer_dir else []
+    for name, directory in fields:
+        path = Path(directory)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-check-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"config field {name!r}: cannot write to {directory} ({err.strerror or err}); "
+                             "give a directory this user can create and write") from None
+
+
 def saved_run(path: str) -> tuple[dict, str, str]:
     """(saved config as data, its preset, checkpoint directory) of the newest checkpoint, fully verified.
 
@@ -69,5 +104,6 @@ def saved_run(path: str) -> tuple[dict, str, str]:
 
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
-    """:func:`dreamer_trl.config.parse_args` with the DMC task check and ``--resume`` support."""
-    return config.parse_args(argv, description, checks=[check_task], load_resumed=saved_run)
+    """:func:`dreamer_trl.config.parse_args` with the DMC task, device and run-directory checks and ``--resume``."""
+    return config.parse_args(argv, description, checks=[check_task, check_device, check_writable],
+                             load_resumed=saved_run)
