@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip > .venv/install.log 2>&1 || { cat .venv/install.log >&2; exit 1; }
 fi
-XX
+stamp="$(pwd) $(sha256sum pyproject.toml | cut -d' ' -f1)"  # this checkout, this pyproject
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
   # torch is pinned to 2.13.0 in pyproject.toml: on CPU machines that is the CPU wheel, not GBs of CUDA packages.
   .venv/bin/python -m pip install -q -e ".[test]" > .venv/install.log 2>&1 || { cat .venv/install.log >&2; exit 1; }
