@@ -1,4 +1,5 @@
-"""recipes/evaluate.py on debug checkpoints written by recipes/dreamer_dmc.py (real dm_control)."""
+"""recipes/evaluate.py on tiny checkpoints written by recipes/dreamer_dmc.py (real dm_control): Dreamer V1 (debug,
+state and pixels), PlaNet, DreamerV2, DreamerV3 and DreamerV3 current from state, and an older-format checkpoint."""
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -6,6 +7,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import contextlib  # noqa: E402
 import importlib.util  # noqa: E402
 import io  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -14,7 +16,27 @@ import imageio.v2 as imageio  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+FORMAT1 = ROOT / "tests" / "fixtures" / "format1_debug_state" / "checkpoints" / "0000000400"  # tests/test_state.py
+
+# Tiny runs of each preset family from state: the debug preset's schedule (800 env steps, 400 of prefill, a train
+# phase every 200) with one update per phase, 200-frame episodes and tiny widths (the CLI takes only the fields the
+# chosen parts read; a named model.size sets the widths).
+TINY_SCHEDULE = ["--env.no-from-pixels", "--env.episode-frames", "200", "--schedule.total-env-steps", "800",
+                 "--schedule.prefill-env-steps", "400", "--schedule.train-every", "200", "--schedule.train-ratio", "0",
+                 "--schedule.updates-per-train", "1", "--schedule.batch-size", "2", "--schedule.seq-len", "4",
+                 "--schedule.eval-every", "800", "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "1000"]
+TINY_LATENT = ["--model.size", "custom", "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16",
+               "--model.rssm-hidden", "8", "--model.mlp-hidden", "16", "--loss.horizon", "3"]
+PRESET_RUNS = {
+    "planet_state": ["--model.state-dim", "4", "--model.belief-dim", "8", "--model.rssm-hidden", "8",
+                     "--model.mlp-hidden", "16", "--behavior.candidates", "20", "--behavior.top-k", "5",
+                     "--behavior.iterations", "2", "--behavior.plan-horizon", "3"],
+    "dreamer_v2": [*TINY_LATENT, "--schedule.pretrain-updates", "0"],
+    "dreamer_v3": TINY_LATENT,
+    "dreamer_v3_current": ["--model.size", "size1m", "--loss.horizon", "3"],
+}
 
 
 def _load(name: str):
@@ -37,6 +59,13 @@ def _train(run_dir: Path, from_pixels: bool) -> Path:
     """A debug run; returns its (final) checkpoint directory."""
     argv = ["--preset", "debug", "--env.from-pixels" if from_pixels else "--env.no-from-pixels",
             "--run.run-dir", str(run_dir), "--run.run-name", "run", "--run.no-progress", "--run.threads", "1"]
+    return Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
+
+
+def _train_preset(run_dir: Path, preset: str) -> Path:
+    """A tiny run of ``preset`` from state (PRESET_RUNS); returns its final checkpoint directory."""
+    argv = ["--preset", preset, *TINY_SCHEDULE, *PRESET_RUNS[preset], "--run.run-dir", str(run_dir), "--run.run-name",
+            "run", "--run.no-progress", "--run.threads", "1"]
     return Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
 
 
@@ -66,14 +95,26 @@ def _check_printed_return(out: str, result: dict) -> None:
     assert float(match.group(1)) == pytest.approx(result["mean"], abs=0.05) and result["std"] == 0.0
 
 
+def _check_actor_quantiles(out: str, result: dict, dist: str, loc_name: str, loc_range, scale_range) -> None:
+    """The returned 5/50/95% quantiles of the actor's location and scale are finite, ordered, within their ranges,
+    and printed with the distribution's name."""
+    assert result["actor_dist"] == dist
+    match = re.search(rf"^actor {dist} over (\d+) visited states, 5/50/95%: {loc_name} (.*)$", out, re.M)
+    assert match and int(match.group(1)) > 0, out
+    for quantiles, (low, high) in ((result["actor_mean_quantiles"], loc_range),
+                                   (result["actor_std_quantiles"], scale_range)):
+        assert len(quantiles) == 3 and all(math.isfinite(v) for v in quantiles), quantiles
+        assert low <= quantiles[0] <= quantiles[1] <= quantiles[2] <= high, (quantiles, low, high)
+    assert f"{result['actor_mean_quantiles'][1]:.3f}" in match.group(2)
+
+
 @pytest.mark.slow
 def test_evaluate_prints_return(state_evaluation):
     result, out = state_evaluation
     _check_printed_return(out, result)
     assert len(result["returns"]) == 1 and "open-loop" not in out   # no open-loop strip for state models
-    lo, mid, hi = result["actor_mean_quantiles"]
-    assert -5 <= lo <= mid <= hi <= 5 and "actor pre-tanh mean" in out   # within the mean scale of 5
-    assert all(s > 0 for s in result["actor_std_quantiles"])
+    _check_actor_quantiles(out, result, "TanhNormal", "pre-tanh mean", (-5, 5), (0, float("inf")))  # mean scale 5
+    assert "(bound 5)" in out
 
 
 @pytest.mark.slow
@@ -111,19 +152,52 @@ def test_evaluate_pixel_checkpoint_writes_open_loop(tmp_path, capsys):
     assert len(imageio.mimread(tmp_path / "videos" / "open_loop.mp4", format="FFMPEG", memtest=False)) == 50
 
 
+@pytest.fixture(scope="module", params=["planet_state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
+def preset_evaluation(request, tmp_path_factory) -> tuple[str, dict, str]:
+    """(preset, result, stdout) of evaluate.py on a tiny state run of the preset: 1 episode, no video."""
+    root = tmp_path_factory.mktemp(request.param)
+    checkpoint = _train_preset(root, request.param)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        result = _evaluate(checkpoint, root / "videos", "--videos", "0")
+    return request.param, result, out.getvalue()
+
+
+# preset: (distribution, what its location is called, location range, scale range)
+ACTORS = {"dreamer_v2": ("TruncatedNormal", "truncated-normal loc", (-1, 1), (0.1, 2.1)),  # 2 sigmoid + min_std 0.1
+          "dreamer_v3": ("BoundedNormal", "mean of N", (-1, 1), (0.1, 1.0)),  # std in [min_std, max_std]
+          "dreamer_v3_current": ("BoundedNormal", "mean of N", (-1, 1), (0.1, 1.0))}
+
+
 @pytest.mark.slow
-def test_evaluate_planet_checkpoint_plans_without_an_actor(tmp_path, capsys):
-    """A planet_state run (tiny planner) saves no actor: evaluation acts by CEM on the world model."""
-    argv = ["--preset", "planet_state", "--env.episode-frames", "80", "--schedule.total-env-steps", "160",
-            "--schedule.prefill-env-steps", "80", "--schedule.train-every", "80", "--schedule.updates-per-train", "1",
-            "--schedule.batch-size", "2", "--schedule.seq-len", "4", "--schedule.eval-every", "160",
-            "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "400", "--model.state-dim", "4",
-            "--model.belief-dim", "8", "--model.rssm-hidden", "8", "--model.mlp-hidden", "16",
-            "--behavior.plan-horizon", "3", "--behavior.candidates", "16", "--behavior.top-k", "4",
-            "--behavior.iterations", "2", "--run.run-dir", str(tmp_path), "--run.run-name", "run", "--run.no-progress",
-            "--run.threads", "1"]
-    checkpoint = Path(_with_one_thread(_load("dreamer_dmc").main, argv)["checkpoint"])
-    result = _evaluate(checkpoint, tmp_path / "videos", "--video_size", "32")
-    _check_printed_return(capsys.readouterr().out, result)
-    assert result["actor_mean_quantiles"] == [] and [Path(p).name for p in result["videos"]] == [
-        "episode_0.mp4", "episode_0.gif"]
+def test_evaluate_every_preset_prints_its_actor_diagnostics(preset_evaluation):
+    """V2 / V3 actors: the quantiles of their distribution's loc and scale over the visited states (V1: above);
+    a planner (PlaNet) acts by CEM without an actor, and says that it skips them."""
+    preset, result, out = preset_evaluation
+    _check_printed_return(out, result)
+    assert result["videos"] == [] and "open-loop" not in out
+    if preset == "planet_state":
+        assert result["actor_dist"] is None and result["actor_mean_quantiles"] == result["actor_std_quantiles"] == []
+        assert re.search(r"^actor diagnostics: skipped, no actor \(behavior.kind planner", out, re.M), out
+    else:
+        _check_actor_quantiles(out, result, *ACTORS[preset])
+
+
+def test_evaluate_migrates_an_older_checkpoint_format(tmp_path, capsys):
+    """A format-1 V1 checkpoint (its RSSM under older parameter names) is migrated, as resuming migrates it."""
+    checkpoint = tmp_path / "checkpoints" / FORMAT1.name
+    shutil.copytree(FORMAT1, checkpoint)
+    result = _evaluate(checkpoint, tmp_path / "videos", "--videos", "0")
+    out = capsys.readouterr().out
+    _check_printed_return(out, result)
+    _check_actor_quantiles(out, result, "TanhNormal", "pre-tanh mean", (-5, 5), (0, float("inf")))
+
+
+def test_one_hot_actor_diagnostics_are_its_largest_probability_and_entropy():
+    from dreamer_trl.behavior.actors import OneHotActor
+
+    torch.manual_seed(0)
+    actor = OneHotActor(torch.nn.Linear(4 + 6, 3))
+    diag = _load("evaluate").actor_diagnostics(actor, None, torch.randn(50, 4), torch.randn(50, 6))
+    assert diag["dist"] == "OneHotCategorical" and diag["loc"].shape == diag["scale"].shape == (50,)
+    assert bool(((diag["loc"] >= 1 / 3) & (diag["loc"] <= 1)).all())
+    assert bool(((diag["scale"] >= 0) & (diag["scale"] <= math.log(3) + 1e-6)).all())

@@ -227,6 +227,16 @@ class TanhNormal:
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
         self.mean, self.std = mean, std
 
+    @property
+    def loc(self) -> torch.Tensor:
+        """The pre-tanh Gaussian's mean (as :class:`~dreamer_trl.model.trunc_normal.TruncatedNormal`'s ``loc``)."""
+        return self.mean
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The pre-tanh Gaussian's std."""
+        return self.std
+
     def rsample(self) -> torch.Tensor:
         return torch.tanh(self.mean + self.std * torch.randn_like(self.mean))
 
