@@ -316,3 +316,18 @@ def test_dreamer_v2_pretraining_updates_count_once(tmp_path):
     assert whole["env_steps"] == 600 and whole["updates"] == 20 + 101
     run_dir = Path(whole["run_dir"])
     assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
+
+
+def test_the_printed_plot_command_runs_as_shown_without_an_active_venv(tmp_path):
+    """The run's closing lines name the interpreter that ran it, so the plot command works without `source`."""
+    import shlex
+
+    out = subprocess.run([sys.executable, str(RECIPE), "--preset", "debug", "--env.no-from-pixels", "--run.no-progress",
+                          "--run.run-dir", str(tmp_path), "--run.run-name", "r", "--schedule.total-env-steps", "600",
+                          "--run.no-tensorboard"], capture_output=True, text=True, timeout=300, cwd=RECIPE.parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(l for l in out.stdout.splitlines() if "plots:" in l).split("plots:", 1)[1].strip()
+    plot = subprocess.run(shlex.split(line), capture_output=True, text=True, timeout=300, cwd=RECIPE.parents[1],
+                          env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")})
+    assert plot.returncode == 0, plot.stderr[-2000:]
+    assert (tmp_path / "r" / "plots").is_dir()

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import shlex
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -440,7 +442,8 @@ class Trainer:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"done: {c.env_steps} env steps, {c.updates} updates, final eval return {self.last_eval:.1f}, "
               f"{summary['wall_clock_s']} s\n  run directory: {run_dir}\n  checkpoint: {self.checkpoint_path}\n"
-              f"  videos: {self.videos}\n  metrics: {run_dir / 'logs'}; plots: python recipes/plot_runs.py {run_dir} "
+              f"  videos: {self.videos}\n  metrics: {run_dir / 'logs'}; plots: {shlex.quote(sys.executable)} "
+              f"recipes/plot_runs.py {run_dir} "
               f"--out {run_dir / 'plots'}")
         return summary
 
