@@ -25,7 +25,7 @@ from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from dreamer_trl import keys
-from dreamer_trl.model.latent import features, normal_log_prob, on_features
+from dreamer_trl.model.latent import NormalParams, features, normal_log_prob, on_features
 from dreamer_trl.model.networks import TanhNormal, TanhNormalActor
 from dreamer_trl.model.trunc_normal import TruncatedNormal
 
@@ -49,25 +49,12 @@ class ActorFromFeatures(nn.Module):
         return self.net(features(state, belief).detach(), deterministic=deterministic())
 
 
-class BoundedNormal:
+class BoundedNormal(NormalParams):
     """N(mean, std) per action dim, summed over dims: rsample, mode (the mean), log_prob, entropy (closed form).
 
     Samples are not squashed: the env clips them to the action bounds (official DreamerV3).
     Shapes: mean, std ``[*N, A]``; actions ``[*N, A]``; log_prob and entropy ``[*N]``.
     """
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.mean, self.std = mean, std
-
-    @property
-    def loc(self) -> torch.Tensor:
-        """The mean (as :class:`~dreamer_trl.model.trunc_normal.TruncatedNormal`'s ``loc``)."""
-        return self.mean
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """The std."""
-        return self.std
 
     def rsample(self) -> torch.Tensor:
         return self.mean + self.std * torch.randn_like(self.mean)

@@ -46,6 +46,22 @@ def normal_log_prob(value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
     return -0.5 * z**2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
 
+class NormalParams:
+    """A diagonal Gaussian's parameters: ``mean``, ``std`` ``[*N, A]``, also as ``loc`` / ``scale`` (the names of
+    :class:`~dreamer_trl.model.trunc_normal.TruncatedNormal`), the base of the actors' Gaussian distributions."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean, std
+
+    @property
+    def loc(self) -> torch.Tensor:
+        return self.mean
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.std
+
+
 class LatentState(NamedTuple):
     """(s_t, h_t): the stochastic state ``[*N, S]`` and the deterministic belief ``[*N, D]``.
 

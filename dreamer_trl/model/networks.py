@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamer_trl.model.latent import normal_log_prob
+from dreamer_trl.model.latent import NormalParams, normal_log_prob
 
 
 def keras_init_(module: nn.Module) -> nn.Module:
@@ -215,27 +215,15 @@ class TanhNormalActor(nn.Module):
         return dist.mode() if deterministic else dist.rsample()
 
 
-class TanhNormal:
+class TanhNormal(NormalParams):
     """a = tanh(u), u ~ N(mean, std) per action dim: sample, mode, log_prob, entropy.
 
     ``mode`` is tanh(mean) (the official code picks the most likely of 100 samples instead); ``entropy``
     is the sample estimate -mean_i log p(a_i) over ``samples`` reparameterised draws, as the official
     ``SampleDist`` computes it (the tanh-Gaussian has no closed form).
-    Shapes: mean, std ``[*N, A]``; actions ``[*N, A]``; log_prob and entropy ``[*N]``.
+    Shapes: mean, std ``[*N, A]`` (``loc`` / ``scale``: the pre-tanh Gaussian's); actions ``[*N, A]``; log_prob
+    and entropy ``[*N]``.
     """
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.mean, self.std = mean, std
-
-    @property
-    def loc(self) -> torch.Tensor:
-        """The pre-tanh Gaussian's mean (as :class:`~dreamer_trl.model.trunc_normal.TruncatedNormal`'s ``loc``)."""
-        return self.mean
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """The pre-tanh Gaussian's std."""
-        return self.std
 
     def rsample(self) -> torch.Tensor:
         return torch.tanh(self.mean + self.std * torch.randn_like(self.mean))
