@@ -122,6 +122,10 @@ def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-3000:]
     assert "preempted" in stdout
+    lines = stdout.splitlines()
+    said = lines.index(f"run directory: {tmp_path / 'job'}")  # said at the start, not only at the end
+    assert said < next(i for i, line in enumerate(lines) if "preempted" in line)
+    assert "at the next safe point" in stderr and "again to quit now" in stderr  # the first signal acknowledged
     [ckpt] = checkpoint_dirs(tmp_path / "job" / "checkpoints")
     _, meta = load_checkpoint(ckpt)
     stopped_at = meta["counters"]

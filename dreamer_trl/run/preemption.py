@@ -1,11 +1,13 @@
 """Preemption: SIGTERM / SIGINT ask the run to checkpoint at its next safe point, then exit 143 / 130.
 
 docs/reliability.md P3. The handler only records the request; the training loop polls ``requested`` between
-collection batches, updates and evaluation steps. A second signal of the same kind exits at once.
+collection batches, updates and evaluation steps. The first signal is acknowledged on stderr; a second signal of
+the same kind exits at once.
 """
 from __future__ import annotations
 
 import signal
+import sys
 
 EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
@@ -21,6 +23,9 @@ class Preemption:
         if self.requested == signum:
             raise SystemExit(EXIT_CODES[signum])
         self.requested = signum
+        again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint at the next safe point, then stopping; "
+              f"{again} again to quit now (losing what came after the last checkpoint)", file=sys.stderr, flush=True)
 
     @property
     def exit_code(self) -> int:

@@ -248,6 +248,8 @@ class Trainer:
     def run(self) -> dict:
         """Train to ``total_env_steps`` (or ``stop_at_env_steps``) and return the summary; exit 143/130 if preempted."""
         c, s, r = self.counters, self.cfg.schedule, self.cfg.run
+        if self.world.is_main:
+            print(f"run directory: {self.run_dir}", flush=True)
         self.start = (self.clock(), c.env_steps, c.updates)
         self.bar = tqdm(total=s.total_env_steps, initial=c.env_steps, unit="env step", disable=not r.progress,
                         dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
