@@ -17,10 +17,22 @@ from dreamer_trl.behavior.actors import make_actor, make_value
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
 from dreamer_trl.behavior.policy import policy_carry_transform
-from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig
+from dreamer_trl.builders.behavior import make_behavior_losses
+from dreamer_trl.config import (
+    BehaviorConfig,
+    EnvConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+)
 from dreamer_trl.data.dmc import make_dmc_env, split_task
 from dreamer_trl.model.world_model import DreamerWorldModel, make_world_model
-from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss, make_representation, make_value_estimate
+from dreamer_trl.objectives import (
+    ActorLoss,
+    CriticLoss,
+    WorldModelLoss,
+    make_representation,
+)
 from dreamer_trl.training.update import DreamerUpdate, adam_phase
 
 
@@ -61,7 +73,7 @@ class Agent:
     value: TensorDictModule | None
     model_loss: WorldModelLoss
     actor_loss: ActorLoss | None
-    value_loss: ValueLoss | None
+    value_loss: CriticLoss | None
     hooks: list = field(default_factory=list)
     kind: str = "dreamer"
     planner: TensorDictModule | None = None
@@ -115,11 +127,8 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     actor = make_actor(feature_dim, action_dim, model_cfg).to(device)
     value = make_value(feature_dim, model_cfg).to(device)
     model_loss = make_model_loss(world_model, loss_cfg)
-    estimate = make_value_estimate(loss_cfg.value_estimate, loss_cfg.lmbda, loss_cfg.value_steps)
-    actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=loss_cfg.horizon,
-                           gamma=loss_cfg.gamma, value_estimate=estimate, share_value=True,
-                           sample_heads=loss_cfg.sample_imagined_heads, start_targets=loss_cfg.start_state_targets)
-    value_loss = ValueLoss(value, gamma=loss_cfg.gamma) if estimate.needs_value else None
+    behavior_losses = make_behavior_losses("dreamer", actor, value, imagination_env, loss_cfg)
+    actor_loss, value_loss = behavior_losses.actor_loss, behavior_losses.value_loss
     return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss)
 
 

@@ -11,9 +11,9 @@ The same world model, losses and update as Dreamer V1 (:mod:`dreamer_trl.builder
   Gaussians (V2), Bernoulli continue head (:mod:`dreamer_trl.model.heads`);
 - world-model loss: V2's balanced KL or V3's dyn/rep terms (:mod:`dreamer_trl.objectives.kl`);
 - actor: V3's bounded normal or V2's truncated normal (:mod:`dreamer_trl.behavior.actors`);
-- behaviour: :class:`~dreamer_trl.objectives.actor_critic.ImaginedActorLoss` and
-  :class:`~dreamer_trl.objectives.actor_critic.ImaginedCriticLoss`, return normalisation and a slow critic
-  (:mod:`dreamer_trl.objectives.return_norm`);
+- behaviour: the family's :class:`~dreamer_trl.objectives.actor_loss.ActorLoss` and
+  :class:`~dreamer_trl.objectives.critic_loss.CriticLoss` with V2/V3's options, return normalisation and a slow
+  critic (:func:`dreamer_trl.builders.behavior.make_behavior_losses`);
 - update: one LaProp with adaptive gradient clipping over everything (V3 current) or one Adam per
   objective (V2, V3 2023) (:mod:`dreamer_trl.training.optim`).
 
@@ -30,10 +30,17 @@ from tensordict.nn import TensorDictModule
 from dreamer_trl import keys
 from dreamer_trl.behavior.actors import BoundedNormalActor, TruncNormalActor
 from dreamer_trl.behavior.imagination import make_imagination_env
+from dreamer_trl.builders.behavior import make_behavior_losses
 from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.config.sizes import v3_size
 from dreamer_trl.model.cores import RSSMV3, BlockGRU, NormGRU
-from dreamer_trl.model.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
+from dreamer_trl.model.heads import (
+    BernoulliHead,
+    MSEHead,
+    NormalHead,
+    SymlogMSEHead,
+    TwoHotHead,
+)
 from dreamer_trl.model.latent import CategoricalLatent, GaussianLatent
 from dreamer_trl.model.layers import (
     MLPV3,
@@ -47,10 +54,9 @@ from dreamer_trl.model.layers import (
 )
 from dreamer_trl.model.symlog import TwoHotCodec
 from dreamer_trl.model.world_model import DreamerWorldModel
-from dreamer_trl.objectives.actor_critic import ImaginedActorLoss, ImaginedCriticLoss
 from dreamer_trl.objectives.kl import BalancedKL, DynRepKL, FreeNatsKL
 from dreamer_trl.objectives.representation import Reconstruction
-from dreamer_trl.objectives.return_norm import ReturnNormalizer, SlowTarget
+from dreamer_trl.objectives.return_norm import SlowTarget
 from dreamer_trl.objectives.world_model_loss import WorldModelLoss
 from dreamer_trl.training.optim import LaProp, v2_adam
 from dreamer_trl.training.update import ChainedLoss, DreamerUpdate, Phase, trainable
@@ -191,36 +197,36 @@ def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg
     model_loss = WorldModelLoss(world_model, representation=Reconstruction(), scales=scales, kl_terms=kl_terms,
                                 continue_discount=l.gamma if contdisc else 1.0,
                                 keep_graph=single_phase and l.replay_value_scale > 0)
-    phase = SINGLE_PHASE if single_phase else "value"
-    slow = SlowTarget(value, fraction=l.slow_value_rate, every=l.slow_value_every, phase=phase)
-    return_norm = ReturnNormalizer().to(device) if l.return_norm else None
-    target_value = slow.target if l.slow_value_reg == 0 else None  # V2: the target critic makes the returns
-    actor_loss = ImaginedActorLoss(actor, value, world_model.rssm, world_model.reward_head, world_model.continue_head,
-                                   return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
-                                   reinforce=l.actor_reinforce, entropy=l.actor_entropy,
-                                   continue_has_discount=contdisc, target_value=target_value,
-                                   backprop_baseline=l.actor_backprop_baseline, continue_mode=l.continue_mode)
-    value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
-                                    replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
-    hooks = [slow] + ([return_norm] if return_norm is not None else [])
+    behavior_losses = make_behavior_losses(model_cfg.agent, actor, value, imagination_env, l,
+                                           continue_head=world_model.continue_head, continue_has_discount=contdisc,
+                                           device=device)
+    actor_loss, value_loss, hooks = behavior_losses.actor_loss, behavior_losses.value_loss, behavior_losses.hooks
     return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss, hooks=hooks)
 
 
 def make_family_update(agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
-    """LaProp over everything in one phase (``optim.kind`` laprop), or one Adam per objective (adam)."""
+    """LaProp over everything in one phase (``optim.kind`` laprop), or one Adam per objective (adam); without a
+    critic loss (V_R) there is no critic phase or parameters. The slow critic follows the phase that trains the
+    critic."""
     o = optim_cfg
+    losses = [(name, loss, module) for name, loss, module in (
+        ("model", agent.model_loss, agent.world_model), ("actor", agent.actor_loss, agent.actor),
+        ("value", agent.value_loss, agent.value)) if loss is not None]
+    for hook in agent.hooks:
+        if isinstance(hook, SlowTarget):
+            hook.phase = SINGLE_PHASE if o.kind == "laprop" else "value"
     if o.kind == "laprop":
-        loss = ChainedLoss(agent.model_loss, agent.actor_loss, agent.value_loss)
-        params = trainable(agent.world_model) + trainable(agent.actor) + trainable(agent.value)
+        loss = ChainedLoss(*(loss for _, loss, _ in losses))
+        params = [p for _, _, module in losses for p in trainable(module)]
         optimizer = LaProp(params, lr=o.lr, eps=o.laprop_eps, warmup=o.warmup, agc=o.agc)
         phases = [Phase(SINGLE_PHASE, loss, params, optimizer, clip=float("inf"))]
     else:
         phases = []
         model_eps, model_clip = o.model_adam_eps or o.adam_eps, o.model_grad_clip or o.grad_clip
-        for name, loss, module, lr, eps, clip in (
-                ("model", agent.model_loss, agent.world_model, o.model_lr, model_eps, model_clip),
-                ("actor", agent.actor_loss, agent.actor, o.actor_lr, o.adam_eps, o.grad_clip),
-                ("value", agent.value_loss, agent.value, o.value_lr, o.adam_eps, o.grad_clip)):
+        settings = {"model": (o.model_lr, model_eps, model_clip), "actor": (o.actor_lr, o.adam_eps, o.grad_clip),
+                    "value": (o.value_lr, o.adam_eps, o.grad_clip)}
+        for name, loss, module in losses:
+            lr, eps, clip = settings[name]
             params = trainable(module)
             phases.append(Phase(name, loss, params, v2_adam(params, lr, eps, o.weight_decay), clip))
     return DreamerUpdate(phases=phases, hooks=agent.hooks, max_nonfinite=max_nonfinite, autocast=autocast,
