@@ -16,7 +16,7 @@ def build(device="cpu", precision="fp32", seed=0):
     wm = dt.make_world_model("pixels", (3, 64, 64), A, TINY).to(device)
     actor, value = dt.make_actor(FEAT, A, TINY).to(device), dt.make_value(FEAT, TINY).to(device)
     upd = dt.DreamerUpdate(dt.WorldModelLoss(wm), dt.ActorLoss(actor, value, dt.make_imagination_env(wm, device),
-                                                                horizon=4), dt.ValueLoss(value),
+                                                                horizon=4), dt.CriticLoss(value, regression="squared"),
                            autocast=lambda: autocast_context(precision, device))
     return upd, (wm, actor, value)
 

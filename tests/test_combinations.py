@@ -110,8 +110,16 @@ def test_dreamer_v1_takes_the_later_latents_and_kl_terms(fields):
     trains(tiny("state", **fields))
 
 
+@pytest.mark.parametrize("estimate", ["nstep", "reward"])
+@pytest.mark.parametrize("preset", ["state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
+def test_each_value_estimate_trains_with_each_variant(preset, estimate):
+    fields = {"loss.value_estimate": estimate, **({"loss.value_steps": 2} if estimate == "nstep" else {})}
+    metrics = trains(tiny(preset, **fields))
+    assert ("loss/value" in metrics) == (estimate != "reward")  # V_R: no critic
+
+
 def test_a_field_the_chosen_parts_do_not_read_is_refused_by_name():
     cfg = make_preset("dreamer_v3")
-    cfg.loss.value_steps = 3  # read only by V1's n-step value estimate
-    with pytest.raises(ValueError, match="loss.value_steps"):
+    cfg.loss.start_state_targets = True  # V2/V3 always align targets from s_0; V1's TorchRL option
+    with pytest.raises(ValueError, match="loss.start_state_targets"):
         validate(cfg)

@@ -44,9 +44,9 @@ A, OBS_DIM, B, T = 2, 5, 2, 4
 # --- the command line refuses unread fields before any work ---------------------------------------------
 
 REFUSED = {
-    "v3_contrastive_nstep": (["--preset", "dreamer_v3", "--loss.representation", "contrastive",
-                              "--loss.value-estimate", "nstep"], ["'loss.value_estimate'", "V1 actor and value losses",
-                                                                  "model.agent dreamer_v3"]),
+    "v3_start_targets": (["--preset", "dreamer_v3", "--loss.representation", "contrastive",
+                          "--loss.value-estimate", "nstep", "--loss.start-state-targets"],
+                         ["'loss.start_state_targets'", "V1 actor and critic losses", "model.agent dreamer_v3"]),
     "v1_family_fields": (["--preset", "paper", "--model.norm", "layer", "--model.blocks", "3", "--loss.rep-scale", "7"],
                          ["'model.norm'", "V2/V3", "model.agent dreamer", "model.blocks", "loss.rep_scale"]),
     "width_set_by_size": (["--preset", "dreamer_v3_proprio_current", "--model.belief-dim", "256"],
@@ -66,7 +66,7 @@ def test_command_line_refuses_unread_fields(argv, fragments, capsys):
 
 def test_refusal_comes_before_anything_heavy():
     code = ("import sys; from dreamer_trl.config import parse_args\n"
-            "try: parse_args(['--preset', 'dreamer_v3', '--loss.value-estimate', 'nstep'])\n"
+            "try: parse_args(['--preset', 'dreamer_v3', '--loss.start-state-targets'])\n"
             "except SystemExit as e: print(e.code, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": ""})

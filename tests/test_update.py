@@ -8,7 +8,7 @@ from conftest import TINY, make_batch
 from dreamer_trl.behavior.imagination import make_imagination_env
 from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.config import OptimConfig
-from dreamer_trl.objectives import ActorLoss, ValueLoss, WorldModelLoss
+from dreamer_trl.objectives import ActorLoss, CriticLoss, WorldModelLoss
 from dreamer_trl.training.update import DreamerUpdate
 
 A, FEAT = 2, TINY.state_dim + TINY.belief_dim
@@ -20,7 +20,7 @@ def build(seed=0, share_value=False, step_model_first=False):
     actor, value = make_actor(FEAT, A, TINY), make_value(FEAT, TINY)
     env = make_imagination_env(wm)
     return DreamerUpdate(WorldModelLoss(wm), ActorLoss(actor, value, env, horizon=4, share_value=share_value),
-                         ValueLoss(value), OptimConfig(step_model_first=step_model_first))
+                         CriticLoss(value, regression="squared"), OptimConfig(step_model_first=step_model_first))
 
 
 def snapshot(module):
@@ -83,7 +83,7 @@ def test_update_equals_three_separate_updates_from_the_same_weights(share_value)
 
 
 def test_sharing_the_value_predictions_gives_the_same_update():
-    """ActorLoss(share_value=True): ValueLoss reuses the actor phase's value forward; same weights and Adam state
+    """ActorLoss(share_value=True): CriticLoss reuses the actor phase's value forward; same weights and Adam state
     up to float summation order (the shared forward runs over H rows per start, the separate one over H-1)."""
     shared, separate = build(share_value=True), build(share_value=False)
     batch = make_batch()

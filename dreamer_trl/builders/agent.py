@@ -17,25 +17,13 @@ from torchrl.envs import EnvBase, RewardSum
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
 from dreamer_trl.behavior.policy import policy_carry_transform
+from dreamer_trl.builders.behavior import make_behavior_losses
 from dreamer_trl.builders.networks import latent_dims, make_actor, make_value, make_world_model
 from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig
 from dreamer_trl.data.dmc import make_dmc_env, split_task
 from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
-from dreamer_trl.objectives import (
-    ActorLoss,
-    BalancedKL,
-    DynRepKL,
-    FreeNatsKL,
-    ImaginedActorLoss,
-    ImaginedCriticLoss,
-    ReturnNormalizer,
-    SlowTarget,
-    ValueLoss,
-    WorldModelLoss,
-    make_representation,
-    make_value_estimate,
-)
+from dreamer_trl.objectives import ActorLoss, BalancedKL, CriticLoss, DynRepKL, WorldModelLoss, make_representation
 from dreamer_trl.training.optim import LaProp, adam
 from dreamer_trl.training.update import ChainedLoss, DreamerUpdate, Phase, trainable
 
@@ -80,8 +68,8 @@ class Agent:
     actor: TensorDictModule | None
     value: TensorDictModule | None
     model_loss: WorldModelLoss
-    actor_loss: ActorLoss | ImaginedActorLoss | None
-    value_loss: ValueLoss | ImaginedCriticLoss | None
+    actor_loss: ActorLoss | None
+    value_loss: CriticLoss | None
     hooks: list = field(default_factory=list)
     planner: TensorDictModule | None = None
 
@@ -89,10 +77,6 @@ class Agent:
     def behavior(self) -> TensorDictModule:
         """What acts after the filter: the planner if there is one, else the actor."""
         return self.planner if self.planner is not None else self.actor
-
-
-KL_TERMS = {"free_nats": None, "balance": BalancedKL, "dyn_rep": DynRepKL}
-"""V1's max(mean KL, free nats) (the world-model loss's own default term), V2's balancing, V3's dyn and rep."""
 
 
 def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig, keep_graph: bool = False) -> WorldModelLoss:
@@ -143,36 +127,12 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     feature_dim = world_model.rssm.feature_dim
     actor = make_actor(feature_dim, action_dim, model_cfg).to(device)
     value = make_value(feature_dim, model_cfg).to(device)
-    actor_loss, value_loss, hooks = make_behavior_losses(world_model, imagination_env, actor, value, model_cfg,
-                                                         loss_cfg, single, device)
-    return Agent(world_model, imagination_env, actor, value, model_loss, actor_loss, value_loss, hooks=hooks)
-
-
-def make_behavior_losses(world_model, imagination_env, actor, value, model_cfg: ModelConfig, loss_cfg: LossConfig,
-                         single_phase: bool, device):
-    """(actor loss, value loss or None, hooks): V1's ActorLoss / ValueLoss (value estimate plug-in), or V2/V3's
-    imagined actor and critic losses with the slow critic and return normalisation."""
-    l = loss_cfg
-    if model_cfg.agent == "dreamer":
-        estimate = make_value_estimate(l.value_estimate, l.lmbda, l.value_steps)
-        actor_loss = ActorLoss(actor, value if estimate.needs_value else None, imagination_env, horizon=l.horizon,
-                               gamma=l.gamma, value_estimate=estimate, share_value=True,
-                               sample_heads=l.sample_imagined_heads, start_targets=l.start_state_targets)
-        return actor_loss, ValueLoss(value, gamma=l.gamma) if estimate.needs_value else None, []
-    contdisc = l.continue_discount and world_model.continue_head is not None
-    phase = SINGLE_PHASE if single_phase else "value"
-    slow = SlowTarget(value, fraction=l.slow_value_rate, every=l.slow_value_every, phase=phase)
-    return_norm = ReturnNormalizer().to(device) if l.return_norm else None
-    target_value = slow.target if l.slow_value_reg == 0 else None  # V2: the target critic makes the returns
-    actor_loss = ImaginedActorLoss(actor, value, world_model.rssm, world_model.reward_head, world_model.continue_head,
-                                   return_norm=return_norm, horizon=l.horizon, discount=l.gamma, lmbda=l.lmbda,
-                                   reinforce=l.actor_reinforce, entropy=l.actor_entropy,
-                                   continue_has_discount=contdisc, target_value=target_value,
-                                   backprop_baseline=l.actor_backprop_baseline, continue_mode=l.continue_mode)
-    value_loss = ImaginedCriticLoss(value, slow.target if l.slow_value_reg else None, slow_reg=l.slow_value_reg,
-                                    replay_scale=l.replay_value_scale, discount=l.gamma, lmbda=l.lmbda)
-    hooks = [slow] + ([return_norm] if return_norm is not None else [])
-    return actor_loss, value_loss, hooks
+    contdisc = loss_cfg.continue_discount and world_model.continue_head is not None
+    losses = make_behavior_losses(model_cfg.agent, actor, value, imagination_env, loss_cfg,
+                                  continue_head=world_model.continue_head, continue_has_discount=contdisc,
+                                  slow_phase=SINGLE_PHASE if single else "value", device=device)
+    return Agent(world_model, imagination_env, actor, value, model_loss, losses.actor_loss, losses.value_loss,
+                 hooks=losses.hooks)
 
 
 def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:

@@ -96,7 +96,7 @@ V1_MODEL = "the V1 world model networks (builders.networks.make_world_model)"
 V1_LOSS = "the V1 world-model loss (builders.agent.make_model_loss)"
 V1_ACTOR = "the V1 actor (builders.networks.make_actor)"
 V1_VALUE = "the V1 value (builders.networks.make_value)"
-V1_BEHAVIOUR = "the V1 actor and value losses (builders.agent.make_behavior_losses)"
+V1_BEHAVIOUR = "the V1 actor and critic losses (builders.behavior.make_behavior_losses)"
 V1_UPDATE = "the V1 update (builders.agent.make_update, Adam per phase)"
 PLAN = "the planner (behavior.planner.make_planner)"
 POLICY = "the acting policy (behavior.policy.make_policy in builders.trainer.build)"
@@ -105,7 +105,7 @@ FAM_MODEL = "the V2/V3 world model networks (builders.networks.make_world_model)
 FAM_ACTOR = "the V2/V3 actor (builders.networks.make_actor)"
 FAM_CRITIC = "the V2/V3 actor and critic (builders.networks.make_actor/make_value)"
 FAM_LOSS = "the V2/V3 world-model loss (builders.agent.make_model_loss)"
-FAM_BEHAVIOUR = "the V2/V3 actor and critic losses (builders.agent.make_behavior_losses)"
+FAM_BEHAVIOUR = "the V2/V3 actor and critic losses (builders.behavior.make_behavior_losses)"
 FAM_UPDATE = "the V2/V3 update (builders.agent.make_update)"
 
 READS: dict[str, tuple[Read, ...]] = {
@@ -163,11 +163,12 @@ READS: dict[str, tuple[Read, ...]] = {
     "loss.gamma": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR), read(FAM_LOSS, FAMILY, CONTINUE,
                                                                                    one_of("loss.continue_discount", True))),
     "loss.lmbda": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "lambda")), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
-    "loss.value_estimate": (read(V1_BEHAVIOUR, V1, ACTOR),),
-    "loss.value_steps": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "nstep")),),
+    "loss.value_estimate": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
+    "loss.value_steps": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "nstep")),
+                         read(FAM_BEHAVIOUR, FAMILY, ACTOR, one_of("loss.value_estimate", "nstep"))),
     "loss.exploration_noise": (read(POLICY),),
     "loss.act_with_mode": (read(POLICY, ACTOR),),
-    "loss.sample_imagined_heads": (read(V1_BEHAVIOUR, V1, ACTOR),),
+    "loss.sample_imagined_heads": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
     "loss.start_state_targets": (read(V1_BEHAVIOUR, V1, ACTOR),),
     "loss.kl": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
     "loss.kl_balance": (read(V1_LOSS, V1, one_of("loss.kl", "balance")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "balance"))),
