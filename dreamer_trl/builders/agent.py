@@ -78,6 +78,13 @@ class Agent:
     kind: str = "dreamer"
     planner: TensorDictModule | None = None
 
+    def after_update(self) -> None:
+        """Once after each update's optimizer steps, in a loop of one's own (a TorchRL loop): V2/V3's slow critic
+        moves toward the critic (EMA or copy). The return statistics need no call: they move in the actor loss's
+        forward while training. :class:`~dreamer_trl.training.update.DreamerUpdate` does this itself."""
+        for hook in self.hooks:
+            getattr(hook, "after_update", lambda: None)()
+
     @property
     def behavior(self) -> TensorDictModule:
         """What acts after the filter: the planner if there is one, else the actor."""
@@ -106,13 +113,15 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     ``backward()`` on each loss as in a TorchRL loop (each reaches only its own module's parameters).
 
     ``model_cfg.agent`` "dreamer_v2" / "dreamer_v3" builds that agent instead (:mod:`dreamer_trl.builders.family`);
-    ``optim_cfg.kind`` "laprop" then trains it in one phase.
+    ``optim_cfg`` is accepted for callers and changes nothing in the agent (:func:`make_update` decides the phases).
+
+    In a TorchRL loop (a ``backward()`` per loss, one optimizer per module), call :meth:`Agent.after_update`
+    once after the optimizers step: it runs the hooks (V2/V3's slow critic) that :class:`DreamerUpdate` runs.
     """
     if model_cfg.agent != "dreamer":
         from dreamer_trl.builders.family import make_family_agent
 
-        single = optim_cfg is not None and optim_cfg.kind == "laprop"
-        agent = make_family_agent(obs_key, obs_shape, action_dim, model_cfg, loss_cfg, single, device)
+        agent = make_family_agent(obs_key, obs_shape, action_dim, model_cfg, loss_cfg, False, device)
         agent.kind = model_cfg.agent
         return agent
     device = torch.device(device)

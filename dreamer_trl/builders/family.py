@@ -175,8 +175,10 @@ def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg
                       single_phase: bool, device="cpu"):
     """The V2/V3 agent (a :class:`~dreamer_trl.builders.agent.Agent` with its hooks), on ``device``.
 
-    ``single_phase``: everything is trained by one optimizer on the sum of the terms (V3 current), so the
-    world-model loss hands on its graph for the replay critic loss.
+    The agent does not depend on the update: with a replay critic term (``loss.replay_value_scale`` > 0) the
+    world-model loss always hands on the posterior states with their (retained) graph, which the one-phase
+    LaProp update (V3 current) trains the world model with, and a per-module update ignores. ``single_phase``
+    is kept for callers and has no effect.
     """
     from dreamer_trl.builders.agent import Agent
 
@@ -196,7 +198,7 @@ def make_family_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg
     contdisc = l.continue_discount and world_model.continue_head is not None
     model_loss = WorldModelLoss(world_model, representation=Reconstruction(), scales=scales, kl_terms=kl_terms,
                                 continue_discount=l.gamma if contdisc else 1.0,
-                                keep_graph=single_phase and l.replay_value_scale > 0)
+                                keep_graph=l.replay_value_scale > 0 and l.value_estimate != "reward")
     behavior_losses = make_behavior_losses(model_cfg.agent, actor, value, imagination_env, l,
                                            continue_head=world_model.continue_head, continue_has_discount=contdisc,
                                            device=device)
@@ -209,6 +211,11 @@ def make_family_update(agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, a
     critic loss (V_R) there is no critic phase or parameters. The slow critic follows the phase that trains the
     critic."""
     o = optim_cfg
+    if o.kind != "laprop" and o.step_model_first and agent.model_loss.keep_graph:
+        raise ValueError("loss.replay_value_scale > 0 trains the world model through the replay critic term "
+                         "(V3 current, one LaProp phase), but optim.step_model_first steps the world model before "
+                         "the critic's loss exists: set loss.replay_value_scale 0, optim.step_model_first false, "
+                         "or optim.kind laprop")
     losses = [(name, loss, module) for name, loss, module in (
         ("model", agent.model_loss, agent.world_model), ("actor", agent.actor_loss, agent.actor),
         ("value", agent.value_loss, agent.value)) if loss is not None]
