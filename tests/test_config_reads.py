@@ -186,7 +186,9 @@ REFUSED_THOUGH_READ = {
     "loss.value_estimate": "V_R reads no lmbda / value_steps",
     "model.twohot_bins": "unit-Gaussian heads (0) do not read twohot_space",
     "model.actor_dist": "trunc_normal does not read actor_max_std",
-    # a value validate pins: one LaProp over everything takes only the REINFORCE gradient
+    # values validate pins: one LaProp over everything takes only the REINFORCE gradient; the replay critic term
+    # trains the world model, so it cannot come after the world model's own step
+    "loss.replay_value_scale": "0 with optim.step_model_first",
     "loss.actor_reinforce": "1 with optim.kind laprop",
 }
 

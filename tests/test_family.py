@@ -456,3 +456,32 @@ def test_step_model_first_is_refused_with_a_single_phase():
     agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
     with pytest.raises(ValueError, match="optim.step_model_first"):
         dt.make_update(agent, cfg.optim)
+
+
+@pytest.mark.parametrize("estimate", ["nstep", "reward"])
+@pytest.mark.parametrize("name", ["dreamer_v3", "dreamer_v3_current", "dreamer_v2", "state"])
+def test_the_papers_value_estimates_train_every_agent(name, estimate):
+    """``loss.value_estimate`` reaches V2/V3 too (one ActorLoss): V_N^k bootstraps from the critic with the continue
+    discounts; V_R trains no critic (no critic loss, phase or slow critic)."""
+    torch.manual_seed(0)
+    cfg = small(name) if name != "state" else PRESETS[name]()
+    if name == "state":
+        cfg.model.state_dim, cfg.model.belief_dim, cfg.model.rssm_hidden, cfg.model.mlp_hidden = 4, 16, 16, 16
+        cfg.loss.horizon = 4
+    cfg.loss.value_estimate, cfg.loss.value_steps = estimate, 2
+    obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
+    shape = (3, 64, 64) if cfg.env.from_pixels else (O,)
+    agent = dt.make_agent(obs_key, shape, A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    update = dt.make_update(agent, cfg.optim)
+    actor_before = [p.detach().clone() for p in agent.actor.parameters()]
+    for _ in range(3):
+        metrics = update.update(batch(obs_key))
+    assert update.skipped == 0 and all(torch.isfinite(v).all() for v in metrics.values())
+    assert any(not torch.equal(a, p) for a, p in zip(actor_before, agent.actor.parameters()))
+    assert type(agent.actor_loss.estimate).__name__ == {"nstep": "NStepReturn", "reward": "RewardSum"}[estimate]
+    if estimate == "reward":
+        assert agent.value_loss is None and "loss/value" not in metrics and not any(
+            hasattr(h, "target") for h in agent.hooks)
+        assert all(p is not q for phase in update.phases for p in phase.params for q in agent.value.parameters())
+    else:
+        assert agent.value_loss is not None and torch.isfinite(metrics["loss/value"])

@@ -23,7 +23,15 @@ from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfi
 from dreamer_trl.data.dmc import make_dmc_env, split_task
 from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
-from dreamer_trl.objectives import ActorLoss, BalancedKL, CriticLoss, DynRepKL, WorldModelLoss, make_representation
+from dreamer_trl.objectives import (
+    ActorLoss,
+    BalancedKL,
+    CriticLoss,
+    DynRepKL,
+    SlowTarget,
+    WorldModelLoss,
+    make_representation,
+)
 from dreamer_trl.training.optim import LaProp, adam
 from dreamer_trl.training.update import ChainedLoss, DreamerUpdate, Phase, trainable
 
@@ -78,6 +86,13 @@ class Agent:
         """What acts after the filter: the planner if there is one, else the actor."""
         return self.planner if self.planner is not None else self.actor
 
+    def after_update(self) -> None:
+        """Once after each update's optimizer steps, in a loop of one's own (a TorchRL loop): V2/V3's slow critic
+        moves toward the critic (EMA or copy). The return statistics need no call: they move in the actor loss's
+        forward while training. :class:`~dreamer_trl.training.update.DreamerUpdate` does this itself."""
+        for hook in self.hooks:
+            getattr(hook, "after_update", lambda: None)()
+
 
 def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig, keep_graph: bool = False) -> WorldModelLoss:
     """The world-model loss: the representation objective's terms, reward, the KL terms and (with a continue
@@ -110,15 +125,18 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
 
     ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
     actor's target. Drive the losses with :func:`make_update`, or call ``backward()`` on each loss as in a
-    TorchRL loop. ``optim_cfg.kind`` "laprop" trains everything in one phase.
+    TorchRL loop, then :meth:`Agent.after_update` once after the optimizers step (V2/V3's slow critic).
+    ``optim_cfg`` is accepted for callers and changes nothing in the agent (:func:`make_update` decides the phases).
     """
     device = torch.device(device)
-    single = optim_cfg is not None and optim_cfg.kind == "laprop"
     world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
     planning = behavior is not None and behavior.kind == "planner"
-    # One phase over everything with DreamerV3's replay critic term: the posteriors keep their graph for it.
-    keep_graph = single and not planning and loss_cfg.replay_value_scale > 0 and model_cfg.agent != "dreamer"
+    # DreamerV3's replay critic term: the posteriors keep their (retained) graph for it, which one LaProp phase
+    # over everything trains the world model with and a per-module update ignores (the agent never depends on
+    # the update: ``optim_cfg`` changes nothing here).
+    keep_graph = (not planning and loss_cfg.replay_value_scale > 0 and model_cfg.agent != "dreamer"
+                  and loss_cfg.value_estimate != "reward")
     model_loss = make_model_loss(world_model, loss_cfg, keep_graph=keep_graph)
     if planning:
         planner = make_planner(world_model, action_spec, horizon=behavior.plan_horizon, candidates=behavior.candidates,
@@ -130,7 +148,7 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: Model
     contdisc = loss_cfg.continue_discount and world_model.continue_head is not None
     losses = make_behavior_losses(model_cfg.agent, actor, value, imagination_env, loss_cfg,
                                   continue_head=world_model.continue_head, continue_has_discount=contdisc,
-                                  slow_phase=SINGLE_PHASE if single else "value", device=device)
+                                  device=device)
     return Agent(world_model, imagination_env, actor, value, model_loss, losses.actor_loss, losses.value_loss,
                  hooks=losses.hooks)
 
@@ -145,10 +163,20 @@ def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, a
       clipping (V3 current).
     """
     o = optim_cfg
+    if o.kind != "laprop" and o.step_model_first and agent.model_loss.keep_graph:
+        raise ValueError("loss.replay_value_scale > 0 trains the world model through the replay critic term "
+                         "(V3 current, one LaProp phase), but optim.step_model_first steps the world model before "
+                         "the critic's loss exists: set loss.replay_value_scale 0, optim.step_model_first false, "
+                         "or optim.kind laprop")
+    critic_phase = SINGLE_PHASE if o.kind == "laprop" else "value"
+    for hook in agent.hooks:  # the slow critic follows the phase that trains the critic
+        if isinstance(hook, SlowTarget):
+            hook.phase = critic_phase
     if o.kind == "laprop":
         losses = [loss for loss in (agent.model_loss, agent.actor_loss, agent.value_loss) if loss is not None]
         loss = ChainedLoss(*losses) if len(losses) > 1 else losses[0]
-        params = [p for m in (agent.world_model, agent.actor, agent.value) if m is not None for p in trainable(m)]
+        trained = [(agent.world_model, agent.model_loss), (agent.actor, agent.actor_loss), (agent.value, agent.value_loss)]
+        params = [p for m, loss in trained if loss is not None for p in trainable(m)]  # V_R: no critic to train
         optimizer = LaProp(params, lr=o.lr, eps=o.laprop_eps, warmup=o.warmup, agc=o.agc)
         phases = [Phase(SINGLE_PHASE, loss, params, optimizer, clip=float("inf"))]
     else:

@@ -124,6 +124,10 @@ def validate(cfg: DreamerConfig) -> None:
         (not cfg.optim.step_model_first or cfg.optim.kind == "adam" and cfg.behavior.kind == "actor",
          "optim.step_model_first", "false with optim.kind laprop or behavior.kind planner (a single optimizer "
          "phase: no world-model step to put before the behaviour's)", cfg.optim.step_model_first),
+        (not (cfg.optim.step_model_first and cfg.optim.kind == "adam" and l.replay_value_scale > 0
+              and cfg.model.agent != "dreamer" and l.value_estimate != "reward"), "loss.replay_value_scale",
+         "0 with optim.step_model_first (the replay critic term trains the world model, which has already stepped; "
+         "set optim.step_model_first false or optim.kind laprop)", l.replay_value_scale),
         (cfg.behavior.plan_horizon >= 1, "behavior.plan_horizon", ">= 1", cfg.behavior.plan_horizon),
         (cfg.behavior.iterations >= 1, "behavior.iterations", ">= 1", cfg.behavior.iterations),
         (1 <= cfg.behavior.top_k <= cfg.behavior.candidates, "behavior.top_k",

@@ -138,6 +138,10 @@ class SlowTarget:
         if phase.name == self.phase:
             self.update()
 
+    def after_update(self) -> None:
+        """The same update, for a loop without phases (:meth:`dreamer_trl.builders.agent.Agent.after_update`)."""
+        self.update()
+
     def __call__(self, *args, **kwargs):
         return self.target(*args, **kwargs)
 

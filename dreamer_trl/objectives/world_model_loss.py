@@ -24,6 +24,32 @@ from dreamer_trl.objectives.kl import free_nats_kl
 from dreamer_trl.objectives.representation import Reconstruction
 
 
+class _Retained(torch.autograd.Function):
+    """The world model's loss terms and posterior states, detached, whose backward takes one
+    ``torch.autograd.grad`` over the inner graph into the world model's parameters, keeping that graph: each
+    backward (of the terms, of a loss that read the states, or of their sum) reaches the parameters once,
+    and a later one still finds the graph."""
+
+    @staticmethod
+    def forward(ctx, inner, *params):
+        ctx.inner, ctx.params = inner, params
+        ctx.set_materialize_grads(False)
+        return tuple(t.detach() for t in inner)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        pairs = [(t, g) for t, g in zip(ctx.inner, grads) if g is not None and t.requires_grad]
+        if not pairs:
+            return (None, *(None for _ in ctx.params))
+        outputs, grad_outputs = zip(*pairs)
+        return (None, *torch.autograd.grad(outputs, ctx.params, grad_outputs, retain_graph=True, allow_unused=True))
+
+
+def retained(tensors: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``tensors`` as outputs of one :class:`_Retained` node over ``params``."""
+    return _Retained.apply(tuple(tensors), *params)
+
+
 class WorldModelLoss(LossModule):
     """Representation terms + -log p(r|s) + kl_scale * max(mean KL(q || p), free_nats), each scaled.
 
@@ -38,8 +64,11 @@ class WorldModelLoss(LossModule):
             ``{"kl": max(mean KL(q || p), free_nats)}``.
         continue_discount: the continue head's target is (1 - terminated) times this (DreamerV3's current
             code trains it on c * (1 - 1/333), "contdisc"; 1: the plain flag).
-        keep_graph: hand on the posterior states with their graph (a single-phase update whose later terms,
-            like DreamerV3's replay critic loss, train the world model too); default detached.
+        keep_graph: hand on the posterior states with their graph to the world model's parameters (DreamerV3's
+            replay critic term trains the world model too, ``repval_grad``); default detached. The graph is
+            retained (:class:`_Retained`), so the world-model loss and the losses that read these states can be
+            back-propagated one by one, in any order (a TorchRL loop), or summed (one phase), with the same
+            gradients.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
     reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
@@ -137,7 +166,16 @@ class WorldModelLoss(LossModule):
             raise KeyError(f"world-model loss terms {sorted(terms)} do not match the configured scales "
                            f"{sorted(self.scales)}")
         loss = TensorDict({f"loss_model_{name}": self.scales[name] * value for name, value in terms.items()})
+        data = tensordict.detach()
+        if self.keep_graph:  # the posterior states with their graph, retained for one backward per loss
+            params = [p for p in self.world_model.parameters() if p.requires_grad]
+            names = list(loss.keys())
+            *values, state, belief = retained([*loss.values(), tensordict.get(keys.STATE),
+                                               tensordict.get(keys.BELIEF)], params)
+            loss = TensorDict(dict(zip(names, values)))
+            data.set(keys.STATE, state)
+            data.set(keys.BELIEF, belief)
         loss.set("kl", kl.mean().detach())
         if self.kl_terms is None:  # 1 when the clamp is active: the prior, trained only by this term, gets no gradient
             loss.set("kl_clamped", (kl.mean() < self.free_nats).to(kl.dtype).detach())
-        return loss, tensordict if self.keep_graph else tensordict.detach()
+        return loss, data

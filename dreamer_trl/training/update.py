@@ -211,7 +211,11 @@ class DreamerUpdate:
         return {p.name: p.params for p in self.phases}
 
     def phase(self, name: str) -> Phase:
-        return next(p for p in self.phases if p.name == name)
+        """The phase called ``name``; a KeyError naming the phases there are otherwise."""
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(f"no phase {name!r} in this update; its phases are {[p.name for p in self.phases]}")
 
     @property
     def clip(self) -> float:
