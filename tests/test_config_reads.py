@@ -315,3 +315,13 @@ def test_the_table_is_true(case):
         elif (case, name) not in SAME_THOUGH_READ and signature(new) == reference:
             wrong.append(f"{name} -> {value!r}: the table says read, but the numbers do not change")
     assert not wrong, "\n".join(wrong)
+
+
+def test_counts_has_a_row_per_preset_within_the_field_count():
+    from dreamer_trl.config import PRESETS
+
+    rows = reads.counts().splitlines()
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == list(PRESETS)
+    for row in rows:
+        read, total = row.split(" | ")[1].split(" of ")
+        assert 0 < int(read) < int(total) == 80

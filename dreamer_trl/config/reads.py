@@ -335,7 +335,21 @@ def summary() -> dict[str, int]:
     return out
 
 
+def counts() -> str:
+    """One Markdown row per preset: how many of the enforced fields its parts read, per group."""
+    from .presets import PRESETS
+
+    enforced = [n for n in field_names() if n.split(".")[0] in ENFORCED]
+    rows = []
+    for name, make in PRESETS.items():
+        cfg = make()
+        read_here = [n for n in enforced if is_read(cfg, n)]
+        groups = " / ".join(str(sum(n.startswith(g + ".") for n in read_here)) for g in ENFORCED)
+        rows.append(f"| {name} | {len(read_here)} of {len(enforced)} | {groups} |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        raise SystemExit("usage: python -m dreamer_trl.config.reads --markdown > docs/config.md")
-    sys.stdout.write(markdown())
+    if sys.argv[1:] not in (["--markdown"], ["--counts"]):
+        raise SystemExit("usage: python -m dreamer_trl.config.reads --markdown > docs/config.md  (or --counts)")
+    sys.stdout.write(markdown() if sys.argv[1] == "--markdown" else counts())
