@@ -144,6 +144,15 @@ def test_signal_checkpoints_exits_and_resumes_without_gap(tmp_path, sig, code):
 # --run.checkpoint-every 400 --run.threads 1`, the 400-step checkpoint of that run), and the parameter fingerprint
 # of the same run's 800-step checkpoint. Resuming it with today's code must continue that run exactly.
 FORMAT1 = ROOT / "tests" / "fixtures" / "format1_debug_state"
+# A checkpoint of format 2 (commit 189f362, the flat config): a tiny DreamerV3 2023 run from state, written by
+# `--preset dreamer_v3_proprio --model.belief-dim 32 --model.rssm-hidden 32 --model.state-dim 4 --model.classes 4
+# --model.mlp-hidden 32 --model.vector-units 32 --model.vector-layers 1 --model.mlp-layers 1 --model.head-layers 1
+# --env.task cartpole_swingup --env.episode-frames 200 --schedule.total-env-steps 800 --schedule.prefill-env-steps 400
+# --schedule.train-every 200 --schedule.train-ratio 0 --schedule.updates-per-train 2 --schedule.batch-size 4
+# --schedule.seq-len 10 --schedule.eval-every 400 --schedule.eval-episodes 1 --schedule.buffer-capacity 2000
+# --run.checkpoint-every 400 --run.threads 1 --run.no-tensorboard`: its 400-step checkpoint and the fingerprint of
+# the same run's 800-step one.
+FORMAT2 = ROOT / "tests" / "fixtures" / "format2_v3_state"
 
 
 def fingerprint(state: dict) -> dict:
@@ -151,17 +160,18 @@ def fingerprint(state: dict) -> dict:
                          for v in state[mod].values() if v.is_floating_point()]) for mod in ("world_model", "actor", "value")}
 
 
-def test_a_checkpoint_of_an_older_format_resumes_and_continues_its_run(tmp_path):
+@pytest.mark.parametrize("fixture", [FORMAT1, FORMAT2], ids=["format1_v1", "format2_v3"])
+def test_a_checkpoint_of_an_older_format_resumes_and_continues_its_run(tmp_path, fixture):
     run = tmp_path / "old"
     (run / "checkpoints").mkdir(parents=True)
     import shutil
 
-    shutil.copytree(FORMAT1 / "checkpoints" / "0000000400", run / "checkpoints" / "0000000400")
+    shutil.copytree(fixture / "checkpoints" / "0000000400", run / "checkpoints" / "0000000400")
     recipe("--resume", str(run), "--run.no-progress")
     final = max(checkpoint_dirs(run / "checkpoints"))
     assert final.name == "0000000800"
     state, _ = load_checkpoint(final)
-    expected = json.loads((FORMAT1 / "final_800.json").read_text())["fingerprint"]
+    expected = json.loads((fixture / "final_800.json").read_text())["fingerprint"]
     got = fingerprint(state)
     for mod, rows in expected.items():
         assert len(got[mod]) == len(rows), mod
