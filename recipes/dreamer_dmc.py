@@ -2,9 +2,9 @@
 
     python recipes/dreamer_dmc.py --preset state                         # CPU: proprioceptive cartpole_balance
     python recipes/dreamer_dmc.py --preset paper --env.task walker_walk  # GPU: pixels, paper defaults
-    python recipes/dreamer_dmc.py --preset state --schedule.batch-size 16 --loss.free-nats 0.5
-    python recipes/dreamer_dmc.py --preset state --loss.value-estimate reward   # V_R (Eq. 4): no value network
-    python recipes/dreamer_dmc.py --preset state --loss.representation contrastive   # InfoNCE world model
+    python recipes/dreamer_dmc.py --preset state --schedule.batch-size 16 --world-model.loss.free-nats 0.5
+    python recipes/dreamer_dmc.py --preset state --behavior.value-estimate reward   # V_R (Eq. 4): no value network
+    python recipes/dreamer_dmc.py --preset state --world-model.loss.representation contrastive   # InfoNCE world model
     python recipes/dreamer_dmc.py --preset planet_state                  # PlaNet: CEM planning, world model only (CPU)
     python recipes/dreamer_dmc.py --preset planet --env.task walker_walk # PlaNet from pixels; action repeat 2 (walker)
     python recipes/dreamer_dmc.py --resume runs/RUN                      # continue from the latest checkpoint

@@ -40,13 +40,13 @@ from torch import nn  # noqa: E402
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
 from dreamer_trl.behavior.actors import BoundedNormal, OneHotCategorical  # noqa: E402
+from dreamer_trl.builders.trainer import build  # noqa: E402
 from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
 from dreamer_trl.model.networks import TanhNormal  # noqa: E402
 from dreamer_trl.model.trunc_normal import TruncatedNormal  # noqa: E402
 from dreamer_trl.report.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
 from dreamer_trl.run.checkpoint import MANIFEST, CheckpointError, checkpoint_dirs  # noqa: E402
 from dreamer_trl.run.state import migrate_state  # noqa: E402
-from dreamer_trl.builders.trainer import build  # noqa: E402
 
 OPEN_LOOP_CONTEXT, OPEN_LOOP_LENGTH = 5, 50  # Dreamer Fig. 5: observe 5 frames, predict 45
 
@@ -113,7 +113,7 @@ def actor_diagnostics(behavior: nn.Module, cfg, state: torch.Tensor, belief: tor
                 "loc_range": f"in [1/A, 1], A = {probs.shape[-1]}",
                 "scale_range": f"in [0, {np.log(probs.shape[-1]):.3f}]"}
     if isinstance(dist, TanhNormal):
-        bound = cfg.model.actor_mean_scale
+        bound = cfg.behavior.actor.mean_scale
         loc_name, scale_name = "pre-tanh mean", "pre-tanh std"
         loc_range = f"bound {bound:g}" if bound > 0 else "unbounded (actor_mean_scale 0)"
         scale_range = "> 0"
@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
     seed = cfg.run.seed + 10_000 if args.seed is None else args.seed
     torch.manual_seed(seed)
 
-    env = dt.make_env(cfg.env, cfg.model, seed)
+    env = dt.make_env(cfg, seed)
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     agent, policy, _ = build(cfg, env, device)  # as the training recipe builds them; the updater goes unused
     world_model, actor = agent.world_model, agent.actor

@@ -7,14 +7,29 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from dreamer_trl.config import ModelConfig
+from dreamer_trl.config import DreamerConfig
 
-TINY = ModelConfig(state_dim=4, belief_dim=8, rssm_hidden=8, cnn_depth=2, mlp_hidden=16)
+
+def tiny(**changes) -> DreamerConfig:
+    """Dreamer V1's config at tiny widths (S 4, D 8, hidden 8, conv depth 2, MLPs 16); ``changes`` by dotted name
+    (``tiny(**{"behavior.horizon": 4})``)."""
+    from dreamer_trl.config import set_field
+
+    cfg = DreamerConfig()
+    wm = cfg.world_model
+    wm.latent.state_dim, wm.rssm.belief_dim, wm.rssm.hidden, wm.cnn_depth = 4, 8, 8, 2
+    wm.units = wm.vector_units = cfg.behavior.actor.units = cfg.behavior.critic.units = 16
+    for name, value in changes.items():
+        set_field(cfg, name, value)
+    return cfg
+
+
+TINY = tiny()
 
 
 @pytest.fixture
-def tiny_cfg() -> ModelConfig:
-    return ModelConfig(**vars(TINY))
+def tiny_cfg() -> DreamerConfig:
+    return tiny()
 
 
 def make_batch(B=2, T=5, A=2, obs_key="pixels", obs_dim=3, seed=0) -> TensorDict:

@@ -8,7 +8,7 @@ from conftest import TINY, make_batch
 import dreamer_trl as dt
 from dreamer_trl.training.acceleration import autocast_context, compile_networks
 
-A, FEAT = 2, TINY.state_dim + TINY.belief_dim
+A, FEAT = 2, TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def build(device="cpu", precision="fp32", seed=0):
@@ -69,9 +69,9 @@ def test_compiled_update_matches_eager(backend):
 
 @pytest.mark.slow
 def test_inductor_compiles_an_rssm_step_on_cpu():
-    rssm = dt.gru_cell_rssm(A, 6, TINY.state_dim, TINY.belief_dim, 8)
+    rssm = dt.gru_cell_rssm(A, 6, TINY.world_model.latent.state_dim, TINY.world_model.rssm.belief_dim, 8)
     step = torch.compile(rssm.posterior_step, backend="inductor")
-    belief, embed = torch.randn(3, TINY.belief_dim), torch.randn(3, 8)
+    belief, embed = torch.randn(3, TINY.world_model.rssm.belief_dim), torch.randn(3, 8)
     ref, out = rssm.posterior_step(belief, embed), step(belief, embed)
     for name in ("mean", "std"):  # inductor draws its own noise for the sample
         torch.testing.assert_close(ref[0][name], out[0][name], rtol=1e-5, atol=1e-5)

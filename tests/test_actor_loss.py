@@ -2,6 +2,7 @@
 
 V1's options have their reference tests in the second half of this file.
 """
+import copy
 import math
 
 import pytest
@@ -302,10 +303,10 @@ def test_mode_continue_matches_the_2023_imagination_and_carries_no_gradient():
 def test_v3_presets_read_the_continue_head_as_their_code_does():
     from dreamer_trl.config import PRESETS
 
-    assert PRESETS["dreamer_v3_proprio"]().loss.continue_mode == "mode"  # 2023: cont_head(traj).mode()
-    assert PRESETS["dreamer_v3"]().loss.continue_mode == "mode"
-    assert PRESETS["dreamer_v3_current"]().loss.continue_mode == "prob"  # current: con.prob(1)
-    assert PRESETS["dreamer_v3_proprio_current"]().loss.continue_mode == "prob"
+    assert PRESETS["dreamer_v3_proprio"]().behavior.continue_mode == "mode"  # 2023: cont_head(traj).mode()
+    assert PRESETS["dreamer_v3"]().behavior.continue_mode == "mode"
+    assert PRESETS["dreamer_v3_current"]().behavior.continue_mode == "prob"  # current: con.prob(1)
+    assert PRESETS["dreamer_v3_proprio_current"]().behavior.continue_mode == "prob"
 
 
 # V1: the world model and networks of Dreamer, at tiny sizes
@@ -317,8 +318,8 @@ from test_value_estimates import (
 )
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.behavior.imagination import make_imagination_env
+from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.objectives import (
     LambdaReturn,
     NStepReturn,
@@ -327,7 +328,7 @@ from dreamer_trl.objectives import (
     discount_weights,
 )
 
-FEAT = TINY.state_dim + TINY.belief_dim
+FEAT = TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def test_discount_weights():
@@ -336,8 +337,9 @@ def test_discount_weights():
 
 def tiny_world_model(representation="reconstruction", obs_key="observation"):
     torch.manual_seed(0)
-    return make_world_model(obs_key, (3, 64, 64) if obs_key == "pixels" else (3,), A, TINY,
-                            representation=representation)
+    cfg = copy.deepcopy(TINY)
+    cfg.world_model.loss.representation = representation
+    return make_world_model(obs_key, (3, 64, 64) if obs_key == "pixels" else (3,), A, cfg)
 
 
 # ------------------------------------------------------------------------------------- V1's options (Dreamer Eq. 5-7)
@@ -355,7 +357,7 @@ def build(horizon=4, gamma=0.99, lmbda=0.95, value_estimate=None, with_value=Tru
 
 def rollout_by_hand(wm, actor, post, horizon, seed):
     """s_0 = the posterior states; a_t ~ pi(s_t, h_t), (s_{t+1}, h_{t+1}) from the prior, t = 0..H-1."""
-    s, h = post["state"].reshape(-1, TINY.state_dim), post["belief"].reshape(-1, TINY.belief_dim)
+    s, h = post["state"].reshape(-1, TINY.world_model.latent.state_dim), post["belief"].reshape(-1, TINY.world_model.rssm.belief_dim)
     states, beliefs, actions = [], [], []
     torch.manual_seed(seed)
     with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
@@ -438,8 +440,8 @@ def test_actor_loss_with_a_value_needing_estimate_and_no_value_raises(estimate):
 
 def test_actor_input_features_are_stop_gradient():
     actor = make_actor(FEAT, A, TINY)
-    state = torch.randn(3, TINY.state_dim, requires_grad=True)
-    belief = torch.randn(3, TINY.belief_dim, requires_grad=True)
+    state = torch.randn(3, TINY.world_model.latent.state_dim, requires_grad=True)
+    belief = torch.randn(3, TINY.world_model.rssm.belief_dim, requires_grad=True)
     action = actor.module(state, belief)
     action.sum().backward()
     assert state.grad is None and belief.grad is None
@@ -460,9 +462,9 @@ def test_start_state_targets_follow_torchrl_alignment_by_hand():
     torch.manual_seed(3)
     out, data = loss(post)
     H, gamma, lmbda = 4, 0.99, 0.95
-    n = post["state"].reshape(-1, TINY.state_dim).shape[0]
+    n = post["state"].reshape(-1, TINY.world_model.latent.state_dim).shape[0]
     assert data["imagined"].batch_size == (n, H)
-    torch.testing.assert_close(data["imagined", "state"][:, 0], post["state"].reshape(-1, TINY.state_dim))  # s_0 first
+    torch.testing.assert_close(data["imagined", "state"][:, 0], post["state"].reshape(-1, TINY.world_model.latent.state_dim))  # s_0 first
     torch.manual_seed(3)
     s0, h0 = post["state"].reshape(n, -1), post["belief"].reshape(n, -1)
     roll = wm.rssm.imagine(s0, h0, actor.module, H)
@@ -503,11 +505,12 @@ def test_sampled_heads_score_with_noisy_rewards_and_values_but_keep_the_means_in
 
 
 def agent_and_losses(estimate="lambda", share_value=True):
+    from conftest import tiny
+
     from dreamer_trl.builders.agent import make_agent
-    from dreamer_trl.config import LossConfig
 
     torch.manual_seed(0)
-    agent = make_agent("observation", (3,), A, TINY, LossConfig(horizon=4, value_estimate=estimate))
+    agent = make_agent("observation", (3,), A, tiny(**{"behavior.horizon": 4, "behavior.value_estimate": estimate}))
     agent.actor_loss.share_value = share_value and agent.actor_loss.share_value
     return agent
 

@@ -4,15 +4,17 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import pytest
-from conftest import TINY, make_batch
+from conftest import make_batch, tiny
 from torchrl.envs.utils import check_env_specs
 
 import dreamer_trl as dt
-from dreamer_trl.config import EnvConfig, LossConfig, OptimConfig
+from dreamer_trl.config import EnvConfig, OptimConfig
 
 
 def test_make_env_carries_the_policy_state_and_counts_returns():
-    env = dt.make_env(EnvConfig(task="cartpole_swingup", from_pixels=False, episode_frames=20), TINY, seed=0)
+    cfg = tiny()
+    cfg.env = EnvConfig(task="cartpole_swingup", from_pixels=False, episode_frames=20)
+    env = dt.make_env(cfg, seed=0)
     check_env_specs(env)
     td = env.rollout(3)
     assert {"state", "belief", "prev_action", "is_init"} <= set(td.keys())
@@ -20,7 +22,7 @@ def test_make_env_carries_the_policy_state_and_counts_returns():
 
 
 def test_make_agent_wires_losses_to_the_same_networks():
-    agent = dt.make_agent("observation", (5,), 1, TINY, LossConfig(horizon=4, free_nats=1.0))
+    agent = dt.make_agent("observation", (5,), 1, tiny(**{"behavior.horizon": 4, "world_model.loss.free_nats": 1.0}))
     assert agent.model_loss.world_model is agent.world_model and agent.model_loss.free_nats == 1.0
     assert agent.actor_loss.actor is agent.actor and agent.actor_loss.horizon == 4
     assert agent.value_loss.value is agent.value
@@ -33,8 +35,9 @@ def test_make_agent_wires_losses_to_the_same_networks():
     ("reward", {"reward", "kl"}, False),
 ])
 def test_make_agent_selects_the_representation_objective(representation, terms, decoder):
-    cfg = LossConfig(horizon=4, representation=representation, obs_scale=2.0, reward_scale=0.5)
-    agent = dt.make_agent("observation", (5,), 1, TINY, cfg)
+    cfg = tiny(**{"behavior.horizon": 4, "world_model.loss.representation": representation,
+                  "world_model.loss.obs_scale": 2.0, "world_model.loss.reward_scale": 0.5})
+    agent = dt.make_agent("observation", (5,), 1, cfg)
     assert set(agent.model_loss.scales) == terms
     assert agent.model_loss.scales["reward"] == 0.5
     assert (agent.world_model.decoder is not None) == decoder
@@ -48,8 +51,8 @@ def test_make_agent_selects_the_representation_objective(representation, terms, 
     ("lambda", dt.LambdaReturn, True), ("nstep", dt.NStepReturn, True), ("reward", dt.RewardSum, False),
 ])
 def test_make_agent_selects_the_value_estimate(estimate, kind, value_phase):
-    cfg = LossConfig(horizon=4, value_estimate=estimate, value_steps=2)
-    agent = dt.make_agent("observation", (5,), 1, TINY, cfg)
+    cfg = tiny(**{"behavior.horizon": 4, "behavior.value_estimate": estimate, "behavior.value_steps": 2})
+    agent = dt.make_agent("observation", (5,), 1, cfg)
     assert isinstance(agent.actor_loss.estimate, kind)
     assert (agent.value_loss is not None) == value_phase
     update = dt.make_update(agent, OptimConfig())
@@ -63,11 +66,10 @@ def test_make_agent_selects_the_value_estimate(estimate, kind, value_phase):
 def test_make_agent_with_the_planner_trains_the_world_model_only():
     from torchrl.data import Bounded
 
-    from dreamer_trl.config import BehaviorConfig
-
-    behavior = BehaviorConfig(kind="planner", plan_horizon=3, candidates=8, top_k=2, iterations=2)
+    cfg = tiny(**{"behavior.kind": "planner", "behavior.planner.horizon": 3, "behavior.planner.candidates": 8,
+                  "behavior.planner.top_k": 2, "behavior.planner.iterations": 2})
     spec = Bounded(-0.5, 0.5, (1,))
-    agent = dt.make_agent("observation", (5,), 1, TINY, LossConfig(), behavior=behavior, action_spec=spec)
+    agent = dt.make_agent("observation", (5,), 1, cfg, action_spec=spec)
     assert agent.actor is None and agent.value is None and agent.actor_loss is None and agent.value_loss is None
     planner = agent.behavior.module
     assert agent.behavior is agent.planner and planner.rssm is agent.world_model.rssm

@@ -20,20 +20,21 @@ A, O, B, T = 2, 5, 2, 6
 
 
 def tiny(preset: str, **fields):
-    cfg = make_preset(preset)
-    cfg.env.from_pixels = False
-    m = cfg.model
-    if m.agent == "dreamer_v3" and m.size != "custom":
-        cfg.model = m = apply_size(m, "size1m")
-    elif m.agent != "dreamer":
-        m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.state_dim, m.classes = 16, 16, 16, 4, 4
-        if m.agent == "dreamer_v3":
-            m.vector_layers, m.vector_units = 2, 16
-    cfg.loss.horizon = 4
+    cfg = make_preset(preset, from_pixels=False)
+    wm = cfg.world_model
+    if cfg.nets.size != "custom":
+        cfg = apply_size(cfg, "size1m")
+    elif cfg.nets.style != "v1":
+        wm.rssm.belief_dim = wm.rssm.hidden = wm.units = wm.vector_units = 16
+        cfg.behavior.actor.units = cfg.behavior.critic.units = 16
+        wm.latent.state_dim, wm.latent.classes = 4, 4
+        if cfg.nets.style == "v3_2023":
+            wm.vector_layers = 2
+    cfg.behavior.horizon = 4
     for name, value in fields.items():
         set_field(cfg, name, value)
     if cfg.behavior.kind == "planner":
-        cfg.behavior.candidates, cfg.behavior.top_k, cfg.behavior.iterations, cfg.behavior.plan_horizon = 16, 4, 2, 3
+        cfg.behavior.planner.candidates, cfg.behavior.planner.top_k, cfg.behavior.planner.iterations, cfg.behavior.planner.horizon = 16, 4, 2, 3
     reads.reset_unread(cfg, given=set(fields))  # as the command line does: preset values the changes made unread
     validate(cfg)
     return cfg
@@ -54,8 +55,7 @@ def batch():
 def trains(cfg, updates=2):
     torch.manual_seed(0)
     spec = Bounded(-1.0, 1.0, (A,))
-    agent = make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, behavior=cfg.behavior, action_spec=spec,
-                       optim_cfg=cfg.optim)
+    agent = make_agent(keys.OBSERVATION, (O,), A, cfg, action_spec=spec)
     update = make_update(agent, cfg.optim)
     before = [p.detach().clone() for p in agent.world_model.parameters()]
     for _ in range(updates):
@@ -63,8 +63,8 @@ def trains(cfg, updates=2):
     assert update.skipped == 0
     assert all(torch.isfinite(v).all() for v in metrics.values()), metrics
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.world_model.parameters()))
-    S, D = latent_dims(cfg.model)
-    policy = make_policy(agent.world_model, agent.behavior, spec, cfg.loss.exploration_noise)
+    S, D = latent_dims(cfg)
+    policy = make_policy(agent.world_model, agent.behavior, spec, cfg.behavior.exploration.noise)
     td = TensorDict({keys.OBSERVATION: torch.randn(3, O), keys.STATE: torch.zeros(3, S), keys.BELIEF: torch.zeros(3, D),
                      keys.PREV_ACTION: torch.zeros(3, A), keys.IS_INIT: torch.ones(3, 1, dtype=torch.bool)}, [3])
     action = policy(td)[keys.ACTION]
@@ -75,7 +75,7 @@ def trains(cfg, updates=2):
 @pytest.mark.parametrize("representation", ["reconstruction", "contrastive", "reward"])
 @pytest.mark.parametrize("preset", ["state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
 def test_each_representation_trains_with_each_variant(preset, representation):
-    metrics = trains(tiny(preset, **{"loss.representation": representation}))
+    metrics = trains(tiny(preset, **{"world_model.loss.representation": representation}))
     term = {"reconstruction": "loss/model_reco", "contrastive": "loss/model_contrast", "reward": None}[representation]
     if term:
         assert term in metrics
@@ -83,9 +83,9 @@ def test_each_representation_trains_with_each_variant(preset, representation):
 
 
 def test_a_decoder_free_contrastive_dreamer_v3_has_no_decoder_and_learns_its_state_model():
-    cfg = tiny("dreamer_v3", **{"loss.representation": "contrastive"})
+    cfg = tiny("dreamer_v3", **{"world_model.loss.representation": "contrastive"})
     torch.manual_seed(0)
-    agent = make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, optim_cfg=cfg.optim)
+    agent = make_agent(keys.OBSERVATION, (O,), A, cfg)
     assert agent.world_model.decoder is None and agent.world_model.state_model is not None
     update = make_update(agent, cfg.optim)
     first = [p.detach().clone() for p in agent.world_model.state_model.parameters()]
@@ -104,8 +104,8 @@ def test_the_cem_planner_plans_over_each_world_model(preset):
     assert not any(k.startswith("loss/actor") for k in metrics)
 
 
-@pytest.mark.parametrize("fields", [{"model.latent": "categorical", "model.classes": 4},
-                                    {"loss.kl": "balance"}, {"loss.kl": "dyn_rep"}])
+@pytest.mark.parametrize("fields", [{"world_model.latent.kind": "categorical", "world_model.latent.classes": 4},
+                                    {"world_model.loss.kl": "balance"}, {"world_model.loss.kl": "dyn_rep"}])
 def test_dreamer_v1_takes_the_later_latents_and_kl_terms(fields):
     trains(tiny("state", **fields))
 
@@ -113,13 +113,34 @@ def test_dreamer_v1_takes_the_later_latents_and_kl_terms(fields):
 @pytest.mark.parametrize("estimate", ["nstep", "reward"])
 @pytest.mark.parametrize("preset", ["state", "dreamer_v2", "dreamer_v3", "dreamer_v3_current"])
 def test_each_value_estimate_trains_with_each_variant(preset, estimate):
-    fields = {"loss.value_estimate": estimate, **({"loss.value_steps": 2} if estimate == "nstep" else {})}
+    fields = {"behavior.value_estimate": estimate, **({"behavior.value_steps": 2} if estimate == "nstep" else {})}
     metrics = trains(tiny(preset, **fields))
     assert ("loss/value" in metrics) == (estimate != "reward")  # V_R: no critic
 
 
 def test_a_field_the_chosen_parts_do_not_read_is_refused_by_name():
     cfg = make_preset("dreamer_v3")
-    cfg.loss.start_state_targets = True  # V2/V3 always align targets from s_0; V1's TorchRL option
-    with pytest.raises(ValueError, match="loss.start_state_targets"):
+    cfg.behavior.start_state_targets = True  # V2/V3 always align targets from s_0; V1's TorchRL option
+    with pytest.raises(ValueError, match="behavior.start_state_targets"):
         validate(cfg)
+
+
+# Parts named one at a time on top of a preset: each assignment either trains or is refused by validate.
+SWAPS = {
+    "v1_with_a_bounded_normal_actor": ("state", {"behavior.actor.dist": "bounded_normal"}),
+    "v1_with_a_trunc_normal_actor": ("state", {"behavior.actor.dist": "trunc_normal"}),
+    "v1_with_v3_style_networks": ("state", {"nets.style": "v3"}),
+    "v1_with_the_block_gru": ("state", {"world_model.rssm.core": "block_gru", "world_model.rssm.blocks": 4}),
+    "v1_world_model_with_v2_v3_losses": ("state", {"behavior.losses": "v2_v3"}),
+    "v1_with_twohot_heads": ("state", {"world_model.reward_head": "twohot", "behavior.critic.head": "twohot"}),
+    "v3_with_the_tanh_normal_actor": ("dreamer_v3", {"behavior.actor.dist": "tanh_normal"}),
+    "v3_with_v1_style_networks": ("dreamer_v3_current", {"nets.style": "v1"}),
+    "v3_with_the_gru_cell": ("dreamer_v3_current", {"world_model.rssm.core": "gru_cell"}),
+    "v3_with_gaussian_latents": ("dreamer_v3", {"world_model.latent.kind": "gaussian"}),
+    "v2_with_v1_losses": ("dreamer_v2", {"behavior.losses": "v1"}),
+}
+
+
+@pytest.mark.parametrize("preset, fields", SWAPS.values(), ids=SWAPS.keys())
+def test_a_part_swapped_by_name_trains(preset, fields):
+    trains(tiny(preset, **fields))

@@ -1,6 +1,5 @@
 """dreamer_trl.config: paper defaults, field help, command-line parsing (tyro), validation, resume rules."""
 import ast
-import dataclasses
 import inspect
 import json
 import re
@@ -17,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Dreamer V1 defaults (docs/sources.md), keyed by config field.
 PAPER = {
-    "model.state_dim": 30, "model.belief_dim": 200, "model.rssm_hidden": 200, "model.min_std": 0.1,
-    "model.cnn_depth": 32, "model.mlp_hidden": 400, "model.reward_layers": 2, "model.value_layers": 3,
-    "model.actor_layers": 4,
-    "loss.kl_scale": 1.0, "loss.free_nats": 3.0, "loss.horizon": 15, "loss.gamma": 0.99, "loss.lmbda": 0.95,
-    "loss.exploration_noise": 0.3,
+    "world_model.latent.state_dim": 30, "world_model.rssm.belief_dim": 200, "world_model.rssm.hidden": 200, "world_model.latent.min_std": 0.1,
+    "world_model.cnn_depth": 32, "world_model.units": 400, "world_model.vector_units": 400, "behavior.actor.units": 400, "behavior.critic.units": 400,
+    "nets.style": "v1", "world_model.rssm.core": "gru_cell", "world_model.latent.kind": "gaussian",
+    "world_model.image_encoder": "conv", "world_model.image_decoder": "deconv", "behavior.actor.dist": "tanh_normal",
+    "behavior.losses": "v1", "world_model.continue_head": False, "world_model.head_layers": 2, "behavior.critic.layers": 3,
+    "behavior.actor.layers": 4,
+    "world_model.loss.kl_scale": 1.0, "world_model.loss.free_nats": 3.0, "behavior.horizon": 15, "behavior.gamma": 0.99, "behavior.lmbda": 0.95,
+    "behavior.exploration.noise": 0.3,
     "optim.model_lr": 6e-4, "optim.actor_lr": 8e-5, "optim.value_lr": 8e-5, "optim.adam_eps": 1e-7,
     "optim.grad_clip": 100.0,
     "schedule.prefill_env_steps": 5000, "schedule.train_every": 1000, "schedule.updates_per_train": 100,
@@ -51,7 +53,7 @@ def _help(argv, capsys, monkeypatch) -> str:
     """``--help`` output with tyro's box drawing removed and whitespace collapsed."""
     monkeypatch.setenv("COLUMNS", "120")  # one column of boxes (tyro uses two on wider screens)
     with pytest.raises(SystemExit) as exc:
-        parse_args([*argv, "--help"])
+        parse_args(argv if "--help-all" in argv else [*argv, "--help"])
     assert exc.value.code == 0
     return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
 
@@ -76,10 +78,10 @@ def test_presets_validate(preset):
 
 # PlaNet (Hafner et al. 2019; docs/sources.md), keyed by config field.
 PLANET = {
-    "behavior.kind": "planner", "behavior.plan_horizon": 12, "behavior.candidates": 1000, "behavior.top_k": 100,
-    "behavior.iterations": 10, "behavior.warm_start": False,
-    "model.state_dim": 30, "model.belief_dim": 200, "model.rssm_hidden": 200, "model.min_std": 0.1,
-    "loss.free_nats": 3.0, "loss.exploration_noise": 0.3,
+    "behavior.kind": "planner", "behavior.planner.horizon": 12, "behavior.planner.candidates": 1000, "behavior.planner.top_k": 100,
+    "behavior.planner.iterations": 10, "behavior.planner.warm_start": False,
+    "world_model.latent.state_dim": 30, "world_model.rssm.belief_dim": 200, "world_model.rssm.hidden": 200, "world_model.latent.min_std": 0.1,
+    "world_model.loss.free_nats": 3.0, "behavior.exploration.noise": 0.3,
     "optim.model_lr": 1e-3, "optim.adam_eps": 1e-4, "optim.grad_clip": 1000.0,
     "schedule.train_every": 1000, "schedule.updates_per_train": 100, "schedule.batch_size": 50, "schedule.seq_len": 50,
     "env.task": "cartpole_swingup", "env.action_repeat": 8, "env.from_pixels": True, "env.episode_frames": 1000,
@@ -109,13 +111,15 @@ def test_planet_action_repeat_follows_the_task_unless_given(task, repeat):
 def test_planet_state_differs_from_state_only_in_planet_parts():
     planet, base = _flat(config.planet_state()), _flat(config.state())
     differ = {k for k in planet if planet[k] != base[k]}
-    assert differ == {"behavior.kind", "optim.model_lr", "optim.adam_eps", "optim.grad_clip", "env.action_repeat"}
+    # (the planner reads no actor or critic: their widths stay at the defaults instead of state's 200)
+    assert differ == {"behavior.kind", "optim.model_lr", "optim.adam_eps", "optim.grad_clip", "env.action_repeat",
+                      "behavior.actor.units", "behavior.critic.units"}
     assert planet["env.from_pixels"] is False and planet["env.action_repeat"] == 8
 
 
 def test_planner_sizes_are_validated(capsys):
-    assert "behavior.top_k" in _parse_error(["--preset", "planet", "--behavior.top-k", "2000"], capsys)
-    assert "behavior.iterations" in _parse_error(["--preset", "planet", "--behavior.iterations", "0"], capsys)
+    assert "behavior.planner.top_k" in _parse_error(["--preset", "planet", "--behavior.planner.top-k", "2000"], capsys)
+    assert "behavior.planner.iterations" in _parse_error(["--preset", "planet", "--behavior.planner.iterations", "0"], capsys)
 
 
 def test_presets_are_independent_copies():
@@ -150,26 +154,36 @@ def _field_docstrings() -> dict[str, str | None]:
 def test_every_field_has_one_line_help():
     docs = _field_docstrings()
     cfg = DreamerConfig()
-    for group in dataclasses.fields(cfg):
-        sub = type(getattr(cfg, group.name))
-        for f in dataclasses.fields(sub):
-            text = docs.get(f"{sub.__name__}.{f.name}")
-            assert text and text.strip(), f"{group.name}.{f.name} has no help"
-            assert "\n" not in text, f"{group.name}.{f.name} help is not one line"
+    for name in config.field_names(cfg):
+        sub, leaf = schema.owner(cfg, name)
+        text = docs.get(f"{type(sub).__name__}.{leaf}")
+        assert text and text.strip(), f"{name} has no help"
+        assert "\n" not in text, f"{name} help is not one line"
+    for part in {type(schema.owner(cfg, name)[0]) for name in config.field_names(cfg)}:
+        assert part.__doc__ and part.__doc__.strip(), f"{part.__name__} has no description"
 
 
 def test_top_level_options_do_not_clash_with_groups():
     assert not {"preset", "resume", "help"} & set(schema.GROUPS)
 
 
-def test_help_lists_every_field_with_its_description(capsys, monkeypatch):
-    text = _help([], capsys, monkeypatch)
+def test_help_lists_only_the_fields_the_chosen_parts_read(capsys, monkeypatch):
+    for preset in ("state", "planet_state", "dreamer_v3_proprio_current"):
+        text = _help(["--preset", preset], capsys, monkeypatch)
+        cfg = config.make_preset(preset)
+        for name in config.field_names(cfg):
+            assert (_flag(name) + " " in text or _flag(name) + "," in text) == config.reads.is_read(cfg, name), name
+        assert config.presets.SUMMARIES["dreamer_v3_proprio_current"] in text  # each preset's line whole
+
+
+def test_help_all_lists_every_field_with_its_description(capsys, monkeypatch):
+    text = _help(["--help-all"], capsys, monkeypatch)
     docs = _field_docstrings()
     cfg = DreamerConfig()
     for name in config.field_names(cfg):
-        group, leaf = name.split(".")
+        sub, leaf = schema.owner(cfg, name)
         assert _flag(name) in text, name
-        description = " ".join(docs[f"{type(getattr(cfg, group)).__name__}.{leaf}"].split())
+        description = " ".join(docs[f"{type(sub).__name__}.{leaf}"].split())
         assert description in text, name
     for preset in config.PRESETS:
         assert preset in text
@@ -191,7 +205,7 @@ def test_help_shows_the_chosen_presets_values(preset, batch, task, capsys, monke
 @pytest.mark.parametrize("name, text, expected", [
     ("schedule.batch_size", "16", 16),
     ("schedule.total_env_steps", "1_000", 1000),
-    ("loss.gamma", "0.9", 0.9),
+    ("behavior.gamma", "0.9", 0.9),
     ("optim.model_lr", "1e-3", 1e-3),
     ("env.from_pixels", "false", False),
     ("env.from_pixels", "Yes", True),
@@ -208,9 +222,9 @@ def test_set_field_converts_strings(name, text, expected):
 def test_set_field_accepts_typed_values_and_widens_int_to_float():
     cfg = DreamerConfig()
     set_field(cfg, "schedule.batch_size", 7)
-    set_field(cfg, "loss.gamma", 1)
+    set_field(cfg, "behavior.gamma", 1)
     assert cfg.schedule.batch_size == 7
-    assert cfg.loss.gamma == 1.0 and isinstance(cfg.loss.gamma, float)
+    assert cfg.behavior.gamma == 1.0 and isinstance(cfg.behavior.gamma, float)
 
 
 @pytest.mark.parametrize("name, value, fragment", [
@@ -220,7 +234,7 @@ def test_set_field_accepts_typed_values_and_widens_int_to_float():
     ("schedule.batch_size", 1.5, "int"),
     ("schedule.batch_size", True, "int"),  # a bool is not an int here
     ("env.from_pixels", "maybe", "bool"),
-    ("loss.gamma", "high", "float"),
+    ("behavior.gamma", "high", "float"),
     ("run.precision", "fp16", "fp32, bf16"),
 ])
 def test_set_field_refuses(name, value, fragment):
@@ -277,19 +291,18 @@ def test_parse_args_override(argv):
 
 def test_parse_args_override_applies_on_top_of_preset():
     cfg, preset = parse_args(["--schedule.batch-size", "6", "--preset", "debug", "--env.no-from-pixels"])
-    expected = config.debug()
+    expected = config.debug(from_pixels=False)  # the preset is built for the observation kind given
     expected.schedule.batch_size = 6
-    expected.env.from_pixels = False
-    expected.model.cnn_depth = schema.ModelConfig().cnn_depth  # unread with state observations: back to the default
+    assert (expected.world_model.vector_units, expected.world_model.cnn_depth) == (32, 32)  # cnn depth: unread
     assert preset == "debug" and cfg == expected
 
 
 def test_parse_args_dotted_overrides_of_every_kind():
-    cfg, _ = parse_args(["--loss.free-nats", "0", "--env.task", "walker_walk", "--run.compile", "--run.no-progress",
-                         "--loss.representation", "contrastive", "--optim.model-lr", "1e-3", "--loss.gamma=0.9"])
-    assert cfg.loss.free_nats == 0.0 and isinstance(cfg.loss.free_nats, float)
+    cfg, _ = parse_args(["--world-model.loss.free-nats", "0", "--env.task", "walker_walk", "--run.compile", "--run.no-progress",
+                         "--world-model.loss.representation", "contrastive", "--optim.model-lr", "1e-3", "--behavior.gamma=0.9"])
+    assert cfg.world_model.loss.free_nats == 0.0 and isinstance(cfg.world_model.loss.free_nats, float)
     assert (cfg.env.task, cfg.run.compile, cfg.run.progress) == ("walker_walk", True, False)
-    assert (cfg.loss.representation, cfg.optim.model_lr, cfg.loss.gamma) == ("contrastive", 1e-3, 0.9)
+    assert (cfg.world_model.loss.representation, cfg.optim.model_lr, cfg.behavior.gamma) == ("contrastive", 1e-3, 0.9)
 
 
 # Each bad input must fail with exit code 2 and a message naming the key and the value it expects.
@@ -298,17 +311,17 @@ BAD_INPUTS = {
     "old_flat_name": (["--batch_size", "3"], ["--batch_size", "did you mean --schedule.batch-size"]),
     "unknown_group": (["--sched.batch-size", "3"], ["--sched.batch-size", "--schedule.batch-size"]),
     "wrong_type": (["--schedule.batch-size", "abc"], ["--schedule.batch-size", "int", "abc"]),
-    "wrong_float": (["--loss.gamma", "high"], ["--loss.gamma", "high"]),
+    "wrong_float": (["--behavior.gamma", "high"], ["--behavior.gamma", "high"]),
     "seq_len_too_short": (["--schedule.seq-len", "1"], ["seq_len", ">= 2"]),
     "buffer_smaller_than_batch": (["--schedule.buffer-capacity", "10"],
                                   ["buffer_capacity", ">= batch_size * seq_len = 2500"]),
-    "gamma_out_of_range": (["--loss.gamma", "2"], ["gamma", "[0, 1]"]),
+    "gamma_out_of_range": (["--behavior.gamma", "2"], ["gamma", "[0, 1]"]),
     "unknown_device": (["--run.device", "tpu"], ["device", "tpu", "cpu", "cuda"]),
     "not_a_bool": (["--env.from-pixels", "maybe"], ["--env.from-pixels", "maybe", "--env.no-from-pixels"]),
     "bool_with_attached_value": (["--run.progress=false"], ["--run.progress", "false", "--run.no-progress"]),
     "unknown_choice": (["--run.precision", "fp16"], ["--run.precision", "fp16", "bf16"]),
-    "misspelt_choice": (["--loss.representation", "contrastiv"], ["did you mean contrastive?"]),
-    "negative_number_typo": (["--loss.free-nats", "-1e"], ["--loss.free-nats expects float, got '-1e'"]),
+    "misspelt_choice": (["--world-model.loss.representation", "contrastiv"], ["did you mean contrastive?"]),
+    "negative_number_typo": (["--world-model.loss.free-nats", "-1e"], ["--world-model.loss.free-nats expects float, got '-1e'"]),
     "unknown_preset": (["--preset", "huge"], ["preset", "huge", "paper"]),
     "missing_preset": (["--preset"], ["preset"]),
     "missing_value": (["--schedule.batch-size"], ["--schedule.batch-size"]),
@@ -385,10 +398,10 @@ def test_resume_may_change_run_time_fields():
 
 
 def test_resume_refuses_a_changed_model_field_by_name(capsys):
-    err = _parse_error(["--run.resume", "runs/r", "--schedule.batch-size", "3", "--model.state-dim", "9"], capsys,
+    err = _parse_error(["--run.resume", "runs/r", "--schedule.batch-size", "3", "--world-model.latent.state-dim", "9"], capsys,
                        load_resumed=_saved())
     assert "cannot resume runs/r" in err
-    assert "schedule.batch_size: 4 -> 3" in err and "model.state_dim: 8 -> 9" in err
+    assert "schedule.batch_size: 4 -> 3" in err and "world_model.latent.state_dim: 8 -> 9" in err
     assert "run.seed" not in err.split("only")[0]
 
 
@@ -413,8 +426,8 @@ def test_resume_help_shows_the_saved_values(capsys, monkeypatch):
     ("env.episode_frames", 50, "episode_frames"),
     ("schedule.prefill_env_steps", 10, "prefill_env_steps"),
     ("schedule.total_env_steps", 5000, "total_env_steps"),
-    ("loss.lmbda", -0.1, "lmbda"),
-    ("loss.horizon", 1, "horizon"),
+    ("behavior.lmbda", -0.1, "lmbda"),
+    ("behavior.horizon", 1, "horizon"),
     ("env.task", "cartpole", "task"),
 ])
 def test_validate_names_the_field(name, value, fragment):
@@ -426,8 +439,8 @@ def test_validate_names_the_field(name, value, fragment):
 
 def test_validate_checks_choices_of_configs_built_in_code():
     cfg = config.paper()
-    cfg.loss.value_estimate = "monte_carlo"
-    with pytest.raises(ValueError, match="loss.value_estimate"):
+    cfg.behavior.value_estimate = "monte_carlo"
+    with pytest.raises(ValueError, match="behavior.value_estimate"):
         validate(cfg)
 
 
@@ -462,14 +475,15 @@ def test_validate_allows_small_images_for_state_observations():
 
 
 @pytest.mark.parametrize("preset, name, value, fragment", [
-    ("dreamer_v3_proprio_current", "loss.actor_reinforce", 0.0, "optim.kind adam"),
-    ("dreamer_v2", "loss.actor_reinforce", 1.5, "in [0, 1]"),
-    ("paper", "optim.kind", "laprop", "dreamer_v2/dreamer_v3"),
-    ("paper", "model.actor_dist", "trunc_normal", "bounded_normal for model.agent dreamer"),
+    ("dreamer_v3_proprio_current", "behavior.actor.reinforce", 0.0, "optim.kind adam"),
+    ("dreamer_v2", "behavior.actor.reinforce", 1.5, "in [0, 1]"),
+    ("paper", "optim.kind", "laprop", "adam with behavior.losses v1"),
+    ("paper", "world_model.continue_head", True, "false with behavior.losses v1"),
+    ("paper", "nets.twohot_bins", 1, ">= 2"),
     ("dreamer_v3_proprio", "schedule.train_ratio", -1.0, ">= 0"),
     ("dreamer_v2", "schedule.pretrain_updates", -1, "'schedule.pretrain_updates'"),
-    ("dreamer_v3_proprio", "model.classes", 1, ">= 2"),
-    ("dreamer_v3_proprio", "model.vector_units", -1, ">= 0 (0: model.mlp_hidden)"),
+    ("dreamer_v3_proprio", "world_model.latent.classes", 1, ">= 2"),
+    ("dreamer_v3_proprio", "world_model.vector_units", 0, ">= 1"),
     ("dreamer_v3_proprio", "optim.model_grad_clip", -1.0, ">= 0 (0: optim.grad_clip)"),
     ("dreamer_v3_proprio_current", "optim.step_model_first", True, "false with optim.kind laprop"),
     ("planet_state", "optim.step_model_first", True, "false with optim.kind laprop or behavior.kind planner"),
@@ -483,8 +497,8 @@ def test_family_fields_are_validated_by_name(preset, name, value, fragment):
 
 def test_v3_2023_choices_are_one_field_each():
     cfg = config.PRESETS["dreamer_v3_proprio_current"]()
-    for name, value in [("loss.dyn_scale", 0.5), ("model.norm", "layer"), ("optim.kind", "adam"),
-                        ("loss.actor_reinforce", 0.0), ("loss.replay_value_scale", 0.0), ("env.action_repeat", 2),
+    for name, value in [("world_model.loss.dyn_scale", 0.5), ("nets.norm", "layer"), ("optim.kind", "adam"),
+                        ("behavior.actor.reinforce", 0.0), ("behavior.critic.replay_scale", 0.0), ("env.action_repeat", 2),
                         ("schedule.train_ratio", 512.0), ("optim.step_model_first", True)]:
         set_field(cfg, name, value)
     validate(cfg)
@@ -496,4 +510,9 @@ def test_v2_preset_matches_the_official_dmc_vision_schedule():
     assert (s.batch_size, s.seq_len) == (16, 50)
     assert s.train_ratio == 160
     assert s.prefill_env_steps == 1000 * cfg.env.action_repeat
-    assert cfg.model.cnn_depth == 48
+    assert cfg.world_model.cnn_depth == 48
+
+
+def test_every_preset_has_a_one_line_summary():
+    assert list(config.presets.SUMMARIES) == list(config.PRESETS)
+    assert all(len(line) <= 120 and "\n" not in line for line in config.presets.SUMMARIES.values())

@@ -25,13 +25,17 @@ B, T, A, O = 4, 6, 2, 5  # B: the concatenated batch; each of 2 ranks takes B //
 def tiny(name):
     """The preset at tiny widths; free nats 0 where the clamp acts on the batch mean (V1, V2: per rank)."""
     cfg = PRESETS[name]()
-    m = cfg.model
-    m.size, m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.state_dim, m.classes = "custom", 16, 16, 16, 4, 4
-    m.blocks, m.vector_layers, m.vector_units = min(m.blocks, 2), 0, 0
-    cfg.loss.horizon = 4
-    if cfg.loss.kl != "dyn_rep":
-        cfg.loss.free_nats = 0.0
-    cfg.behavior.candidates, cfg.behavior.top_k, cfg.behavior.iterations = 8, 2, 2
+    wm = cfg.world_model
+    cfg.nets.size = "custom"
+    wm.rssm.belief_dim = wm.rssm.hidden = wm.units = wm.vector_units = 16
+    cfg.behavior.actor.units = cfg.behavior.critic.units = 16
+    wm.latent.state_dim, wm.latent.classes, wm.rssm.blocks = 4, 4, min(wm.rssm.blocks, 2)
+    if cfg.nets.style != "v1":
+        wm.vector_layers = cfg.behavior.actor.layers
+    cfg.behavior.horizon = 4
+    if cfg.world_model.loss.kl != "dyn_rep":
+        cfg.world_model.loss.free_nats = 0.0
+    cfg.behavior.planner.candidates, cfg.behavior.planner.top_k, cfg.behavior.planner.iterations = 8, 2, 2
     return cfg
 
 
@@ -49,8 +53,8 @@ def batch(seed=0, size=B):
 def build(name, seed=0):
     torch.manual_seed(seed)
     cfg = tiny(name)
-    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", behavior=cfg.behavior,
-                          action_spec=None, optim_cfg=cfg.optim)
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg, "cpu",
+                          action_spec=None)
     return agent, dt.make_update(agent, cfg.optim)
 
 

@@ -27,15 +27,15 @@ TINY_SCHEDULE = ["--env.no-from-pixels", "--env.episode-frames", "200", "--sched
                  "--schedule.prefill-env-steps", "400", "--schedule.train-every", "200", "--schedule.train-ratio", "0",
                  "--schedule.updates-per-train", "1", "--schedule.batch-size", "2", "--schedule.seq-len", "4",
                  "--schedule.eval-every", "800", "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "1000"]
-TINY_LATENT = ["--model.size", "custom", "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16",
-               "--model.rssm-hidden", "8", "--model.mlp-hidden", "16", "--loss.horizon", "3"]
+TINY_LATENT = ["--nets.size", "custom", "--world-model.latent.state-dim", "4", "--world-model.latent.classes", "4", "--world-model.rssm.belief-dim", "16",
+               "--world-model.rssm.hidden", "8", "--model.mlp-hidden", "16", "--behavior.horizon", "3"]
 PRESET_RUNS = {
-    "planet_state": ["--model.state-dim", "4", "--model.belief-dim", "8", "--model.rssm-hidden", "8",
-                     "--model.mlp-hidden", "16", "--behavior.candidates", "20", "--behavior.top-k", "5",
-                     "--behavior.iterations", "2", "--behavior.plan-horizon", "3"],
+    "planet_state": ["--world-model.latent.state-dim", "4", "--world-model.rssm.belief-dim", "8", "--world-model.rssm.hidden", "8",
+                     "--model.mlp-hidden", "16", "--behavior.planner.candidates", "20", "--behavior.planner.top-k", "5",
+                     "--behavior.planner.iterations", "2", "--behavior.planner.horizon", "3"],
     "dreamer_v2": [*TINY_LATENT, "--schedule.pretrain-updates", "0"],
     "dreamer_v3": TINY_LATENT,
-    "dreamer_v3_current": ["--model.size", "size1m", "--loss.horizon", "3"],
+    "dreamer_v3_current": ["--nets.size", "size1m", "--behavior.horizon", "3"],
 }
 
 

@@ -1,7 +1,6 @@
 """DreamerV2/V3 from the family's parts: every preset builds, acts and runs updates; the pieces are wired as
 the official code wires them."""
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -10,8 +9,7 @@ from tensordict import TensorDict
 import dreamer_trl as dt
 from dreamer_trl import keys
 from dreamer_trl.builders.agent import SINGLE_PHASE
-from dreamer_trl.builders.networks import widths
-from dreamer_trl.config import PRESETS
+from dreamer_trl.config import PRESETS, apply_size
 
 FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"]
 B, T, A, O = 2, 6, 2, 5
@@ -19,12 +17,15 @@ B, T, A, O = 2, 6, 2, 5
 
 def small(name):
     cfg = PRESETS[name]()
-    m = cfg.model
-    if cfg.model.agent == "dreamer_v3":
-        m.size, m.vector_layers, m.vector_units = "size1m", 0, 0
+    if cfg.nets.style != "v2":  # V3: its smallest named size (the 2023 networks keep their own vector MLPs)
+        cfg = apply_size(cfg, "size1m")
+        if cfg.nets.style == "v3_2023":
+            cfg.world_model.vector_layers = cfg.behavior.actor.layers
     else:
-        m.belief_dim, m.rssm_hidden, m.mlp_hidden, m.cnn_depth, m.state_dim, m.classes = 16, 16, 16, 4, 4, 4
-    cfg.loss.horizon = 4
+        wm = cfg.world_model
+        wm.rssm.belief_dim, wm.rssm.hidden, wm.cnn_depth, wm.latent.state_dim, wm.latent.classes = 16, 16, 4, 4, 4
+        wm.units = cfg.behavior.actor.units = cfg.behavior.critic.units = 16
+    cfg.behavior.horizon = 4
     return cfg
 
 
@@ -44,7 +45,7 @@ def build(name):
     cfg = small(name)
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     shape = (3, 64, 64) if cfg.env.from_pixels else (O,)
-    agent = dt.make_agent(obs_key, shape, A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    agent = dt.make_agent(obs_key, shape, A, cfg, "cpu")
     return cfg, obs_key, agent, dt.make_update(agent, cfg.optim)
 
 
@@ -58,7 +59,7 @@ def test_preset_builds_and_updates(name):
     assert update.skipped == 0
     assert all(torch.isfinite(v).all() for v in metrics.values())
     expected = {"loss/model_reco", "loss/model_reward", "loss/actor", "loss/value"}
-    expected |= {"loss/model_dyn", "loss/model_rep"} if cfg.loss.kl == "dyn_rep" else {"loss/model_kl"}
+    expected |= {"loss/model_dyn", "loss/model_rep"} if cfg.world_model.loss.kl == "dyn_rep" else {"loss/model_kl"}
     assert expected <= set(metrics)
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.world_model.parameters()))
     names = [p.name for p in update.phases]
@@ -68,10 +69,10 @@ def test_preset_builds_and_updates(name):
 @pytest.mark.parametrize("name", FAMILY)
 def test_policy_acts_at_the_latent_widths(name):
     cfg, obs_key, agent, _ = build(name)
-    S, D = dt.latent_dims(cfg.model)
+    S, D = dt.latent_dims(cfg)
     assert (S, D) == (agent.world_model.rssm.state_dim, agent.world_model.rssm.belief_dim)
     from torchrl.data import Bounded
-    policy = dt.make_policy(agent.world_model, agent.actor, Bounded(-1.0, 1.0, (A,)), cfg.loss.exploration_noise)
+    policy = dt.make_policy(agent.world_model, agent.actor, Bounded(-1.0, 1.0, (A,)), cfg.behavior.exploration.noise)
     obs = batch(obs_key)[:, 0]
     td = TensorDict({obs_key: obs[obs_key], keys.STATE: torch.zeros(B, S), keys.BELIEF: torch.zeros(B, D),
                      keys.PREV_ACTION: torch.zeros(B, A), keys.IS_INIT: torch.ones(B, 1, dtype=torch.bool)}, [B])
@@ -113,16 +114,22 @@ def test_v2_uses_the_target_critic_for_returns_and_no_slow_regulariser():
     assert agent.world_model.continue_head is None
     assert agent.hooks[0].every == 100 and agent.hooks[0].fraction == 1.0
     assert isinstance(update.phase("model").optimizer, torch.optim.AdamW)
-    assert PRESETS["dreamer_v2"]().model.actor_outscale == 1.0  # dreamerv2 DistLayer: plain Dense output layers
+    assert PRESETS["dreamer_v2"]().behavior.actor.outscale == 1.0  # dreamerv2 DistLayer: plain Dense output layers
 
 
 def test_sizes_set_the_widths():
+    def widths(cfg):
+        wm = cfg.world_model
+        return (wm.rssm.belief_dim, wm.rssm.hidden, wm.latent.state_dim, wm.latent.classes, wm.units,
+                wm.vector_units, cfg.behavior.actor.units, cfg.behavior.critic.units, wm.cnn_depth)
+
     cfg = PRESETS["dreamer_v3_current"]()
-    w = widths(cfg.model)
-    assert (w.deter, w.hidden, w.groups, w.classes, w.units) == (8192, 1024, 32, 64, 1024)
-    cfg.model.size = "size1m"
-    w = widths(cfg.model)
-    assert (w.deter, w.hidden, w.groups, w.classes, w.units, w.depth) == (512, 64, 32, 4, 64, 4)
+    assert widths(cfg) == (8192, 1024, 32, 64, 1024, 1024, 1024, 1024, 64)
+    small = apply_size(cfg, "size1m")
+    assert widths(small) == (512, 64, 32, 4, 64, 64, 64, 64, 4) and small.nets.size == "size1m"
+    assert cfg.nets.size == "size200m"  # a copy
+    _, _, agent, _ = build("dreamer_v3_proprio_current")
+    assert agent.world_model.rssm.belief_dim == 512 and agent.world_model.rssm.state_dim == 32 * 4
 
 
 # Review against danijar/dreamerv2 (configs.yaml defaults + dmc_vision, common/nets.py): parts the dreamer_v2
@@ -151,7 +158,7 @@ def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
     # dreamerv2 07d906e: actor.dist auto -> trunc_normal (agent.py ActorCritic.__init__); common/nets.py DistLayer:
     # TruncNormalDist(tanh m, 2 sigmoid(s / 2) + 0.1, -1, 1), draws clipped to [-1 + 1e-6, 1 - 1e-6]
     cfg, _, agent, _ = build("dreamer_v2")
-    S, D = dt.latent_dims(cfg.model)
+    S, D = dt.latent_dims(cfg)
     dist = agent.actor.module.dist(torch.zeros(4096, S), torch.zeros(4096, D))
     assert isinstance(dist, dt.TruncatedNormal) and (dist.low, dist.high) == (-1.0, 1.0)
     assert dist.rsample().abs().max() <= 1.0 - 1e-6 + 1e-7
@@ -160,10 +167,10 @@ def test_v2_actor_samples_a_truncated_normal_in_the_action_box():
         assert isinstance(build(name)[2].actor.module, dt.BoundedNormalActor)
 
 
-def test_v3_stride_image_networks_are_one_field_away():
-    cfg = small("dreamer_v3")
-    cfg.model.conv = "stride"
-    agent = dt.make_agent(keys.PIXELS, (3, 64, 64), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+def test_v3_stride_image_networks_are_two_part_names_away():
+    cfg = small("dreamer_v3_current")
+    cfg.world_model.image_encoder, cfg.world_model.image_decoder = "conv_stride", "deconv_mse"
+    agent = dt.make_agent(keys.PIXELS, (3, 64, 64), A, cfg, "cpu")
     update = dt.make_update(agent, cfg.optim)
     strides = {m.stride for m in agent.world_model.encoder.modules() if isinstance(m, torch.nn.Conv2d)}
     assert strides == {(2, 2)}
@@ -177,20 +184,28 @@ def test_v3_stride_image_networks_are_one_field_away():
 
 def test_v3_presets_hold_the_2023_dmc_numbers():
     cfg = PRESETS["dreamer_v3_proprio"]()
-    m, l, o, s = cfg.model, cfg.loss, cfg.optim, cfg.schedule
+    wm, b, o, s = cfg.world_model, cfg.behavior, cfg.optim, cfg.schedule
+    a, c, kl = b.actor, b.critic, cfg.world_model.loss
     official = {  # 423291a configs.yaml defaults + dmc_proprio (rssm.deter 512, .*\.units 512, .*\.layers 2)
         "action repeat": (cfg.env.action_repeat, 2), "train ratio": (s.train_ratio, 512),
-        "batch": ((s.batch_size, s.seq_len), (16, 64)), "deter": (m.belief_dim, 512), "rssm units": (m.rssm_hidden, 512),
-        "latents": ((m.state_dim, m.classes), (32, 32)), "unimix": (m.unimix, 0.01), "norm": (m.norm, "layer"),
-        "head units": (m.mlp_hidden, 512), "actor/critic layers": (m.mlp_layers, 2), "reward/cont layers": (m.head_layers, 2),
-        "encoder/decoder": ((m.vector_layers, m.vector_units), (5, 1024)), "bins": (m.twohot_bins, 255),
-        "two-hot space": (m.twohot_space, "symlog"), "actor outscale": (m.actor_outscale, 1.0),
-        "std": ((m.actor_min_std, m.actor_max_std), (0.1, 1.0)), "kl": ((l.dyn_scale, l.rep_scale, l.free_nats), (0.5, 0.1, 1.0)),
-        "actor grad": ((l.actor_reinforce, l.actor_backprop_baseline), (0.0, True)), "actent": (l.actor_entropy, 3e-4),
-        "horizon": ((l.horizon, l.lmbda), (15, 0.95)), "discount": (l.gamma, 1 - 1 / 333),
-        "slow critic": ((l.slow_value_rate, l.slow_value_every, l.slow_value_reg), (0.02, 1, 1.0)),
-        "replay critic loss": (l.replay_value_scale, 0.0), "contdisc": (l.continue_discount, False),
-        "imagined continue": (l.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
+        "batch": ((s.batch_size, s.seq_len), (16, 64)), "deter": (wm.rssm.belief_dim, 512),
+        "rssm units": (wm.rssm.hidden, 512), "latents": ((wm.latent.state_dim, wm.latent.classes), (32, 32)),
+        "unimix": (wm.latent.unimix, 0.01), "norm": (cfg.nets.norm, "layer"), "style": (cfg.nets.style, "v3_2023"),
+        "core": (wm.rssm.core, "norm_gru"), "head units": ((wm.units, a.units, c.units), (512, 512, 512)),
+        "actor/critic layers": ((a.layers, c.layers), (2, 2)), "reward/cont layers": (wm.head_layers, 2),
+        "encoder/decoder": ((wm.vector_layers, wm.vector_units), (5, 1024)),
+        "vector nets": ((wm.vector_encoder, wm.vector_decoder), ("mlp_symlog", "mlp_symlog")),
+        "heads": ((wm.reward_head, c.head, wm.continue_head), ("twohot", "twohot", True)),
+        "bins": (cfg.nets.twohot_bins, 255), "two-hot space": (cfg.nets.twohot_space, "symlog"),
+        "actor": ((a.dist, a.outscale), ("bounded_normal", 1.0)),
+        "std": ((a.min_std, a.max_std), (0.1, 1.0)), "kl": ((kl.kl, kl.dyn_scale, kl.rep_scale, kl.free_nats),
+                                                          ("dyn_rep", 0.5, 0.1, 1.0)),
+        "actor grad": ((a.reinforce, a.backprop_baseline), (0.0, True)), "actent": (a.entropy, 3e-4),
+        "horizon": ((b.horizon, b.lmbda), (15, 0.95)), "discount": (b.gamma, 1 - 1 / 333),
+        "slow critic": ((c.slow_rate, c.slow_every, c.slow_reg), (0.02, 1, 1.0)),
+        "replay critic loss": (c.replay_scale, 0.0), "contdisc": (wm.continue_discount, False),
+        "imagined continue": (b.continue_mode, "mode"),  # WorldModel.imagine: cont_head(traj).mode()
+        "losses": (b.losses, "v2_v3"), "exploration": (b.exploration.noise, 0.0),
         "replay windows": (s.replay_windows, "stream"),  # replay/generic.py Generic.add: a window per stream step
         "model opt": ((o.kind, o.model_lr, o.model_adam_eps, o.model_grad_clip), ("adam", 1e-4, 1e-8, 1000.0)),
         "actor/critic opt": ((o.actor_lr, o.value_lr, o.adam_eps, o.grad_clip, o.weight_decay), (3e-5, 3e-5, 1e-5, 100.0, 0.0)),
@@ -199,7 +214,8 @@ def test_v3_presets_hold_the_2023_dmc_numbers():
     wrong = {k: v for k, v in official.items() if v[0] != pytest.approx(v[1]) and v[0] != v[1]}
     assert not wrong
     pixels = PRESETS["dreamer_v3"]()
-    assert pixels.env.from_pixels and (pixels.model.conv, pixels.model.cnn_depth) == ("stride", 32)
+    assert pixels.env.from_pixels and (pixels.world_model.image_encoder, pixels.world_model.image_decoder,
+                                       pixels.world_model.cnn_depth) == ("conv_stride", "deconv_mse", 32)
     assert pixels.env.action_repeat == 2 and pixels.schedule.train_ratio == 512
 
 
@@ -208,7 +224,7 @@ def test_v3_2023_networks_are_built_as_the_2023_code():
 
     torch.manual_seed(0)
     cfg = PRESETS["dreamer_v3_proprio"]()
-    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg, "cpu")
     wm = agent.world_model
     assert isinstance(wm.rssm.core, NormGRU) and wm.rssm.belief_dim == 512
     assert len([m for m in wm.rssm.img_out.modules() if isinstance(m, torch.nn.Linear)]) == 2  # one hidden layer
@@ -228,7 +244,8 @@ def test_v3_2023_networks_are_built_as_the_2023_code():
     update = dt.make_update(agent, cfg.optim)
     got = {p.name: (p.optimizer.defaults["lr"], p.optimizer.defaults["eps"], p.clip) for p in update.phases}
     assert got == {"model": (1e-4, 1e-8, 1000.0), "actor": (3e-5, 1e-5, 100.0), "value": (3e-5, 1e-5, 100.0)}
-    current = dataclasses.replace(cfg.model, actor_outscale=0.01)
+    current = copy.deepcopy(cfg)
+    current.behavior.actor.outscale = 0.01
     quiet = dt.make_actor(wm.rssm.feature_dim, A, current)
     ratio = linears(agent.actor)[-1].weight.detach().std() / linears(quiet)[-1].weight.detach().std()
     assert 50 < float(ratio) < 200  # output layer initialised 100x larger than the current code's 0.01
@@ -236,7 +253,7 @@ def test_v3_2023_networks_are_built_as_the_2023_code():
 
 def test_v3_2023_pixels_use_4x4_stride_convs():
     cfg = PRESETS["dreamer_v3"]()
-    encoder = dt.make_world_model(keys.PIXELS, (3, 64, 64), A, cfg.model).encoder
+    encoder = dt.make_world_model(keys.PIXELS, (3, 64, 64), A, cfg).encoder
     convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
         (32 * 2**i, (4, 4), (2, 2)) for i in range(4)]
@@ -453,7 +470,7 @@ def test_a_skipped_update_puts_the_return_statistics_back(name):
 def test_step_model_first_is_refused_with_a_single_phase():
     cfg = small("dreamer_v3_proprio_current")
     cfg.optim.step_model_first = True
-    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    agent = dt.make_agent(keys.OBSERVATION, (O,), A, cfg, "cpu")
     with pytest.raises(ValueError, match="optim.step_model_first"):
         dt.make_update(agent, cfg.optim)
 
@@ -461,17 +478,19 @@ def test_step_model_first_is_refused_with_a_single_phase():
 @pytest.mark.parametrize("estimate", ["nstep", "reward"])
 @pytest.mark.parametrize("name", ["dreamer_v3", "dreamer_v3_current", "dreamer_v2", "state"])
 def test_the_papers_value_estimates_train_every_agent(name, estimate):
-    """``loss.value_estimate`` reaches V2/V3 too (one ActorLoss): V_N^k bootstraps from the critic with the continue
+    """``behavior.value_estimate`` reaches V2/V3 too (one ActorLoss): V_N^k bootstraps from the critic with the continue
     discounts; V_R trains no critic (no critic loss, phase or slow critic)."""
     torch.manual_seed(0)
     cfg = small(name) if name != "state" else PRESETS[name]()
     if name == "state":
-        cfg.model.state_dim, cfg.model.belief_dim, cfg.model.rssm_hidden, cfg.model.mlp_hidden = 4, 16, 16, 16
-        cfg.loss.horizon = 4
-    cfg.loss.value_estimate, cfg.loss.value_steps = estimate, 2
+        wm = cfg.world_model
+        wm.latent.state_dim, wm.rssm.belief_dim, wm.rssm.hidden = 4, 16, 16
+        wm.units = wm.vector_units = cfg.behavior.actor.units = cfg.behavior.critic.units = 16
+        cfg.behavior.horizon = 4
+    cfg.behavior.value_estimate, cfg.behavior.value_steps = estimate, 2
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     shape = (3, 64, 64) if cfg.env.from_pixels else (O,)
-    agent = dt.make_agent(obs_key, shape, A, cfg.model, cfg.loss, "cpu", optim_cfg=cfg.optim)
+    agent = dt.make_agent(obs_key, shape, A, cfg, "cpu")
     update = dt.make_update(agent, cfg.optim)
     actor_before = [p.detach().clone() for p in agent.actor.parameters()]
     for _ in range(3):

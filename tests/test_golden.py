@@ -34,48 +34,49 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import make_batch  # noqa: E402
 
 from dreamer_trl.builders.agent import make_agent, make_update  # noqa: E402
-from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig, make_preset  # noqa: E402
+from dreamer_trl.config import DreamerConfig, apply_size, make_preset, set_field  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "updates.json"
 UPDATES = 3
 REPRODUCIBLE = {"MKL_CBWR": "AVX2,STRICT"}
 
 
-def _v1(model: dict, loss: dict):
-    return ModelConfig(**model), LossConfig(**loss), OptimConfig()
+def _config(preset: str | None, changes: dict, size: str | None = None) -> DreamerConfig:
+    cfg = make_preset(preset) if preset else DreamerConfig()
+    if size:
+        cfg = apply_size(cfg, size)
+    for name, value in changes.items():
+        set_field(cfg, name, value)
+    return cfg
 
 
-def _preset(name: str, model: dict, loss: dict):
-    cfg = make_preset(name)
-    for key, value in model.items():
-        setattr(cfg.model, key, value)
-    for key, value in loss.items():
-        setattr(cfg.loss, key, value)
-    return cfg.model, cfg.loss, cfg.optim, cfg.behavior
+def _widths(state_dim: int, belief: int, hidden: int, units: int, **more) -> dict:
+    """The fields that V1's ``model.state_dim/belief_dim/rssm_hidden/mlp_hidden`` were (format 2's flat names)."""
+    return {"world_model.latent.state_dim": state_dim, "world_model.rssm.belief_dim": belief,
+            "world_model.rssm.hidden": hidden, "world_model.units": units, "behavior.actor.units": units,
+            "behavior.critic.units": units, **more}
 
 
-V2_SMALL = dict(belief_dim=16, rssm_hidden=16, mlp_hidden=16, cnn_depth=4, state_dim=4, classes=4)
-V3_SMALL = dict(belief_dim=16, rssm_hidden=16, mlp_hidden=16, cnn_depth=4, state_dim=4, classes=4)
-V3_CURRENT_SMALL = dict(size="size1m", vector_layers=0, vector_units=0)
+SMALL = _widths(4, 16, 16, 16, **{"world_model.cnn_depth": 4, "world_model.latent.classes": 4,
+                                  "behavior.horizon": 4})
 
-# name: (obs_key, obs_shape, action dim, configs, batch B x T)
+# name: (obs_key, obs_shape, action dim, config, batch B x T)
 CASES = {
-    "paper_pixels": ("pixels", (3, 64, 64), 2,
-                     (*_v1(dict(state_dim=8, belief_dim=32, rssm_hidden=32, cnn_depth=4, mlp_hidden=32), {}), None),
+    "paper_pixels": ("pixels", (3, 64, 64), 2, _config(None, _widths(8, 32, 32, 32, **{"world_model.cnn_depth": 4})),
                      (3, 8)),
     "state": ("observation", (5,), 1,
-              (*_v1(dict(state_dim=16, belief_dim=128, rssm_hidden=128, mlp_hidden=200), dict(free_nats=0.0)), None),
-              (4, 10)),
-    "planet_state": ("observation", (5,), 1, _preset("planet_state", {}, {}), (4, 10)),
-    "dreamer_v2": ("pixels", (3, 64, 64), 2, _preset("dreamer_v2", V2_SMALL, dict(horizon=4)), (2, 6)),
-    "dreamer_v3": ("pixels", (3, 64, 64), 2, _preset("dreamer_v3", V3_SMALL, dict(horizon=4)), (2, 6)),
+              _config(None, _widths(16, 128, 128, 200, **{"world_model.vector_units": 200,
+                                                           "world_model.loss.free_nats": 0.0})), (4, 10)),
+    "planet_state": ("observation", (5,), 1, _config("planet_state", {}), (4, 10)),
+    "dreamer_v2": ("pixels", (3, 64, 64), 2, _config("dreamer_v2", SMALL), (2, 6)),
+    "dreamer_v3": ("pixels", (3, 64, 64), 2, _config("dreamer_v3", SMALL), (2, 6)),
     "dreamer_v3_proprio": ("observation", (5,), 2,
-                           _preset("dreamer_v3_proprio", {**V3_SMALL, "vector_layers": 2, "vector_units": 16},
-                                   dict(horizon=4)), (2, 6)),
-    "dreamer_v3_current": ("pixels", (3, 64, 64), 2, _preset("dreamer_v3_current", V3_CURRENT_SMALL, dict(horizon=4)),
-                           (2, 6)),
+                           _config("dreamer_v3_proprio", {**SMALL, "world_model.vector_layers": 2,
+                                                          "world_model.vector_units": 16}), (2, 6)),
+    "dreamer_v3_current": ("pixels", (3, 64, 64), 2,
+                           _config("dreamer_v3_current", {"behavior.horizon": 4}, size="size1m"), (2, 6)),
     "dreamer_v3_proprio_current": ("observation", (5,), 2,
-                                   _preset("dreamer_v3_proprio_current", V3_CURRENT_SMALL, dict(horizon=4)), (2, 6)),
+                                   _config("dreamer_v3_proprio_current", {"behavior.horizon": 4}), (2, 6)),
 }
 
 
@@ -101,19 +102,18 @@ def fingerprint(modules) -> list[list[float]]:
 
 
 def run_case(name: str) -> dict:
-    obs_key, obs_shape, action_dim, (model_cfg, loss_cfg, optim_cfg, behavior), (B, T) = CASES[name]
+    obs_key, obs_shape, action_dim, cfg, (B, T) = CASES[name]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
         action_spec = None
-        if behavior is not None and behavior.kind == "planner":
+        if cfg.behavior.kind == "planner":
             from torchrl.data import Bounded
 
             action_spec = Bounded(-1.0, 1.0, (action_dim,))
-        agent = make_agent(obs_key, obs_shape, action_dim, model_cfg, loss_cfg, behavior=behavior,
-                           action_spec=action_spec, optim_cfg=optim_cfg)
-        updater = make_update(agent, optim_cfg)
+        agent = make_agent(obs_key, obs_shape, action_dim, cfg, action_spec=action_spec)
+        updater = make_update(agent, cfg.optim)
         losses = []
         for i in range(UPDATES):
             batch = golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed=100 + i)

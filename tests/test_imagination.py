@@ -8,7 +8,7 @@ from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_en
 from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
 from dreamer_trl.objectives import WorldModelLoss
 
-A, FEAT = 2, TINY.state_dim + TINY.belief_dim
+A, FEAT = 2, TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def build():

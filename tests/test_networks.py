@@ -248,7 +248,7 @@ def test_paper_behavior_parameter_counts(build, count):
     ("observation", (5,), 3),
 ])
 def test_world_model_forward_shapes(tiny_cfg, obs_key, obs_shape, action_dim):
-    B, T, S, D = 2, 4, tiny_cfg.state_dim, tiny_cfg.belief_dim
+    B, T, S, D = 2, 4, tiny_cfg.world_model.latent.state_dim, tiny_cfg.world_model.rssm.belief_dim
     wm = make_world_model(obs_key, obs_shape, action_dim, tiny_cfg)
     td = make_batch(B=B, T=T, A=action_dim, obs_key=obs_key, obs_dim=obs_shape[0])
     out = wm(td)
@@ -258,7 +258,7 @@ def test_world_model_forward_shapes(tiny_cfg, obs_key, obs_shape, action_dim):
     assert out[keys.ENCODED_LATENTS].shape[:2] == (B, T)
     assert out[keys.RECO_KEYS[obs_key]].shape == (B, T, *obs_shape)
     assert out[keys.REWARD].shape == (B, T, 1)
-    assert (out[keys.PRIOR_STD] >= tiny_cfg.min_std).all() and (out[keys.POSTERIOR_STD] >= tiny_cfg.min_std).all()
+    assert (out[keys.PRIOR_STD] >= tiny_cfg.world_model.latent.min_std).all() and (out[keys.POSTERIOR_STD] >= tiny_cfg.world_model.latent.min_std).all()
 
 
 @pytest.mark.parametrize("obs_key, obs_shape, fragment", [
@@ -275,14 +275,14 @@ def test_make_world_model_rejects(obs_key, obs_shape, fragment):
         make_world_model(obs_key, obs_shape, 2, TINY)
 
 
-def _features_td(N=5, S=TINY.state_dim, D=TINY.belief_dim, requires_grad=False) -> TensorDict:
+def _features_td(N=5, S=TINY.world_model.latent.state_dim, D=TINY.world_model.rssm.belief_dim, requires_grad=False) -> TensorDict:
     g = torch.Generator().manual_seed(0)
     return TensorDict({keys.STATE: torch.randn(N, S, generator=g).requires_grad_(requires_grad),
                        keys.BELIEF: torch.randn(N, D, generator=g).requires_grad_(requires_grad)}, [N])
 
 
 def test_make_value_writes_state_value(tiny_cfg):
-    value = make_value(tiny_cfg.state_dim + tiny_cfg.belief_dim, tiny_cfg)
+    value = make_value(tiny_cfg.world_model.latent.state_dim + tiny_cfg.world_model.rssm.belief_dim, tiny_cfg)
     assert value(_features_td())[keys.STATE_VALUE].shape == (5, 1)
 
 
@@ -291,7 +291,7 @@ def test_make_value_writes_state_value(tiny_cfg):
 ])
 def test_make_actor_exploration_modes(tiny_cfg, exploration, deterministic):
     torch.manual_seed(0)
-    actor = make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 3, tiny_cfg)
+    actor = make_actor(tiny_cfg.world_model.latent.state_dim + tiny_cfg.world_model.rssm.belief_dim, 3, tiny_cfg)
     td = _features_td()
     with set_exploration_type(exploration):
         a1 = actor(td.clone())[keys.ACTION]
@@ -301,7 +301,7 @@ def test_make_actor_exploration_modes(tiny_cfg, exploration, deterministic):
 
 
 def test_make_actor_detaches_its_features(tiny_cfg):
-    actor = make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 3, tiny_cfg)
+    actor = make_actor(tiny_cfg.world_model.latent.state_dim + tiny_cfg.world_model.rssm.belief_dim, 3, tiny_cfg)
     td = _features_td(requires_grad=True)
     actor(td)[keys.ACTION].sum().backward()
     assert td[keys.STATE].grad is None and td[keys.BELIEF].grad is None

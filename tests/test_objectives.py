@@ -3,6 +3,7 @@
 The hand-written math they call (value estimates, representation terms, heads, latents) has its own
 reference tests; here the modules' wiring is pinned: which rows, states, weights and reductions enter.
 """
+import copy
 import math
 import re
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from dreamer_trl.objectives import (
 )
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-A, FEAT = 2, TINY.state_dim + TINY.belief_dim
+A, FEAT = 2, TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def test_free_nats_below_the_clamp_gives_constant_and_no_gradient():
@@ -159,8 +160,9 @@ def test_world_model_loss_scales_must_name_exactly_the_terms(scales):
 
 def tiny_world_model(representation="reconstruction", obs_key="observation"):
     torch.manual_seed(0)
-    return make_world_model(obs_key, (3, 64, 64) if obs_key == "pixels" else (3,), A, TINY,
-                            representation=representation)
+    cfg = copy.deepcopy(TINY)
+    cfg.world_model.loss.representation = representation
+    return make_world_model(obs_key, (3, 64, 64) if obs_key == "pixels" else (3,), A, cfg)
 
 
 def test_reward_only_representation_has_reward_and_kl_terms_only():
@@ -193,7 +195,7 @@ def test_world_model_loss_on_real_pixel_networks_is_finite_and_differentiable():
     total.backward()
     assert torch.isfinite(total)
     assert all(p.grad is not None for p in wm.decoder.parameters())
-    assert post["state"].shape == (2, 5, TINY.state_dim) and not post["state"].requires_grad
+    assert post["state"].shape == (2, 5, TINY.world_model.latent.state_dim) and not post["state"].requires_grad
 
 
 # ------------------------------------------------------------------------- drop-ins for TorchRL loops (issue 14)
@@ -240,11 +242,11 @@ def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination
     The replay windows never cross an episode end, so ``("next", "terminated")`` can only be set on the last
     row of a window: flipping it there must change the continue loss."""
     from dreamer_trl.builders.networks import make_world_model
-    from dreamer_trl.config import ModelConfig
+    from dreamer_trl.config import make_preset
     from dreamer_trl.objectives.kl import DynRepKL
 
     torch.manual_seed(0)
-    cfg = ModelConfig(agent="dreamer_v3", size="size1m", latent="categorical", classes=4, continue_head=True)
+    cfg = make_preset("dreamer_v3_proprio_current")  # size1m: 32 x 4 categoricals, a continue head
     wm = make_world_model("observation", (3,), A, cfg)
     loss = WorldModelLoss(wm, scales={"reco": 1.0, "reward": 1.0, "dyn": 1.0, "rep": 0.1, "continue": 1.0},
                           kl_terms=DynRepKL(1.0), continue_discount=1 - 1 / 333)

@@ -28,7 +28,7 @@ from dreamer_trl.config import make_preset
 cfg = make_preset("debug")
 cfg.env.from_pixels = False
 torch.manual_seed(0)
-agent = make_agent("observation", (5,), 1, cfg.model, cfg.loss, optim_cfg=cfg.optim)
+agent = make_agent("observation", (5,), 1, cfg)
 update = make_update(agent, cfg.optim)
 B, T = 2, 6
 is_init = torch.zeros(B, T, 1, dtype=torch.bool)

@@ -169,7 +169,7 @@ def dmc_policy(behaviour_factory, noise=0.3):
     torch.manual_seed(0)
     env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0)
     A_env = env.action_spec.shape[-1]
-    env.append_transform(policy_carry_transform(TINY.state_dim, TINY.belief_dim, A_env))
+    env.append_transform(policy_carry_transform(TINY.world_model.latent.state_dim, TINY.world_model.rssm.belief_dim, A_env))
     wm = make_world_model("observation", tuple(env.observation_spec["observation"].shape), A_env, TINY)
     return env, wm, make_policy(wm, behaviour_factory(wm, env), env.action_spec, noise)
 
@@ -187,7 +187,7 @@ def test_planner_drives_a_torchrl_collector_with_the_actors_keys():
     assert (data["action"].abs() <= 1).all() and torch.isfinite(data["next", "reward"]).all()
     assert not torch.equal(data["belief"][1], data["belief"][2])  # the filter carries the latent
 
-    env2, _, actor_policy = dmc_policy(lambda wm, env: make_actor(TINY.state_dim + TINY.belief_dim,
+    env2, _, actor_policy = dmc_policy(lambda wm, env: make_actor(TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim,
                                                                   env.action_spec.shape[-1], TINY))
     actor_data = env2.rollout(2, actor_policy)
     assert set(data.exclude("collector").keys(True, True)) == set(actor_data.keys(True, True))

@@ -16,14 +16,14 @@ from dreamer_trl.behavior.policy import make_policy, policy_carry_transform
 from dreamer_trl.builders.networks import make_actor, make_world_model
 from dreamer_trl.data.dmc import make_dmc_env
 
-FEAT = TINY.state_dim + TINY.belief_dim
+FEAT = TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def build(from_pixels=False, episode_frames=40, noise=0.3):
     torch.manual_seed(0)
     env = make_dmc_env("cartpole", "swingup", from_pixels=from_pixels, episode_frames=episode_frames, seed=0)
     A = env.action_spec.shape[-1]
-    env.append_transform(policy_carry_transform(TINY.state_dim, TINY.belief_dim, A))
+    env.append_transform(policy_carry_transform(TINY.world_model.latent.state_dim, TINY.world_model.rssm.belief_dim, A))
     key = "pixels" if from_pixels else "observation"
     wm = make_world_model(key, tuple(env.observation_spec[key].shape), A, TINY)
     actor = make_actor(FEAT, A, TINY)
@@ -120,14 +120,14 @@ def test_filter_writes_only_the_latent_and_runs_without_autograd():
     env, wm, actor, policy = build()
     td = env.reset()
     out = policy.module[0](td.clone())
-    assert "action" not in out.keys() and out["state"].shape == (TINY.state_dim,)
+    assert "action" not in out.keys() and out["state"].shape == (TINY.world_model.latent.state_dim,)
     assert not policy(td.clone())["action"].requires_grad
 
 
 def test_actor_distribution_sample_mode_log_prob_entropy():
     _, _, actor, _ = build()
     torch.manual_seed(0)
-    state, belief = torch.randn(64, TINY.state_dim), torch.randn(64, TINY.belief_dim)
+    state, belief = torch.randn(64, TINY.world_model.latent.state_dim), torch.randn(64, TINY.world_model.rssm.belief_dim)
     dist = actor.module.dist(state, belief)
     torch.manual_seed(1)
     sample = dist.rsample()
@@ -166,7 +166,7 @@ def torchrl_dmc_env(carry=True):
     env.append_transform(DoubleToFloat())
     env.append_transform(InitTracker())
     if carry:
-        env.append_transform(policy_carry_transform(TINY.state_dim, TINY.belief_dim, 1))
+        env.append_transform(policy_carry_transform(TINY.world_model.latent.state_dim, TINY.world_model.rssm.belief_dim, 1))
     return env
 
 
@@ -220,8 +220,8 @@ def test_float_pixels_in_unit_range_act_as_their_uint8_frames(scale):
     wm = make_world_model("pixels", (3, 64, 64), 1, TINY)
     policy = make_policy(wm, make_actor(FEAT, 1, TINY), Bounded(-1.0, 1.0, (1,)), exploration_noise=0.0)
     frame = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    td = TensorDict({"pixels": frame, "state": torch.zeros(2, TINY.state_dim),
-                     "belief": torch.zeros(2, TINY.belief_dim), "prev_action": torch.zeros(2, 1),
+    td = TensorDict({"pixels": frame, "state": torch.zeros(2, TINY.world_model.latent.state_dim),
+                     "belief": torch.zeros(2, TINY.world_model.rssm.belief_dim), "prev_action": torch.zeros(2, 1),
                      "is_init": torch.ones(2, 1, dtype=torch.bool)}, [2])
     given = td.clone().set("pixels", frame.float() / 255) if scale == "unit_float" else td.clone()
     with set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -237,8 +237,8 @@ def test_float_pixels_outside_the_unit_range_are_refused():
     torch.manual_seed(0)
     wm = make_world_model("pixels", (3, 64, 64), 1, TINY)
     policy = make_policy(wm, make_actor(FEAT, 1, TINY), Bounded(-1.0, 1.0, (1,)))
-    td = TensorDict({"pixels": torch.rand(3, 64, 64) - 0.5, "state": torch.zeros(TINY.state_dim),
-                     "belief": torch.zeros(TINY.belief_dim), "prev_action": torch.zeros(1),
+    td = TensorDict({"pixels": torch.rand(3, 64, 64) - 0.5, "state": torch.zeros(TINY.world_model.latent.state_dim),
+                     "belief": torch.zeros(TINY.world_model.rssm.belief_dim), "prev_action": torch.zeros(1),
                      "is_init": torch.ones(1, dtype=torch.bool)}, [])
     with pytest.raises(ValueError, match=r"float 'pixels' must be in \[0, 1\]"):
         policy(td)
@@ -251,7 +251,7 @@ def test_the_carry_sized_from_the_built_world_model_runs_in_a_torchrl_collector(
     from dreamer_trl.behavior.policy import carry_transform
     from dreamer_trl.config import make_preset
 
-    cfg = make_preset(preset).model
+    cfg = make_preset(preset, from_pixels=False)
     torch.manual_seed(0)
     env = make_dmc_env("cartpole", "swingup", from_pixels=False, episode_frames=40, seed=0)
     A = env.action_spec.shape[-1]

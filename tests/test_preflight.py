@@ -54,7 +54,7 @@ def test_parse_args_resumes_with_the_saved_config(tmp_path):
     newest = _checkpoint(tmp_path / "run" / "checkpoints" / "0000000400")
     cfg, preset = parse_args(["--resume", str(tmp_path / "run"), "--run.no-progress"])
     assert preset == "debug" and cfg.run.resume == str(newest) and cfg.run.progress is False
-    assert cfg.model == config.debug().model
+    assert cfg.world_model == config.debug().world_model and cfg.behavior == config.debug().behavior
 
 
 @pytest.mark.parametrize("layout, fragment", [

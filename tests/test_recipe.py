@@ -106,11 +106,11 @@ def test_pixel_run_checkpoint_loads_into_fresh_modules(pixel_run):
     assert set(state) == {"world_model", "actor", "value", "optimizers", "rng"}
     assert set(state["optimizers"]) == {"model", "actor", "value"}
 
-    feature_dim = cfg.model.state_dim + cfg.model.belief_dim
+    feature_dim = cfg.world_model.latent.state_dim + cfg.world_model.rssm.belief_dim
     action_dim = 1  # cartpole
-    dt.make_world_model("pixels", (3, 64, 64), action_dim, cfg.model).load_state_dict(state["world_model"])
-    dt.make_actor(feature_dim, action_dim, cfg.model).load_state_dict(state["actor"])
-    dt.make_value(feature_dim, cfg.model).load_state_dict(state["value"])
+    dt.make_world_model("pixels", (3, 64, 64), action_dim, cfg).load_state_dict(state["world_model"])
+    dt.make_actor(feature_dim, action_dim, cfg).load_state_dict(state["actor"])
+    dt.make_value(feature_dim, cfg).load_state_dict(state["value"])
     for group in state["optimizers"].values():
         assert all(s["step"] == summary["updates"] for s in group["state"].values())
 
@@ -127,26 +127,26 @@ def test_state_observation_run(tmp_path):
     state, meta = dt.load_checkpoint(summary["checkpoint"])
     assert meta["env_steps"] == 800 and meta["config"]["env"]["from_pixels"] is False
     obs_dim, action_dim = 5, 1  # cartpole: position (3) + velocity (2)
-    dt.make_world_model("observation", (obs_dim,), action_dim, cfg.model).load_state_dict(state["world_model"])
+    dt.make_world_model("observation", (obs_dim,), action_dim, cfg).load_state_dict(state["world_model"])
 
 
 @pytest.mark.slow
 def test_variants_from_the_command_line_train_and_checkpoint(tmp_path):
     """Reward-only world model (no decoder, so no open-loop view) with V_R (no value phase), on pixels."""
-    summary, _ = _run(tmp_path, "--loss.representation", "reward", "--loss.value-estimate", "reward")
+    summary, _ = _run(tmp_path, "--world-model.loss.representation", "reward", "--behavior.value-estimate", "reward")
     run_dir = Path(summary["run_dir"])
     assert summary["env_steps"] == 800 and summary["updates"] > 0 and math.isfinite(summary["final_eval_return"])
     logged = {p.stem for p in (run_dir / "logs" / "scalars" / "loss").glob("*.csv")}
     assert {"model_reward", "model_kl", "actor"} <= logged and not logged & {"model_reco", "value"}
     assert not list((run_dir / "videos").glob("open_loop_*"))
     state, meta = dt.load_checkpoint(summary["checkpoint"])
-    assert meta["config"]["loss"]["representation"] == "reward" and "value" not in state["optimizers"]
+    assert meta["config"]["world_model"]["loss"]["representation"] == "reward" and "value" not in state["optimizers"]
 
 
 @pytest.mark.slow
 def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
     # 10 training phases with the batch-mean KL below 1000 free nats: the clamp never lets a gradient through.
-    _run(tmp_path, "--env.no-from-pixels", "--loss.free-nats", "1000", "--schedule.train-every", "40",
+    _run(tmp_path, "--env.no-from-pixels", "--world-model.loss.free-nats", "1000", "--schedule.train-every", "40",
          "--schedule.updates-per-train", "1", "--schedule.eval-every", "400", "--run.checkpoint-every", "400")
     out = capsys.readouterr().out
     assert out.count("stayed below free_nats (1000.0)") == 1, out
@@ -155,10 +155,10 @@ def test_warns_when_free_nats_keep_the_prior_untrained(tmp_path, capsys):
 PLANET_TINY = ["--preset", "planet_state", "--env.episode-frames", "200", "--schedule.total-env-steps", "800",
                "--schedule.prefill-env-steps", "400", "--schedule.train-every", "200", "--schedule.updates-per-train",
                "2", "--schedule.batch-size", "4", "--schedule.seq-len", "10", "--schedule.eval-every", "400",
-               "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--model.state-dim", "4",
-               "--model.belief-dim", "8", "--model.rssm-hidden", "8", "--model.mlp-hidden", "16",
-               "--behavior.plan-horizon", "4", "--behavior.candidates", "32", "--behavior.top-k", "4",
-               "--behavior.iterations", "2"]
+               "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--world-model.latent.state-dim", "4",
+               "--world-model.rssm.belief-dim", "8", "--world-model.rssm.hidden", "8", "--model.mlp-hidden", "16",
+               "--behavior.planner.horizon", "4", "--behavior.planner.candidates", "32", "--behavior.planner.top-k", "4",
+               "--behavior.planner.iterations", "2"]
 
 
 @pytest.mark.slow
@@ -233,9 +233,9 @@ def test_the_cpu_presets_run_one_thread():
 V3_TINY = ["--preset", "dreamer_v3_proprio_current", "--env.episode-frames", "200", "--schedule.total-env-steps", "600",
            "--schedule.prefill-env-steps", "400", "--schedule.train-every", "40", "--schedule.train-ratio", "8",
            "--schedule.batch-size", "4", "--schedule.seq-len", "10", "--schedule.eval-every", "600",
-           "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--model.size", "custom",
-           "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16", "--model.rssm-hidden", "8",
-           "--model.mlp-hidden", "16", "--model.blocks", "2", "--model.twohot-bins", "21", "--loss.horizon", "4"]
+           "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000", "--nets.size", "custom",
+           "--world-model.latent.state-dim", "4", "--world-model.latent.classes", "4", "--world-model.rssm.belief-dim", "16", "--world-model.rssm.hidden", "8",
+           "--model.mlp-hidden", "16", "--world-model.rssm.blocks", "2", "--nets.twohot-bins", "21", "--behavior.horizon", "4"]
 
 
 def test_dreamer_v3_preset_trains_from_the_recipe_at_its_replay_ratio(tmp_path):
@@ -249,18 +249,18 @@ def test_dreamer_v3_preset_trains_from_the_recipe_at_its_replay_ratio(tmp_path):
             "loss/replay_value", "train/replay_ratio", "train/grad_norm_agent"} <= logged
     assert _read_csv(run_dir / "logs" / "scalars" / "train" / "replay_ratio.csv")[-1][1] == 8.0
     state, meta = dt.load_checkpoint(summary["checkpoint"])
-    assert meta["config"]["model"]["agent"] == "dreamer_v3" and set(state["optimizers"]) >= {"agent", "hooks"}
+    assert meta["preset"] == "dreamer_v3_proprio_current" and set(state["optimizers"]) >= {"agent", "hooks"}
 
 
 def test_dreamer_v3_2023_preset_trains_from_the_recipe_per_policy_step(tmp_path):
     """dreamer_v3_proprio (the 2023 code behind the score files): three Adam phases; train_ratio counts policy
     steps, so at action repeat 2 the 200 env steps after the prefill earn 100 * 8 / (4 * 10) = 20 updates."""
-    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--model.blocks", "2")]
+    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--world-model.rssm.blocks", "2")]
     tiny[tiny.index("--preset") + 1:tiny.index("--preset") + 1] = ["dreamer_v3_proprio"]
-    summary, _ = _run(tmp_path, *tiny, "--model.vector-layers", "1", "--model.vector-units", "16")
+    summary, _ = _run(tmp_path, *tiny, "--world-model.vector-layers", "1", "--world-model.vector-units", "16")
     assert summary["env_steps"] == 600 and summary["updates"] == 20 and math.isfinite(summary["final_eval_return"])
     state, meta = dt.load_checkpoint(summary["checkpoint"])
-    assert meta["config"]["model"]["nets"] == "2023" and meta["config"]["env"]["action_repeat"] == 2
+    assert meta["config"]["nets"]["style"] == "v3_2023" and meta["config"]["env"]["action_repeat"] == 2
     assert {"model", "actor", "value"} <= set(state["optimizers"])
     assert meta["config"]["schedule"]["replay_windows"] == "stream"  # windows along the env's stream
     rows = TensorDict.load_memmap(Path(summary["checkpoint"]) / "replay" / "rows", allow_pickle=False)
@@ -284,9 +284,9 @@ def test_dreamer_v3_run_resumes_bit_exactly(tmp_path):
 def test_dreamer_v3_2023_stream_windows_resume_bit_exactly(tmp_path):
     """dreamer_v3_proprio replays windows along the env's stream (across episode ends and checkpoint segments,
     each of which starts a fresh episode): a run stopped at a checkpoint and resumed equals the uninterrupted one."""
-    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--model.blocks", "2")]
+    tiny = [a for a in V3_TINY if a not in ("dreamer_v3_proprio_current", "--world-model.rssm.blocks", "2")]
     tiny[tiny.index("--preset") + 1:tiny.index("--preset") + 1] = ["dreamer_v3_proprio"]
-    tiny += ["--model.vector-layers", "1", "--model.vector-units", "16", "--run.checkpoint-every", "200",
+    tiny += ["--world-model.vector-layers", "1", "--world-model.vector-units", "16", "--run.checkpoint-every", "200",
              "--env.episode-frames", "60"]  # 30-step episodes: windows of 10 rows often cross an episode end
     whole, _ = _run(tmp_path / "whole", *tiny)
     _run(tmp_path / "cut", *tiny, "--run.stop-at-env-steps", "400")
@@ -303,8 +303,8 @@ V2_TINY = ["--preset", "dreamer_v2", "--env.task", "cartpole_balance", "--env.no
            "200", "--schedule.total-env-steps", "600", "--schedule.prefill-env-steps", "400", "--schedule.train-every",
            "40", "--schedule.train-ratio", "8", "--schedule.batch-size", "4", "--schedule.seq-len", "10",
            "--schedule.eval-every", "600", "--schedule.eval-episodes", "1", "--schedule.buffer-capacity", "2000",
-           "--model.state-dim", "4", "--model.classes", "4", "--model.belief-dim", "16", "--model.rssm-hidden", "8",
-           "--model.mlp-hidden", "16", "--loss.horizon", "4", "--run.checkpoint-every", "200"]
+           "--world-model.latent.state-dim", "4", "--world-model.latent.classes", "4", "--world-model.rssm.belief-dim", "16", "--world-model.rssm.hidden", "8",
+           "--model.mlp-hidden", "16", "--behavior.horizon", "4", "--run.checkpoint-every", "200"]
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The README's two commands: scripts/train.sh applies extra flags on top of the state preset it runs by default
 (and --help shows those values), and the setup it sources installs once, not at every call (issue 21, 5-6)."""
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path

@@ -81,8 +81,8 @@ def test_resume_twice_is_bit_exact(tmp_path):
 @pytest.mark.slow
 def test_planner_run_resumes_bit_exact(tmp_path):
     """PlaNet's planner draws from the global random stream, which the checkpoint saves: resume is exact."""
-    planner = [*BASE, "--behavior.kind", "planner", "--behavior.plan-horizon", "3", "--behavior.candidates", "16",
-               "--behavior.top-k", "4", "--behavior.iterations", "2", "--run.run-dir", str(tmp_path)]
+    planner = [*BASE, "--behavior.kind", "planner", "--behavior.planner.horizon", "3", "--behavior.planner.candidates", "16",
+               "--behavior.planner.top-k", "4", "--behavior.planner.iterations", "2", "--run.run-dir", str(tmp_path)]
     recipe(*planner, "--run.run-name", "straight")
     recipe(*planner, "--run.run-name", "resumed", "--run.stop-at-env-steps", "400")
     recipe("--resume", str(tmp_path / "resumed"), "--run.no-progress", "--run.stop-at-env-steps", "0")
@@ -150,8 +150,8 @@ FORMAT1 = ROOT / "tests" / "fixtures" / "format1_debug_state"
 # --env.task cartpole_swingup --env.episode-frames 200 --schedule.total-env-steps 800 --schedule.prefill-env-steps 400
 # --schedule.train-every 200 --schedule.train-ratio 0 --schedule.updates-per-train 2 --schedule.batch-size 4
 # --schedule.seq-len 10 --schedule.eval-every 400 --schedule.eval-episodes 1 --schedule.buffer-capacity 2000
-# --run.checkpoint-every 400 --run.threads 1 --run.no-tensorboard`: its 400-step checkpoint and the fingerprint of
-# the same run's 800-step one.
+# --run.checkpoint-every 400 --run.threads 1 --run.no-tensorboard` (the flat flag names of that commit): its
+# 400-step checkpoint and the fingerprint of the same run's 800-step one.
 FORMAT2 = ROOT / "tests" / "fixtures" / "format2_v3_state"
 
 

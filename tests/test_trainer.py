@@ -121,7 +121,7 @@ def test_prior_watch_warns_once_after_ten_clamped_phases():
     clamped = {"loss/kl_clamped": torch.tensor(1.0), "loss/kl": torch.tensor(0.5)}
     warnings = [watch.observe(clamped) for _ in range(12)]
     assert [i for i, w in enumerate(warnings) if w] == [9]
-    assert "0.50 nats" in warnings[9] and "free_nats (3.0)" in warnings[9] and "--loss.free-nats" in warnings[9]
+    assert "0.50 nats" in warnings[9] and "free_nats (3.0)" in warnings[9] and "--world-model.loss.free-nats" in warnings[9]
     assert watch.observe({"loss/kl_clamped": torch.tensor(0.0), "loss/kl": torch.tensor(4.0)}) is None
     assert watch.streak == 0
 
@@ -143,7 +143,7 @@ def _config(tmp_path, **changes):
     """The debug preset on state observations, one torch thread, writing under tmp_path."""
     cfg = config.debug()
     cfg.env.from_pixels = False
-    cfg.model.cnn_depth = config.ModelConfig().cnn_depth  # state observations do not read it (config/reads.py)
+    cfg.world_model.cnn_depth = config.WorldModelConfig().cnn_depth  # state observations do not read it (config/reads.py)
     cfg.run.progress, cfg.run.run_dir, cfg.run.run_name, cfg.run.checkpoint_every = False, str(tmp_path), "run", 400
     for name, value in changes.items():
         config.set_field(cfg, name.replace("__", "."), value)
@@ -155,8 +155,8 @@ def _trainer(cfg, preset="debug", updater_wrapper=None) -> Trainer:
     """Everything the recipe builds, in the recipe's order."""
     seed_everything(cfg.run.seed)
     device = torch.device("cpu")
-    env = dt.make_env(cfg.env, cfg.model, cfg.run.seed)
-    eval_env = dt.make_env(cfg.env, cfg.model, cfg.run.seed + 10_000)
+    env = dt.make_env(cfg, cfg.run.seed)
+    eval_env = dt.make_env(cfg, cfg.run.seed + 10_000)
     agent, policy, updater = build(cfg, env, device)
     run_dir = make_run_dir(cfg, preset)
     updater = updater_wrapper(updater) if updater_wrapper else updater
@@ -175,7 +175,7 @@ def one_thread():
 
 def test_build_makes_a_wired_agent_policy_and_updater(tmp_path, one_thread):
     cfg = _config(tmp_path)
-    env = dt.make_env(cfg.env, cfg.model, 0)
+    env = dt.make_env(cfg, 0)
     agent, policy, updater = build(cfg, env, "cpu")
     td = policy(env.reset())
     assert td["action"].shape == env.action_spec.shape and torch.isfinite(td["action"]).all()

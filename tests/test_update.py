@@ -11,7 +11,7 @@ from dreamer_trl.config import OptimConfig
 from dreamer_trl.objectives import ActorLoss, CriticLoss, WorldModelLoss
 from dreamer_trl.training.update import DreamerUpdate
 
-A, FEAT = 2, TINY.state_dim + TINY.belief_dim
+A, FEAT = 2, TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
 def build(seed=0, share_value=False, step_model_first=False):

@@ -25,7 +25,7 @@ def small_env_cfg():
 @pytest.mark.parametrize("parallel", [False, True])
 def test_env_facts_come_back_from_each_env_and_survive_the_collector(parallel):
     cfg = small_env_cfg()
-    env = make_envs(cfg.env, cfg.model, 0, 2, parallel=parallel)
+    env = make_envs(cfg, 0, 2, parallel=parallel)
     try:
         assert isinstance(env, ParallelDMC if parallel else SerialDMC) and tuple(env.batch_size) == (2,)
         collector = Collector(env, None, frames_per_batch=20, total_frames=40)
@@ -49,10 +49,10 @@ def test_env_facts_come_back_from_each_env_and_survive_the_collector(parallel):
 
 def test_one_env_is_the_plain_env_and_bad_counts_are_refused():
     cfg = small_env_cfg()
-    env = make_envs(cfg.env, cfg.model, 0, 1)
+    env = make_envs(cfg, 0, 1)
     assert not isinstance(env, (ParallelDMC, SerialDMC)) and env.batch_size == torch.Size([])
     with pytest.raises(ValueError, match="env.num_envs"):
-        make_envs(cfg.env, cfg.model, 0, 0)
+        make_envs(cfg, 0, 0)
     with pytest.raises(SystemExit):
         dt.config.parse_args(["--preset", "debug", "--env.num-envs", "3"])  # 200 env steps / repeat 2 = 100
 

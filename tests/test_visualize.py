@@ -85,10 +85,10 @@ def test_open_loop_strip_needs_images():
 @pytest.mark.parametrize("from_pixels", [False, True])
 def test_record_episode_on_dm_control(tiny_cfg, from_pixels):
     env = dt.make_dmc_env("cartpole", "swingup", from_pixels=from_pixels, episode_frames=20)
-    env.append_transform(dt.policy_carry_transform(tiny_cfg.state_dim, tiny_cfg.belief_dim, 1))
+    env.append_transform(dt.policy_carry_transform(tiny_cfg.world_model.latent.state_dim, tiny_cfg.world_model.rssm.belief_dim, 1))
     obs_key = "pixels" if from_pixels else "observation"
     world_model = dt.make_world_model(obs_key, tuple(env.observation_spec[obs_key].shape), 1, tiny_cfg)
-    actor = dt.make_actor(tiny_cfg.state_dim + tiny_cfg.belief_dim, 1, tiny_cfg)
+    actor = dt.make_actor(tiny_cfg.world_model.latent.state_dim + tiny_cfg.world_model.rssm.belief_dim, 1, tiny_cfg)
     policy = dt.make_policy(world_model, actor, env.action_spec)
     ret, frames = vis.record_episode(env, policy)
     assert frames.shape == (11, 64, 64, 3) and frames.dtype == np.uint8   # 20 frames / action repeat 2, + reset

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-from dreamer_trl import keys
 from dreamer_trl.model.latent import NormalParams, features, normal_log_prob, on_features
 from dreamer_trl.model.networks import TanhNormal, TanhNormalActor
 from dreamer_trl.model.trunc_normal import TruncatedNormal

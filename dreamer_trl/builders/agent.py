@@ -1,4 +1,4 @@
-"""The whole agent from sub-configs: world model, imagination env, behaviour, losses, update.
+"""The whole agent from a config: world model, imagination env, behaviour, losses, exploration, update.
 
 One builder for every variant: the networks come from :mod:`dreamer_trl.builders.networks` (parts by name),
 the world-model loss from the configured representation objective (:mod:`dreamer_trl.objectives.representation`)
@@ -16,10 +16,10 @@ from torchrl.envs import EnvBase, RewardSum
 
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
-from dreamer_trl.behavior.policy import policy_carry_transform
+from dreamer_trl.behavior.policy import make_policy, policy_carry_transform
 from dreamer_trl.builders.behavior import make_behavior_losses
 from dreamer_trl.builders.networks import latent_dims, make_actor, make_value, make_world_model
-from dreamer_trl.config import BehaviorConfig, EnvConfig, LossConfig, ModelConfig, OptimConfig
+from dreamer_trl.config import DreamerConfig, OptimConfig
 from dreamer_trl.data.dmc import make_dmc_env, split_task
 from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
@@ -39,25 +39,25 @@ SINGLE_PHASE = "agent"
 """The name of the one phase of ``optim.kind`` laprop."""
 
 
-def make_env(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, **env_kwargs) -> EnvBase:
-    """The DMC task of ``env_cfg`` with the policy's recurrent carry (sized as ``model_cfg``'s world model:
+def make_env(cfg: DreamerConfig, seed: int, **env_kwargs) -> EnvBase:
+    """The DMC task of ``cfg.env`` with the policy's recurrent carry (sized as ``cfg``'s world model:
     :func:`~dreamer_trl.builders.networks.latent_dims`) and an episode-return counter."""
+    env_cfg = cfg.env
     domain, task = split_task(env_cfg.task)
     env = make_dmc_env(domain, task, from_pixels=env_cfg.from_pixels, image_size=env_cfg.image_size,
                        action_repeat=env_cfg.action_repeat, episode_frames=env_cfg.episode_frames, seed=seed,
                        **env_kwargs)
-    env.append_transform(policy_carry_transform(*latent_dims(model_cfg), env.action_spec.shape[-1]))
+    env.append_transform(policy_carry_transform(*latent_dims(cfg), env.action_spec.shape[-1]))
     env.append_transform(RewardSum())
     return env
 
 
-def make_envs(env_cfg: EnvConfig, model_cfg: ModelConfig, seed: int, num_envs: int = 1, parallel: bool = True,
-              **env_kwargs) -> EnvBase:
+def make_envs(cfg: DreamerConfig, seed: int, num_envs: int = 1, parallel: bool = True, **env_kwargs) -> EnvBase:
     """``num_envs`` envs of :func:`make_env` as one batched env (batch ``[num_envs]``; worker processes when
     ``parallel``), seeded ``seed + 1000 * i``; the plain env for one."""
     if num_envs < 1:
         raise ValueError(f"config field 'env.num_envs': expected >= 1, got {num_envs}")
-    makers = [functools.partial(make_env, env_cfg, model_cfg, s, **env_kwargs) for s in env_seeds(seed, num_envs)]
+    makers = [functools.partial(make_env, cfg, s, **env_kwargs) for s in env_seeds(seed, num_envs)]
     return batched_env(makers, parallel)
 
 
@@ -69,6 +69,8 @@ class Agent:
     return statistics).
 
     A planning agent (PlaNet) has a ``planner`` and no actor, value or their losses (all None).
+
+    The agent carries its own exploration (``behavior.exploration``): :meth:`policy` acts with it.
     """
 
     world_model: DreamerWorldModel
@@ -80,6 +82,16 @@ class Agent:
     value_loss: CriticLoss | None
     hooks: list = field(default_factory=list)
     planner: TensorDictModule | None = None
+    exploration_noise: float = 0.3
+    """std of the Gaussian noise added to actions while training (V1, PlaNet: 0.3; V2, V3: 0)"""
+    act_with_mode: bool = False
+    """act with the actor's mode plus noise instead of a sample plus noise (never for a planner)"""
+
+    def policy(self, action_spec) -> TensorDictModule:
+        """The acting policy (filter, then actor or planner, with this agent's exploration), clipped to
+        ``action_spec`` (:func:`~dreamer_trl.behavior.policy.make_policy`)."""
+        return make_policy(self.world_model, self.behavior, action_spec, self.exploration_noise,
+                           act_with_mode=self.act_with_mode and self.planner is None)
 
     @property
     def behavior(self) -> TensorDictModule:
@@ -94,14 +106,14 @@ class Agent:
             getattr(hook, "after_update", lambda: None)()
 
 
-def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig, keep_graph: bool = False) -> WorldModelLoss:
+def make_model_loss(world_model: DreamerWorldModel, cfg: DreamerConfig, keep_graph: bool = False) -> WorldModelLoss:
     """The world-model loss: the representation objective's terms, reward, the KL terms and (with a continue
     head) the continue term, each with its configured scale.
 
     ``keep_graph``: hand on the posterior states with their graph (one phase whose later terms, DreamerV3's
     replay critic loss, train the world model too).
     """
-    l = loss_cfg
+    l = cfg.world_model.loss
     representation = make_representation(l.representation)
     kl_scales = {"dyn": l.dyn_scale, "rep": l.rep_scale} if l.kl == "dyn_rep" else {"kl": l.kl_scale}
     scales = {**{t: l.obs_scale for t in representation.terms}, "reward": l.reward_scale, **kl_scales}
@@ -110,47 +122,51 @@ def make_model_loss(world_model: DreamerWorldModel, loss_cfg: LossConfig, keep_g
         scales["continue"] = l.continue_scale
     kl_terms = {"free_nats": lambda: None, "balance": lambda: BalancedKL(l.kl_balance, l.free_nats),
                 "dyn_rep": lambda: DynRepKL(l.free_nats)}[l.kl]()
-    contdisc = l.continue_discount and has_continue
+    contdisc = cfg.world_model.continue_discount and has_continue
     return WorldModelLoss(world_model, representation=representation, scales=scales, free_nats=l.free_nats,
-                          kl_terms=kl_terms, continue_discount=l.gamma if contdisc else 1.0, keep_graph=keep_graph)
+                          kl_terms=kl_terms, continue_discount=cfg.behavior.gamma if contdisc else 1.0,
+                          keep_graph=keep_graph)
 
 
-def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, model_cfg: ModelConfig, loss_cfg: LossConfig,
-               device="cpu", behavior: BehaviorConfig | None = None, action_spec=None,
-               optim_cfg: OptimConfig | None = None) -> Agent:
-    """World model, imagination env, actor, value and their losses, on ``device``.
+def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, cfg: DreamerConfig | None = None, device="cpu",
+               action_spec=None) -> Agent:
+    """World model, imagination env, actor, value and their losses, on ``device``, as ``cfg`` names them
+    (Dreamer V1's paper defaults when None).
 
     With ``behavior.kind == "planner"``: the world model, its loss and PlaNet's CEM planner
     (:func:`~dreamer_trl.behavior.planner.make_planner`, candidates clipped to ``action_spec``), no actor or value.
 
-    ``loss_cfg.representation`` picks the world model's objective and ``loss_cfg.value_estimate`` the
-    actor's target. Drive the losses with :func:`make_update`, or call ``backward()`` on each loss as in a
-    TorchRL loop, then :meth:`Agent.after_update` once after the optimizers step (V2/V3's slow critic).
-    ``optim_cfg`` is accepted for callers and changes nothing in the agent (:func:`make_update` decides the phases).
+    ``world_model.loss.representation`` picks the world model's objective, ``behavior.losses`` and
+    ``behavior.value_estimate`` the actor's and critic's. Drive the losses with :func:`make_update`, or call
+    ``backward()`` on each loss as in a TorchRL loop, then :meth:`Agent.after_update` once after the optimizers
+    step (V2/V3's slow critic). The agent does not depend on ``cfg.optim`` (:func:`make_update` decides the phases).
     """
+    cfg = cfg or DreamerConfig()
+    b = cfg.behavior
     device = torch.device(device)
-    world_model = make_world_model(obs_key, obs_shape, action_dim, model_cfg, loss_cfg.representation).to(device)
+    world_model = make_world_model(obs_key, obs_shape, action_dim, cfg).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
-    planning = behavior is not None and behavior.kind == "planner"
+    planning = b.kind == "planner"
     # DreamerV3's replay critic term: the posteriors keep their (retained) graph for it, which one LaProp phase
     # over everything trains the world model with and a per-module update ignores (the agent never depends on
-    # the update: ``optim_cfg`` changes nothing here).
-    keep_graph = (not planning and loss_cfg.replay_value_scale > 0 and model_cfg.agent != "dreamer"
-                  and loss_cfg.value_estimate != "reward")
-    model_loss = make_model_loss(world_model, loss_cfg, keep_graph=keep_graph)
+    # the update).
+    keep_graph = (not planning and b.critic.replay_scale > 0 and b.losses == "v2_v3" and b.value_estimate != "reward")
+    model_loss = make_model_loss(world_model, cfg, keep_graph=keep_graph)
+    exploration = dict(exploration_noise=b.exploration.noise, act_with_mode=b.exploration.act_with_mode)
     if planning:
-        planner = make_planner(world_model, action_spec, horizon=behavior.plan_horizon, candidates=behavior.candidates,
-                               top_k=behavior.top_k, iterations=behavior.iterations, warm_start=behavior.warm_start)
-        return Agent(world_model, imagination_env, None, None, model_loss, None, None, planner=planner.to(device))
+        p = b.planner
+        planner = make_planner(world_model, action_spec, horizon=p.horizon, candidates=p.candidates, top_k=p.top_k,
+                               iterations=p.iterations, warm_start=p.warm_start)
+        return Agent(world_model, imagination_env, None, None, model_loss, None, None, planner=planner.to(device),
+                     **exploration)
     feature_dim = world_model.rssm.feature_dim
-    actor = make_actor(feature_dim, action_dim, model_cfg).to(device)
-    value = make_value(feature_dim, model_cfg).to(device)
-    contdisc = loss_cfg.continue_discount and world_model.continue_head is not None
-    losses = make_behavior_losses(model_cfg.agent, actor, value, imagination_env, loss_cfg,
-                                  continue_head=world_model.continue_head, continue_has_discount=contdisc,
-                                  device=device)
+    actor = make_actor(feature_dim, action_dim, cfg).to(device)
+    value = make_value(feature_dim, cfg).to(device)
+    contdisc = cfg.world_model.continue_discount and world_model.continue_head is not None
+    losses = make_behavior_losses(actor, value, imagination_env, b, continue_head=world_model.continue_head,
+                                  continue_has_discount=contdisc, device=device)
     return Agent(world_model, imagination_env, actor, value, model_loss, losses.actor_loss, losses.value_loss,
-                 hooks=losses.hooks)
+                 hooks=losses.hooks, **exploration)
 
 
 def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, autocast=None) -> DreamerUpdate:
@@ -164,10 +180,10 @@ def make_update(agent: Agent, optim_cfg: OptimConfig, max_nonfinite: int = 10, a
     """
     o = optim_cfg
     if o.kind != "laprop" and o.step_model_first and agent.model_loss.keep_graph:
-        raise ValueError("loss.replay_value_scale > 0 trains the world model through the replay critic term "
+        raise ValueError("behavior.critic.replay_scale > 0 trains the world model through the replay critic term "
                          "(V3 current, one LaProp phase), but optim.step_model_first steps the world model before "
-                         "the critic's loss exists: set loss.replay_value_scale 0, optim.step_model_first false, "
-                         "or optim.kind laprop")
+                         "the critic's loss exists: set behavior.critic.replay_scale 0, optim.step_model_first "
+                         "false, or optim.kind laprop")
     critic_phase = SINGLE_PHASE if o.kind == "laprop" else "value"
     for hook in agent.hooks:  # the slow critic follows the phase that trains the critic
         if isinstance(hook, SlowTarget):

@@ -35,7 +35,6 @@ import torch
 from torchrl.record.loggers import CSVLogger, TensorboardLogger
 
 from dreamer_trl import keys
-from dreamer_trl.behavior.policy import make_policy
 from dreamer_trl.builders.agent import Agent, make_agent, make_env, make_envs, make_update
 from dreamer_trl.config import DreamerConfig, RunConfig, to_dict
 from dreamer_trl.data.replay import check_disk_space, make_replay_buffer
@@ -98,8 +97,8 @@ def make_train_envs(cfg: DreamerConfig, seed: int):
     from torchrl.envs.utils import check_env_specs
 
     faults = physics_faults(cfg)
-    env = make_envs(cfg.env, cfg.model, seed, cfg.env.num_envs, cfg.env.parallel_envs, **faults)
-    eval_env = make_env(cfg.env, cfg.model, seed + EVAL_SEED_OFFSET, **faults)
+    env = make_envs(cfg, seed, cfg.env.num_envs, cfg.env.parallel_envs, **faults)
+    eval_env = make_env(cfg, seed + EVAL_SEED_OFFSET, **faults)
     check_env_specs(env)
     return env, eval_env
 
@@ -112,7 +111,7 @@ def make_collection(cfg: DreamerConfig, env, seed: int):
     """In this process over ``env``, or (``run.async_collection``) in a worker process seeded from ``seed``."""
     if not cfg.run.async_collection:
         return SyncCollection(env)
-    make = functools.partial(make_envs, cfg.env, cfg.model, num_envs=cfg.env.num_envs, parallel=False,
+    make = functools.partial(make_envs, cfg, num_envs=cfg.env.num_envs, parallel=False,
                              **physics_faults(cfg))
     return AsyncCollection(make, seed)
 
@@ -124,10 +123,9 @@ def build(cfg: DreamerConfig, env, device) -> tuple[Agent, torch.nn.Module, Drea
     """
     obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
     obs_shape = tuple(env.observation_spec[obs_key].shape[len(env.batch_size):])  # one env's (batched: [N, ...])
-    agent = make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg.model, cfg.loss, device,
-                       behavior=cfg.behavior, action_spec=env.action_spec.to(device), optim_cfg=cfg.optim)
-    policy = make_policy(agent.world_model, agent.behavior, env.action_spec.to(device), cfg.loss.exploration_noise,
-                         act_with_mode=cfg.loss.act_with_mode and agent.planner is None)
+    agent = make_agent(obs_key, obs_shape, env.action_spec.shape[-1], cfg, device,
+                       action_spec=env.action_spec.to(device))
+    policy = agent.policy(env.action_spec.to(device))  # with the agent's own exploration (behavior.exploration)
     with torch.no_grad():
         policy(env.fake_tensordict().to(device))
     updater = make_update(agent, cfg.optim, cfg.run.max_nonfinite_updates,

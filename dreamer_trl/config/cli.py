@@ -1,9 +1,12 @@
 """The command line: ``--preset NAME``, ``--resume RUN`` and ``--GROUP.FIELD VALUE`` overrides, through tyro.
 
-    --preset state --schedule.batch-size 16 --loss.free-nats 0 --env.task walker_walk --env.no-from-pixels
+    --preset state --schedule.batch-size 16 --world-model.loss.free-nats 0 --env.task walker_walk --env.no-from-pixels
 
-``--preset`` is read first, so that ``--help`` shows every field at the chosen preset's value; so is
-``--model.size``, whose widths are written into the fields (``sizes.apply_size``) before the other overrides.
+``--preset`` is read first, so that ``--help`` shows every field at the chosen preset's value (a preset whose
+networks depend on the observation kind is built for the ``--env.from-pixels`` / ``--env.no-from-pixels`` given);
+so is ``--nets.size``, whose widths are written into the fields (``sizes.apply_size``) before the other overrides.
+The flat flag names of format 2 (``--model.belief-dim``, ``--loss.free-nats``) are translated to the nested ones
+(``legacy.ALIASES``) with a one-line note; those without a one-to-one successor are refused naming what to give.
 A field that the chosen parts do not read is refused when it differs from its default (``reads.py``). Bad input
 (unknown option, wrong type, impossible value) ends the process with exit code 2 and one message naming
 the field and what it expects, before anything heavy is imported or built (docs/reliability.md P6, P10).
@@ -23,8 +26,9 @@ from typing import Annotated, Callable, Literal, Sequence, get_args, get_origin
 import tyro
 
 from . import reads
-from .presets import PRESETS, make_preset
-from .schema import GROUPS, DreamerConfig, field_names, field_types, from_dict, get_field
+from .legacy import ALIASES, REMOVED
+from .presets import PRESETS, SUMMARIES, make_preset
+from .schema import DreamerConfig, field_names, field_types, from_dict, get_field, owner
 from .sizes import apply_size
 
 PresetName = Literal[tuple(PRESETS)]
@@ -46,14 +50,15 @@ class CommandLine:
 
 
 def config_differences(saved: DreamerConfig, new: DreamerConfig) -> dict[str, tuple]:
-    """{``group.field``: (saved value, new value)} for every field that differs."""
+    """{dotted field name: (saved value, new value)} for every field that differs."""
     return {n: (get_field(saved, n), get_field(new, n)) for n in field_names(saved)
             if get_field(saved, n) != get_field(new, n)}
 
 
 def validate(cfg: DreamerConfig) -> None:
     """Reject impossible values before any work starts, naming the field and the expected value."""
-    s, e, l, r = cfg.schedule, cfg.env, cfg.loss, cfg.run
+    s, e, r, b, wm = cfg.schedule, cfg.env, cfg.run, cfg.behavior, cfg.world_model
+    wl, actor = wm.loss, b.actor
     for ok, name, got in ((e.action_repeat >= 1, "env.action_repeat", e.action_repeat),  # divisors of the checks below
                           (s.train_every >= 1, "schedule.train_every", s.train_every),
                           (e.num_envs >= 1, "env.num_envs", e.num_envs)):
@@ -62,8 +67,8 @@ def validate(cfg: DreamerConfig) -> None:
     checks = [
         (s.seq_len >= 2, "schedule.seq_len", ">= 2", s.seq_len),
         (s.batch_size >= 1, "schedule.batch_size", ">= 1", s.batch_size),
-        (l.horizon >= 2, "loss.horizon", ">= 2", l.horizon),
-        (cfg.model.actor_mean_scale >= 0, "model.actor_mean_scale", ">= 0 (0: unsquashed)", cfg.model.actor_mean_scale),
+        (b.horizon >= 2, "behavior.horizon", ">= 2", b.horizon),
+        (actor.mean_scale >= 0, "behavior.actor.mean_scale", ">= 0 (0: unsquashed)", actor.mean_scale),
         (e.action_repeat >= 1, "env.action_repeat", ">= 1", e.action_repeat),
         (e.image_size == 64 or not e.from_pixels, "env.image_size", "64 for the pixel model", e.image_size),
         (e.episode_frames >= e.action_repeat * s.seq_len or s.replay_windows == "stream", "env.episode_frames",
@@ -81,13 +86,14 @@ def validate(cfg: DreamerConfig) -> None:
          f"a multiple of train_every = {s.train_every}", s.prefill_env_steps),
         (s.total_env_steps > s.prefill_env_steps, "schedule.total_env_steps",
          f"> prefill_env_steps = {s.prefill_env_steps}", s.total_env_steps),
-        (0.0 <= l.gamma <= 1.0, "loss.gamma", "in [0, 1]", l.gamma),
-        (0.0 <= l.lmbda <= 1.0, "loss.lmbda", "in [0, 1]", l.lmbda),
-        (l.free_nats >= 0 and l.kl_scale >= 0, "loss.free_nats/kl_scale", ">= 0", (l.free_nats, l.kl_scale)),
-        (l.obs_scale >= 0 and l.reward_scale >= 0, "loss.obs_scale/reward_scale", ">= 0",
-         (l.obs_scale, l.reward_scale)),
-        (not reads.is_read(cfg, "loss.value_steps") or 1 <= l.value_steps <= l.horizon - 1, "loss.value_steps",
-         f"in [1, horizon - 1 = {l.horizon - 1}]", l.value_steps),
+        (0.0 <= b.gamma <= 1.0, "behavior.gamma", "in [0, 1]", b.gamma),
+        (0.0 <= b.lmbda <= 1.0, "behavior.lmbda", "in [0, 1]", b.lmbda),
+        (wl.free_nats >= 0 and wl.kl_scale >= 0, "world_model.loss.free_nats/kl_scale", ">= 0",
+         (wl.free_nats, wl.kl_scale)),
+        (wl.obs_scale >= 0 and wl.reward_scale >= 0, "world_model.loss.obs_scale/reward_scale", ">= 0",
+         (wl.obs_scale, wl.reward_scale)),
+        (not reads.is_read(cfg, "behavior.value_steps") or 1 <= b.value_steps <= b.horizon - 1,
+         "behavior.value_steps", f"in [1, horizon - 1 = {b.horizon - 1}]", b.value_steps),
         ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
          "auto, cpu, cuda[:i] or mps", r.device),
@@ -102,61 +108,62 @@ def validate(cfg: DreamerConfig) -> None:
         (r.max_nonfinite_updates >= 0, "run.max_nonfinite_updates", ">= 0", r.max_nonfinite_updates),
         (s.train_ratio >= 0, "schedule.train_ratio", ">= 0 (0: updates_per_train per train_every)", s.train_ratio),
         (s.pretrain_updates >= 0, "schedule.pretrain_updates", ">= 0", s.pretrain_updates),
-        (cfg.optim.kind == "adam" or cfg.model.agent != "dreamer", "optim.kind",
-         "adam for model.agent dreamer (LaProp is wired for dreamer_v2/dreamer_v3)", cfg.optim.kind),
-        (cfg.optim.kind == "adam" or l.actor_reinforce == 1.0, "loss.actor_reinforce",
+        (cfg.optim.kind == "adam" or b.losses == "v2_v3" or b.kind == "planner", "optim.kind",
+         "adam with behavior.losses v1 (LaProp is wired for the v2_v3 losses and the planner)", cfg.optim.kind),
+        (cfg.optim.kind == "adam" or actor.reinforce == 1.0, "behavior.actor.reinforce",
          "1 with optim.kind laprop (one optimizer over everything: a backprop actor gradient would reach the world "
-         "model); use --optim.kind adam for dynamics backprop", l.actor_reinforce),
-        (0.0 <= l.actor_reinforce <= 1.0, "loss.actor_reinforce", "in [0, 1]", l.actor_reinforce),
-        (cfg.model.classes >= 2 and 0.0 <= cfg.model.unimix < 1.0, "model.classes/unimix", ">= 2 and in [0, 1)",
-         (cfg.model.classes, cfg.model.unimix)),
-        (cfg.model.twohot_bins == 0 or cfg.model.twohot_bins >= 2, "model.twohot_bins", "0 or >= 2",
-         cfg.model.twohot_bins),
-        (cfg.model.vector_layers >= 0, "model.vector_layers", ">= 0 (0: model.mlp_layers)", cfg.model.vector_layers),
-        (cfg.model.vector_units >= 0, "model.vector_units", ">= 0 (0: model.mlp_hidden)", cfg.model.vector_units),
-        (cfg.model.actor_outscale >= 0, "model.actor_outscale", ">= 0", cfg.model.actor_outscale),
-        (cfg.model.actor_dist == "bounded_normal" or cfg.model.agent != "dreamer", "model.actor_dist",
-         "bounded_normal for model.agent dreamer (Dreamer V1 has its tanh-Gaussian actor; trunc_normal belongs to "
-         "dreamer_v2/dreamer_v3)", cfg.model.actor_dist),
+         "model); use --optim.kind adam for dynamics backprop", actor.reinforce),
+        (0.0 <= actor.reinforce <= 1.0, "behavior.actor.reinforce", "in [0, 1]", actor.reinforce),
+        (wm.latent.classes >= 2 and 0.0 <= wm.latent.unimix < 1.0, "world_model.latent.classes/unimix",
+         ">= 2 and in [0, 1)", (wm.latent.classes, wm.latent.unimix)),
+        (cfg.nets.twohot_bins >= 2, "nets.twohot_bins", ">= 2 (for N(x, 1) heads choose world_model.reward_head / "
+         "behavior.critic.head normal)", cfg.nets.twohot_bins),
+        (wm.vector_layers >= 1, "world_model.vector_layers", ">= 1", wm.vector_layers),
+        (wm.vector_units >= 1, "world_model.vector_units", ">= 1", wm.vector_units),
+        (actor.outscale >= 0, "behavior.actor.outscale", ">= 0", actor.outscale),
+        (not (wm.continue_head and b.kind == "actor" and b.losses == "v1"), "world_model.continue_head",
+         "false with behavior.losses v1 (the v1 losses weight imagined steps by gamma^t and read no continue head; "
+         "behavior.losses v2_v3 reads it)", wm.continue_head),
         (cfg.optim.model_adam_eps >= 0, "optim.model_adam_eps", ">= 0 (0: optim.adam_eps)", cfg.optim.model_adam_eps),
         (cfg.optim.model_grad_clip >= 0, "optim.model_grad_clip", ">= 0 (0: optim.grad_clip)",
          cfg.optim.model_grad_clip),
         (not cfg.optim.step_model_first or cfg.optim.kind == "adam" and cfg.behavior.kind == "actor",
          "optim.step_model_first", "false with optim.kind laprop or behavior.kind planner (a single optimizer "
          "phase: no world-model step to put before the behaviour's)", cfg.optim.step_model_first),
-        (not (cfg.optim.step_model_first and cfg.optim.kind == "adam" and l.replay_value_scale > 0
-              and cfg.model.agent != "dreamer" and l.value_estimate != "reward"), "loss.replay_value_scale",
+        (not (cfg.optim.step_model_first and cfg.optim.kind == "adam" and b.critic.replay_scale > 0
+              and b.losses == "v2_v3" and b.value_estimate != "reward"), "behavior.critic.replay_scale",
          "0 with optim.step_model_first (the replay critic term trains the world model, which has already stepped; "
-         "set optim.step_model_first false or optim.kind laprop)", l.replay_value_scale),
-        (cfg.behavior.plan_horizon >= 1, "behavior.plan_horizon", ">= 1", cfg.behavior.plan_horizon),
-        (cfg.behavior.iterations >= 1, "behavior.iterations", ">= 1", cfg.behavior.iterations),
-        (1 <= cfg.behavior.top_k <= cfg.behavior.candidates, "behavior.top_k",
-         f"in [1, candidates = {cfg.behavior.candidates}]", cfg.behavior.top_k),
+         "set optim.step_model_first false or optim.kind laprop)", b.critic.replay_scale),
+        (b.planner.horizon >= 1, "behavior.planner.horizon", ">= 1", b.planner.horizon),
+        (b.planner.iterations >= 1, "behavior.planner.iterations", ">= 1", b.planner.iterations),
+        (1 <= b.planner.top_k <= b.planner.candidates, "behavior.planner.top_k",
+         f"in [1, candidates = {b.planner.candidates}]", b.planner.top_k),
     ]
     for ok, name, expected, got in checks:
         if not ok:
             raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
-    for group in GROUPS:  # choices (the command line checks them too; a config built in code may not)
-        sub = getattr(cfg, group)
-        for name, kind in field_types(type(sub)).items():
-            choices = get_args(kind) if get_origin(kind) is Literal else ()
-            if choices and getattr(sub, name) not in choices:
-                raise ValueError(f"config field '{group}.{name}' must be {' or '.join(choices)}, "
-                                 f"got {getattr(sub, name)!r}")
+    for name in field_names(cfg):  # choices (the command line checks them too; a config built in code may not)
+        sub, leaf = owner(cfg, name)
+        kind = field_types(type(sub))[leaf]
+        choices = get_args(kind) if get_origin(kind) is Literal else ()
+        if choices and getattr(sub, leaf) not in choices:
+            raise ValueError(f"config field {name!r} must be {' or '.join(choices)}, got {getattr(sub, leaf)!r}")
     reads.check(cfg)  # no field the chosen parts do not read, and the widths of a named size (config/reads.py)
 
 
 def _options() -> tuple[set[str], set[str], dict[str, object]]:
     """(every option tyro accepts, spelled with '-'; the boolean switches among them; {option: its type})."""
-    options, switches, kinds = {"--help", "-h", "--preset", "--resume"}, set(), {}
+    options, switches, kinds = {"--help", "-h", "--help-all", "--preset", "--resume"}, set(), {}
     template = DreamerConfig()
-    for group in GROUPS:
-        for name, kind in field_types(type(getattr(template, group))).items():
-            flag = f"--{group}.{name.replace('_', '-')}"
-            options.add(flag)
-            kinds[flag] = kind
-            if kind is bool:
-                switches |= {flag, f"--{group}.no-{name.replace('_', '-')}"}
+    for name in field_names(template):
+        sub, leaf = owner(template, name)
+        kind = field_types(type(sub))[leaf]
+        flag = "--" + name.replace("_", "-")
+        options.add(flag)
+        kinds[flag] = kind
+        if kind is bool:
+            head, _, tail = flag.rpartition(".")
+            switches |= {flag, f"{head}.no-{tail}"}
     return options | switches, switches, kinds
 
 
@@ -208,9 +215,53 @@ def _usage_error(prog: str, message: str) -> None:
     raise SystemExit(2)
 
 
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring, whole (its lines joined)."""
+    text = " ".join((doc or "").split())
+    end = text.find(". ")
+    return text if end < 0 else text[:end + 1]
+
+
 def _description(text: str) -> str:
-    presets = "\n".join(f"  {name}: {fn.__doc__.splitlines()[0]}" for name, fn in PRESETS.items())
+    presets = "\n".join(f"  {name}: {SUMMARIES[name]}" for name in PRESETS)
     return f"{text.rstrip()}\n\nPresets (--preset NAME):\n{presets}"
+
+
+def _metavar(kind) -> str:
+    choices = get_args(kind) if get_origin(kind) is Literal else ()
+    if choices:
+        return "{" + ",".join(map(str, choices)) + "}"
+    return {int: "INT", float: "FLOAT", str: "STR"}.get(kind, "VALUE")
+
+
+def help_text(cfg: DreamerConfig, preset: str, prog: str, description: str) -> str:
+    """``--help``: the presets, then the fields the chosen parts of ``cfg`` read, part by part, with their one-line
+    descriptions and ``cfg``'s values (the fields they do not read would be refused: ``--help-all`` lists them)."""
+    names = [n for n in field_names(cfg) if reads.is_read(cfg, n)]
+    total = len(field_names(cfg))
+    lines = [f"usage: {prog} [--preset NAME] [--resume RUN] [--GROUP.PART.FIELD VALUE ...] [--help-all]", "",
+             _description(description), "",
+             f"Fields the chosen parts read ({len(names)} of {total} at --preset {preset}: the others would do "
+             "nothing and are refused; --help-all lists every field):"]
+    part = None
+    for name in names:
+        sub, leaf = owner(cfg, name)
+        head = name.rpartition(".")[0]
+        if head != part:
+            part = head
+            lines += ["", f"{head}: {first_sentence(type(sub).__doc__)}"]
+        kind = field_types(type(sub))[leaf]
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            h, _, t = flag.rpartition(".")
+            spelled = f"{flag}, {h}.no-{t}"
+        else:
+            spelled = f"{flag} {_metavar(kind)}"
+        doc = reads.field_docs(type(sub)).get(leaf, "")
+        lines.append(f"  {spelled}")
+        lines.append(f"      {doc} (default: {getattr(sub, leaf)})")
+    lines += ["", "  --preset NAME, --resume RUN (default: " + preset + ")", ""]
+    return "\n".join(lines)
 
 
 def _task_argument(args: Sequence[str]) -> str | None:
@@ -221,20 +272,75 @@ def _task_argument(args: Sequence[str]) -> str | None:
 
 
 def _size_argument(args: Sequence[str]) -> str | None:
-    """The value of ``--model.size`` among ``args`` (None if absent): its widths go into the starting config."""
+    """The value of ``--nets.size`` among ``args`` (None if absent): its widths go into the starting config."""
     peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    peek.add_argument("--model.size", dest="size")
+    peek.add_argument("--nets.size", dest="size")
     return peek.parse_known_args(args)[0].size
 
 
+def _pixels_argument(args: Sequence[str]) -> bool | None:
+    """The last of ``--env.from-pixels`` / ``--env.no-from-pixels`` among ``args`` (None if neither)."""
+    given = [t.partition("=")[0].replace("_", "-") for t in args]
+    flags = [g for g in given if g in ("--env.from-pixels", "--env.no-from-pixels")]
+    return None if not flags else flags[-1] == "--env.from-pixels"
+
+
 def _given_fields(args: Sequence[str]) -> set[str]:
-    """The ``group.field`` names the options among ``args`` set (``--model.no-continue-head`` included)."""
+    """The dotted field names the options among ``args`` set (``--world-model.no-continue-head`` included)."""
     names = set()
     for token in args:
         if token.startswith("--") and "." in token:
-            group, _, leaf = token[2:].partition("=")[0].replace("-", "_").partition(".")
-            names.add(f"{group}.{leaf.removeprefix('no_')}")
+            head, _, leaf = token[2:].partition("=")[0].replace("-", "_").rpartition(".")
+            names.add(f"{head}.{leaf.removeprefix('no_')}")
     return names
+
+
+def translate_aliases(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(``args`` with the format-2 flag names written as today's, one note per translated flag).
+
+    ``--model.mlp-hidden 200`` becomes the four width flags it stood for; ``--model.agent`` and the other names of
+    :data:`~dreamer_trl.config.legacy.REMOVED` are refused (ValueError) saying what to give instead.
+    """
+    out, notes, i = [], [], 0
+    args = list(args)
+    while i < len(args):
+        token = args[i]
+        given, eq, attached = token.partition("=")
+        head, _, leaf = given[2:].replace("-", "_").rpartition(".")
+        negated = leaf.startswith("no_")
+        old = f"{head}.{leaf.removeprefix('no_')}" if token.startswith("--") and head else ""
+        if old in REMOVED:
+            raise ValueError(f"{given} was removed with the flat config: {REMOVED[old]}")
+        if old not in ALIASES:
+            out.append(token)
+            i += 1
+            continue
+        targets = ALIASES[old]
+        value: list[str] = []
+        follows = args[i + 1] if i + 1 < len(args) else None
+        takes_value = not negated and not eq and follows is not None and not follows.startswith("--")
+        if takes_value and not _is_switch(targets[0]):
+            value, i = [follows], i + 2
+        else:
+            i += 1
+        new_flags = []
+        for target in targets:
+            t_head, _, t_leaf = target.replace("_", "-").rpartition(".")
+            flag = f"--{t_head}.{'no-' if negated else ''}{t_leaf}"
+            new_flags.append(flag)
+            out += [flag + (f"={attached}" if eq else "")] + value
+        notes.append(f"note: {given} is now {' '.join(new_flags)} (the old name is accepted for one more release)")
+    return out, notes
+
+
+def _fanned_aliases(given_names: set[str]) -> dict[str, tuple[str, ...]]:
+    """The old flags among ``given_names`` that stand for several of today's fields: {old name: its fields}."""
+    return {old: ALIASES[old] for old in given_names if len(ALIASES.get(old, ())) > 1}
+
+
+def _is_switch(name: str) -> bool:
+    sub, leaf = owner(DreamerConfig(), name)
+    return field_types(type(sub))[leaf] is bool
 
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
@@ -255,6 +361,11 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
     first.add_argument("--preset")
     first.add_argument("--resume", "--run.resume", default="")
     try:
+        given_names = _given_fields(argv)  # as typed: a field named in today's form is the user's own
+        argv, notes = translate_aliases(argv)
+        fanned = _fanned_aliases(given_names)
+        for note in notes:
+            print(note, file=sys.stderr)
         known, rest = first.parse_known_args(argv)
         if known.preset is not None and known.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {known.preset!r}")
@@ -268,14 +379,23 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
             saved, start = from_dict(data), from_dict(data)
         else:
             preset = known.preset or "paper"
-            start = make_preset(preset, _task_argument(rest))
+            start = make_preset(preset, _task_argument(rest), _pixels_argument(rest))
         size = _size_argument(rest)
         if size is not None:  # like --preset, read first: --help and the overrides after it start from its widths
-            start.model = apply_size(start.model, size)
+            start = apply_size(start, size)
     except (ValueError, argparse.ArgumentError) as err:
         _usage_error(prog, str(err))
-    cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=rest, prog=prog,
+    wants_help = any(a in ("--help", "-h") for a in rest)
+    if "--help-all" in rest:  # tyro's listing of every field
+        rest = [a if a != "--help-all" else "--help" for a in rest]
+        wants_help = False
+    parsed = [a for a in rest if a not in ("--help", "-h")] if wants_help else rest
+    cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=parsed, prog=prog,
                    description=_description(description)).config
+    if wants_help:
+        reads.reset_unread(cfg, _given_fields(rest))
+        print(help_text(cfg, preset, prog, description))
+        raise SystemExit(0)
     try:
         if known.resume:
             changed = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE}
@@ -284,7 +404,14 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                 raise ValueError(f"cannot resume {known.resume} with a different config ({listed}); only "
                                  f"{', '.join(sorted(RESUMABLE))} may change")
             cfg.run.resume = str(checkpoint)
-        reads.reset_unread(cfg, _given_fields(rest))  # a preset's value an override made unread, not the user's
+        # a preset's value an override made unread is not the user's; nor is the part of an old flag that stood
+        # for several fields (--model.mlp-hidden) which this variant does not read, as long as some part is read
+        spread = {t for targets in fanned.values() for t in targets} - given_names
+        reads.reset_unread(cfg, _given_fields(rest) - spread)
+        for old, targets in fanned.items():
+            if not any(reads.is_read(cfg, t) for t in targets):
+                raise ValueError(f"--{old.replace('_', '-')} sets {', '.join(targets)}, none of which "
+                                 f"{preset} reads; leave it out")
         validate(cfg)
         for check in checks:
             check(cfg)

@@ -1,14 +1,14 @@
 """Who reads each config field, and under which choice of parts: one table, the rule built on it, its reference page.
 
 :data:`READS` maps every ``group.field`` to the parts of the library that read it, each with the condition
-(a conjunction of choices: ``model.agent``, ``behavior.kind``, ``env.from_pixels``, ``model.latent``, ...)
+(a conjunction of choices of parts: ``world_model.rssm.core``, ``behavior.losses``, ``env.from_pixels``, ...)
 under which that part exists and reads the field. It is written from the code (``builders/``,
 ``behavior/policy.py``, ``behavior/planner.py``, ``training/``) and checked against it by tests/test_config_reads.py, which changes each field and looks for
 a change in the numbers of an update, a policy call or a planner call.
 
 The rule (:func:`unread_fields`, applied by :func:`~dreamer_trl.config.cli.validate`): a field of a group in
 :data:`ENFORCED` that no part of the chosen config reads must keep its class default (for the widths a named
-``model.size`` sets: the size's number), so no option is accepted that does nothing. Schedule and run
+``nets.size`` sets: the size's number), so no option is accepted that does nothing. Schedule and run
 fields are read by the trainer whatever the variant; env, schedule and run are documented here but not
 enforced (``env.image_size`` of a state run is accepted on purpose, tests/test_config.py).
 
@@ -25,17 +25,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import schema
-from .schema import GROUPS, DreamerConfig, field_names, get_field
+from .schema import GROUPS, DreamerConfig, field_names, get_field, group_of, set_field
 from .sizes import size_widths
 
-ENFORCED: tuple[str, ...] = ("model", "loss", "optim", "behavior")
+ENFORCED: tuple[str, ...] = ("nets", "world_model", "behavior", "optim")
 """Groups whose unread fields are refused when they differ from the default."""
 
 
 @dataclass(frozen=True)
 class Is:
-    """One choice: ``field`` (``group.field``) satisfies ``test``; ``text`` says which values do."""
+    """One choice: ``field`` (a dotted name) satisfies ``test``; ``text`` says which values do."""
 
     field: str
     text: str
@@ -52,20 +51,32 @@ def one_of(name: str, *values) -> Is:
     return Is(name, f"{name} {'/'.join(map(str, values))}", lambda v: v in values)
 
 
-V1 = one_of("model.agent", "dreamer")
-FAMILY = one_of("model.agent", "dreamer_v2", "dreamer_v3")
-V3 = one_of("model.agent", "dreamer_v3")
+def not_one_of(name: str, *values) -> Is:
+    """``name`` is none of ``values``."""
+    return Is(name, f"{name} not {'/'.join(map(str, values))}", lambda v: v not in values)
+
+
 ACTOR = one_of("behavior.kind", "actor")
 PLANNER = one_of("behavior.kind", "planner")
 PIXELS = one_of("env.from_pixels", True)
 VECTOR = one_of("env.from_pixels", False)
 ADAM = one_of("optim.kind", "adam")
 LAPROP = one_of("optim.kind", "laprop")
-CATEGORICAL = one_of("model.latent", "categorical")
-GAUSSIAN = one_of("model.latent", "gaussian")
-CONTINUE = one_of("model.continue_head", True)
-WITH_VALUE = Is("loss.value_estimate", "loss.value_estimate lambda/nstep", lambda v: v != "reward")
-OBS_TERM = Is("loss.representation", "loss.representation reconstruction/contrastive", lambda v: v != "reward")
+CATEGORICAL = one_of("world_model.latent.kind", "categorical")
+GAUSSIAN = one_of("world_model.latent.kind", "gaussian")
+CONTINUE = one_of("world_model.continue_head", True)
+WITH_VALUE = Is("behavior.value_estimate", "behavior.value_estimate lambda/nstep", lambda v: v != "reward")
+OBS_TERM = Is("world_model.loss.representation", "world_model.loss.representation reconstruction/contrastive",
+              lambda v: v != "reward")
+DECODER = one_of("world_model.loss.representation", "reconstruction")
+LOSSES_V1 = one_of("behavior.losses", "v1")
+LOSSES_V2 = one_of("behavior.losses", "v2_v3")
+STYLED = not_one_of("nets.style", "v1")
+TANH = one_of("behavior.actor.dist", "tanh_normal")
+NOT_TANH = not_one_of("behavior.actor.dist", "tanh_normal")
+TWOHOT_REWARD = one_of("world_model.reward_head", "twohot")
+TWOHOT_CRITIC = one_of("behavior.critic.head", "twohot")
+BACKPROP = Is("behavior.actor.reinforce", "behavior.actor.reinforce < 1", lambda v: v < 1)
 
 
 @dataclass(frozen=True)
@@ -92,21 +103,16 @@ VEC_ENV = "the batched env (data.vector_env.make_envs)"
 TRAINER = "the trainer (training.trainer.Trainer)"
 DATA = "the replay buffer (data.replay.make_replay_buffer)"
 AGENT = "the agent builder (builders.agent.make_agent)"
-V1_MODEL = "the V1 world model networks (builders.networks.make_world_model)"
-V1_LOSS = "the V1 world-model loss (builders.agent.make_model_loss)"
-V1_ACTOR = "the V1 actor (builders.networks.make_actor)"
-V1_VALUE = "the V1 value (builders.networks.make_value)"
-V1_BEHAVIOUR = "the V1 actor and critic losses (builders.behavior.make_behavior_losses)"
-V1_UPDATE = "the V1 update (builders.agent.make_update, Adam per phase)"
+SIZES = "the named sizes (config.sizes.apply_size)"
+WM = "the world model (builders.networks.make_world_model)"
+WM_LOSS = "the world-model loss (builders.agent.make_model_loss)"
+ACTOR_NET = "the actor (builders.networks.make_actor)"
+CRITIC_NET = "the critic (builders.networks.make_value)"
+BEHAVIOUR = "the actor and critic losses (builders.behavior.make_behavior_losses)"
+UPDATE = "the update (builders.agent.make_update)"
 PLAN = "the planner (behavior.planner.make_planner)"
 POLICY = "the acting policy (behavior.policy.make_policy in builders.trainer.build)"
-FAM_WIDTHS = "the V2/V3 networks (builders.networks.widths)"
-FAM_MODEL = "the V2/V3 world model networks (builders.networks.make_world_model)"
-FAM_ACTOR = "the V2/V3 actor (builders.networks.make_actor)"
-FAM_CRITIC = "the V2/V3 actor and critic (builders.networks.make_actor/make_value)"
-FAM_LOSS = "the V2/V3 world-model loss (builders.agent.make_model_loss)"
-FAM_BEHAVIOUR = "the V2/V3 actor and critic losses (builders.behavior.make_behavior_losses)"
-FAM_UPDATE = "the V2/V3 update (builders.agent.make_update)"
+CRITIC = (ACTOR, WITH_VALUE)
 
 READS: dict[str, tuple[Read, ...]] = {
     # env: the environment, for every variant
@@ -117,97 +123,95 @@ READS: dict[str, tuple[Read, ...]] = {
     "env.episode_frames": (read(ENV),),
     "env.num_envs": (read(VEC_ENV),),
     "env.parallel_envs": (read(VEC_ENV, Is("env.num_envs", "env.num_envs > 1", lambda v: v > 1)),),
-    # model
-    "model.state_dim": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.belief_dim": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.rssm_hidden": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.min_std": (read(V1_MODEL, V1, GAUSSIAN), read(FAM_MODEL, FAMILY, GAUSSIAN)),
-    "model.cnn_depth": (read(V1_MODEL, V1, PIXELS), read(FAM_WIDTHS, FAMILY, PIXELS)),
-    "model.mlp_hidden": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.reward_layers": (read(V1_MODEL, V1),),
-    "model.value_layers": (read(V1_VALUE, V1, ACTOR, WITH_VALUE),),
-    "model.actor_layers": (read(V1_ACTOR, V1, ACTOR),),
-    "model.actor_mean_scale": (read(V1_ACTOR, V1, ACTOR),),
-    "model.obs_layers": (read(V1_MODEL, V1, VECTOR),),
-    "model.agent": (read(AGENT),),
-    "model.size": (read(V1_MODEL, V1), read(FAM_WIDTHS, FAMILY)),
-    "model.latent": (read(V1_MODEL, V1), read(FAM_MODEL, FAMILY)),
-    "model.classes": (read(V1_MODEL, V1, CATEGORICAL), read(FAM_WIDTHS, FAMILY, CATEGORICAL)),
-    "model.unimix": (read(V1_MODEL, V1, CATEGORICAL), read(FAM_MODEL, FAMILY, CATEGORICAL)),
-    "model.norm": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY, ACTOR)),
-    "model.blocks": (read(FAM_MODEL + ": block GRU", V3, one_of("model.nets", "current")),
-                     read(FAM_MODEL + ": image decoder", V3, PIXELS, one_of("model.conv", "maxpool"))),
-    "model.mlp_layers": (read(FAM_CRITIC, FAMILY, ACTOR), read(FAM_MODEL + ": vector encoder and decoder", FAMILY, VECTOR,
-                                                        one_of("model.vector_layers", 0))),
-    "model.head_layers": (read(FAM_MODEL, FAMILY),),
-    "model.conv": (read(FAM_MODEL, V3, PIXELS),),
-    "model.twohot_bins": (read(FAM_MODEL, FAMILY), read(FAM_CRITIC, FAMILY, ACTOR)),
-    "model.continue_head": (read(FAM_MODEL, FAMILY),),
-    "model.actor_min_std": (read(FAM_ACTOR, FAMILY, ACTOR),),
-    "model.actor_max_std": (read(FAM_ACTOR, FAMILY, ACTOR, one_of("model.actor_dist", "bounded_normal")),),
-    "model.actor_dist": (read(FAM_ACTOR, FAMILY, ACTOR),),
-    "model.nets": (read(FAM_MODEL, V3), read(FAM_CRITIC, V3)),
-    "model.vector_layers": (read(FAM_MODEL, FAMILY, VECTOR),),
-    "model.vector_units": (read(FAM_MODEL, FAMILY, VECTOR),),
-    "model.actor_outscale": (read(FAM_ACTOR, FAMILY, ACTOR),),
-    "model.twohot_space": (read(FAM_MODEL, FAMILY, Is("model.twohot_bins", "model.twohot_bins > 0", bool)),
-                           read(FAM_CRITIC, FAMILY, ACTOR, Is("model.twohot_bins", "model.twohot_bins > 0", bool))),
-    # loss
-    "loss.representation": (read(V1_MODEL, V1), read(V1_LOSS, V1), read(FAM_MODEL, FAMILY), read(FAM_LOSS, FAMILY)),
-    "loss.obs_scale": (read(V1_LOSS, V1, OBS_TERM), read(FAM_LOSS, FAMILY, OBS_TERM)),
-    "loss.reward_scale": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
-    "loss.kl_scale": (read(V1_LOSS, V1, one_of("loss.kl", "free_nats", "balance")),
-                      read(FAM_LOSS, FAMILY, one_of("loss.kl", "free_nats", "balance"))),
-    "loss.free_nats": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
-    "loss.horizon": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
-    "loss.gamma": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR), read(FAM_LOSS, FAMILY, CONTINUE,
-                                                                                   one_of("loss.continue_discount", True))),
-    "loss.lmbda": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "lambda")), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
-    "loss.value_estimate": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
-    "loss.value_steps": (read(V1_BEHAVIOUR, V1, ACTOR, one_of("loss.value_estimate", "nstep")),
-                         read(FAM_BEHAVIOUR, FAMILY, ACTOR, one_of("loss.value_estimate", "nstep"))),
-    "loss.exploration_noise": (read(POLICY),),
-    "loss.act_with_mode": (read(POLICY, ACTOR),),
-    "loss.sample_imagined_heads": (read(V1_BEHAVIOUR, V1, ACTOR), read(FAM_BEHAVIOUR, FAMILY, ACTOR)),
-    "loss.start_state_targets": (read(V1_BEHAVIOUR, V1, ACTOR),),
-    "loss.kl": (read(V1_LOSS, V1), read(FAM_LOSS, FAMILY)),
-    "loss.kl_balance": (read(V1_LOSS, V1, one_of("loss.kl", "balance")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "balance"))),
-    "loss.dyn_scale": (read(V1_LOSS, V1, one_of("loss.kl", "dyn_rep")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep"))),
-    "loss.rep_scale": (read(V1_LOSS, V1, one_of("loss.kl", "dyn_rep")), read(FAM_LOSS, FAMILY, one_of("loss.kl", "dyn_rep"))),
-    "loss.continue_scale": (read(FAM_LOSS, FAMILY, CONTINUE),),
-    "loss.actor_reinforce": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.actor_backprop_baseline": (read(FAM_BEHAVIOUR, FAMILY, ACTOR, Is("loss.actor_reinforce",
-                                                                     "loss.actor_reinforce < 1", lambda v: v < 1)),),
-    "loss.actor_entropy": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.return_norm": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.slow_value_rate": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.slow_value_every": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.slow_value_reg": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.replay_value_scale": (read(FAM_BEHAVIOUR, FAMILY, ACTOR),),
-    "loss.continue_discount": (read(FAM_LOSS, FAMILY, CONTINUE), read(FAM_BEHAVIOUR, FAMILY, ACTOR, CONTINUE)),
-    "loss.continue_mode": (read(FAM_BEHAVIOUR, FAMILY, ACTOR, CONTINUE),),
-    # optim
-    "optim.model_lr": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.actor_lr": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
-    "optim.value_lr": (read(V1_UPDATE, V1, ACTOR, WITH_VALUE), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
-    "optim.adam_eps": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.grad_clip": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.kind": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY), read(AGENT, FAMILY)),
-    "optim.lr": (read(FAM_UPDATE, FAMILY, LAPROP),),
-    "optim.laprop_eps": (read(FAM_UPDATE, FAMILY, LAPROP),),
-    "optim.agc": (read(FAM_UPDATE, FAMILY, LAPROP),),
-    "optim.warmup": (read(FAM_UPDATE, FAMILY, LAPROP),),
-    "optim.weight_decay": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.model_adam_eps": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.model_grad_clip": (read(V1_UPDATE, V1), read(FAM_UPDATE, FAMILY, ADAM)),
-    "optim.step_model_first": (read(V1_UPDATE, V1, ACTOR), read(FAM_UPDATE, FAMILY, ADAM, ACTOR)),
+    # nets: every network
+    "nets.style": (read(WM), read(ACTOR_NET, ACTOR, NOT_TANH), read(CRITIC_NET, *CRITIC)),
+    "nets.norm": (read(WM, STYLED), read(ACTOR_NET, ACTOR, NOT_TANH, STYLED), read(CRITIC_NET, *CRITIC, STYLED)),
+    "nets.size": (read(SIZES),),
+    "nets.twohot_bins": (read(WM, TWOHOT_REWARD), read(CRITIC_NET, *CRITIC, TWOHOT_CRITIC)),
+    "nets.twohot_space": (read(WM, TWOHOT_REWARD), read(CRITIC_NET, *CRITIC, TWOHOT_CRITIC)),
+    # world model
+    "world_model.latent.kind": (read(WM),),
+    "world_model.latent.state_dim": (read(WM),),
+    "world_model.latent.min_std": (read(WM, GAUSSIAN),),
+    "world_model.latent.classes": (read(WM, CATEGORICAL),),
+    "world_model.latent.unimix": (read(WM, CATEGORICAL),),
+    "world_model.rssm.core": (read(WM),),
+    "world_model.rssm.belief_dim": (read(WM),),
+    "world_model.rssm.hidden": (read(WM),),
+    "world_model.rssm.blocks": (read(WM + ": block GRU", one_of("world_model.rssm.core", "block_gru")),
+                                read(WM + ": image decoder", PIXELS, DECODER,
+                                     one_of("world_model.image_decoder", "upsample_mse"))),
+    "world_model.loss.representation": (read(WM), read(WM_LOSS)),
+    "world_model.loss.obs_scale": (read(WM_LOSS, OBS_TERM),),
+    "world_model.loss.reward_scale": (read(WM_LOSS),),
+    "world_model.loss.kl": (read(WM_LOSS),),
+    "world_model.loss.kl_scale": (read(WM_LOSS, one_of("world_model.loss.kl", "free_nats", "balance")),),
+    "world_model.loss.free_nats": (read(WM_LOSS), read(TRAINER + ": prior watch")),
+    "world_model.loss.kl_balance": (read(WM_LOSS, one_of("world_model.loss.kl", "balance")),),
+    "world_model.loss.dyn_scale": (read(WM_LOSS, one_of("world_model.loss.kl", "dyn_rep")),),
+    "world_model.loss.rep_scale": (read(WM_LOSS, one_of("world_model.loss.kl", "dyn_rep")),),
+    "world_model.loss.continue_scale": (read(WM_LOSS, CONTINUE),),
+    "world_model.image_encoder": (read(WM, PIXELS),),
+    "world_model.image_decoder": (read(WM, PIXELS, DECODER),),
+    "world_model.vector_encoder": (read(WM, VECTOR),),
+    "world_model.vector_decoder": (read(WM, VECTOR, DECODER),),
+    "world_model.cnn_depth": (read(WM, PIXELS),),
+    "world_model.vector_layers": (read(WM, VECTOR),),
+    "world_model.vector_units": (read(WM, VECTOR),),
+    "world_model.units": (read(WM),),
+    "world_model.reward_head": (read(WM),),
+    "world_model.head_layers": (read(WM),),
+    "world_model.continue_head": (read(WM), read(BEHAVIOUR, ACTOR, LOSSES_V2)),
+    "world_model.continue_discount": (read(WM_LOSS, CONTINUE), read(BEHAVIOUR, ACTOR, LOSSES_V2, CONTINUE)),
     # behavior
     "behavior.kind": (read(AGENT),),
-    "behavior.plan_horizon": (read(PLAN, PLANNER),),
-    "behavior.candidates": (read(PLAN, PLANNER),),
-    "behavior.top_k": (read(PLAN, PLANNER),),
-    "behavior.iterations": (read(PLAN, PLANNER),),
-    "behavior.warm_start": (read(PLAN, PLANNER),),
+    "behavior.losses": (read(BEHAVIOUR, ACTOR),),
+    "behavior.horizon": (read(BEHAVIOUR, ACTOR),),
+    "behavior.gamma": (read(BEHAVIOUR, ACTOR), read(WM_LOSS, CONTINUE, one_of("world_model.continue_discount", True))),
+    "behavior.lmbda": (read(BEHAVIOUR, ACTOR, LOSSES_V1, one_of("behavior.value_estimate", "lambda")),
+                       read(BEHAVIOUR, ACTOR, LOSSES_V2)),
+    "behavior.value_estimate": (read(BEHAVIOUR, ACTOR),),
+    "behavior.value_steps": (read(BEHAVIOUR, ACTOR, one_of("behavior.value_estimate", "nstep")),),
+    "behavior.sample_imagined_heads": (read(BEHAVIOUR, ACTOR),),
+    "behavior.start_state_targets": (read(BEHAVIOUR, ACTOR, LOSSES_V1),),
+    "behavior.continue_mode": (read(BEHAVIOUR, ACTOR, LOSSES_V2, CONTINUE),),
+    "behavior.actor.dist": (read(ACTOR_NET, ACTOR),),
+    "behavior.actor.layers": (read(ACTOR_NET, ACTOR),),
+    "behavior.actor.units": (read(ACTOR_NET, ACTOR),),
+    "behavior.actor.mean_scale": (read(ACTOR_NET, ACTOR, TANH),),
+    "behavior.actor.min_std": (read(ACTOR_NET, ACTOR, NOT_TANH),),
+    "behavior.actor.max_std": (read(ACTOR_NET, ACTOR, one_of("behavior.actor.dist", "bounded_normal")),),
+    "behavior.actor.outscale": (read(ACTOR_NET, ACTOR, NOT_TANH),),
+    "behavior.actor.reinforce": (read(BEHAVIOUR, ACTOR, LOSSES_V2),),
+    "behavior.actor.backprop_baseline": (read(BEHAVIOUR, ACTOR, LOSSES_V2, BACKPROP),),
+    "behavior.actor.entropy": (read(BEHAVIOUR, ACTOR, LOSSES_V2),),
+    "behavior.actor.return_norm": (read(BEHAVIOUR, ACTOR, LOSSES_V2),),
+    "behavior.critic.head": (read(CRITIC_NET, *CRITIC),),
+    "behavior.critic.layers": (read(CRITIC_NET, *CRITIC),),
+    "behavior.critic.units": (read(CRITIC_NET, *CRITIC),),
+    "behavior.critic.slow_rate": (read(BEHAVIOUR, *CRITIC, LOSSES_V2),),
+    "behavior.critic.slow_every": (read(BEHAVIOUR, *CRITIC, LOSSES_V2),),
+    "behavior.critic.slow_reg": (read(BEHAVIOUR, *CRITIC, LOSSES_V2),),
+    "behavior.critic.replay_scale": (read(BEHAVIOUR, *CRITIC, LOSSES_V2),),
+    "behavior.exploration.noise": (read(POLICY),),
+    "behavior.exploration.act_with_mode": (read(POLICY, ACTOR),),
+    **{f"behavior.planner.{f}": (read(PLAN, PLANNER),) for f in ("horizon", "candidates", "top_k", "iterations",
+                                                                 "warm_start")},
+    # optim
+    "optim.model_lr": (read(UPDATE, ADAM),),
+    "optim.actor_lr": (read(UPDATE, ADAM, ACTOR),),
+    "optim.value_lr": (read(UPDATE, ADAM, *CRITIC),),
+    "optim.adam_eps": (read(UPDATE, ADAM),),
+    "optim.grad_clip": (read(UPDATE, ADAM),),
+    "optim.kind": (read(UPDATE),),
+    "optim.lr": (read(UPDATE, LAPROP),),
+    "optim.laprop_eps": (read(UPDATE, LAPROP),),
+    "optim.agc": (read(UPDATE, LAPROP),),
+    "optim.warmup": (read(UPDATE, LAPROP),),
+    "optim.weight_decay": (read(UPDATE, ADAM),),
+    "optim.model_adam_eps": (read(UPDATE, ADAM),),
+    "optim.model_grad_clip": (read(UPDATE, ADAM),),
+    "optim.step_model_first": (read(UPDATE, ADAM, ACTOR),),
     # schedule and run: the trainer's, whatever the variant, with these exceptions
     "schedule.updates_per_train": (read(TRAINER, one_of("schedule.train_ratio", 0.0)),),
     "schedule.replay_windows": (read(DATA),),
@@ -215,14 +219,14 @@ READS: dict[str, tuple[Read, ...]] = {
     "run.check_every": (read("the data-parallel world (training.distributed.World)",
                              Is("run.world_size", "run.world_size > 1", lambda v: v > 1)),),
 }
-"""``group.field`` -> the parts that read it; any schedule or run field not listed is read by the trainer always."""
+"""Field (dotted name) -> the parts that read it; any schedule or run field not listed is read by the trainer always."""
 
 
 def reads(name: str) -> tuple[Read, ...]:
-    """The parts that read ``name`` (``group.field``)."""
+    """The parts that read ``name`` (a dotted field name)."""
     if name in READS:
         return READS[name]
-    if name.split(".")[0] in ("schedule", "run"):
+    if group_of(name) in ("schedule", "run"):
         return (read(TRAINER),)
     raise KeyError(f"config field {name!r} is missing from dreamer_trl.config.reads.READS")
 
@@ -235,8 +239,8 @@ def is_read(cfg: DreamerConfig, name: str) -> bool:
 def baseline(cfg: DreamerConfig) -> DreamerConfig:
     """The values an unread field must keep: the class defaults, and the widths of a named size that is read."""
     base = DreamerConfig()
-    for name, number in (size_widths(cfg.model.size) if is_read(cfg, "model.size") else {}).items():
-        setattr(base.model, name, number)
+    for name, number in (size_widths(cfg.nets.size) if is_read(cfg, "nets.size") else {}).items():
+        set_field(base, name, number)
     return base
 
 
@@ -253,7 +257,7 @@ def unread_message(cfg: DreamerConfig, name: str) -> str:
 def unread_fields(cfg: DreamerConfig) -> list[str]:
     """The fields of :data:`ENFORCED` groups that ``cfg`` sets away from :func:`baseline` but does not read."""
     base = baseline(cfg)
-    return [name for name in field_names(cfg) if name.split(".")[0] in ENFORCED
+    return [name for name in field_names(cfg) if group_of(name) in ENFORCED
             and get_field(cfg, name) != get_field(base, name) and not is_read(cfg, name)]
 
 
@@ -267,16 +271,15 @@ def reset_unread(cfg: DreamerConfig, given: set[str] | frozenset[str] = frozense
     base = baseline(cfg)
     dropped = [name for name in unread_fields(cfg) if name not in given]
     for name in dropped:
-        group, leaf = name.split(".")
-        setattr(getattr(cfg, group), leaf, get_field(base, name))
+        set_field(cfg, name, get_field(base, name))
     return dropped
 
 
 def size_mismatches(cfg: DreamerConfig) -> list[str]:
-    """Messages for the width fields that differ from the named ``model.size``'s numbers."""
-    return [f"config field 'model.{f}' {getattr(cfg.model, f)} is set by model.size {cfg.model.size} "
-            f"({n}); give --model.size custom to set the widths yourself"
-            for f, n in size_widths(cfg.model.size).items() if getattr(cfg.model, f) != n and is_read(cfg, "model.size")]
+    """Messages for the width fields that differ from the named ``nets.size``'s numbers."""
+    return [f"config field {f!r} {get_field(cfg, f)} is set by nets.size {cfg.nets.size} "
+            f"({n}); give --nets.size custom to set the widths yourself"
+            for f, n in size_widths(cfg.nets.size).items() if get_field(cfg, f) != n and is_read(cfg, f)]
 
 
 def check(cfg: DreamerConfig) -> None:
@@ -300,6 +303,16 @@ def field_docs(group: type) -> dict[str, str]:
     return docs
 
 
+def _parts(obj: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(dotted name, dataclass) of ``obj`` and of every part nested in it, depth first."""
+    out = [(prefix, obj)]
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _parts(value, f"{prefix}.{f.name}")
+    return out
+
+
 def markdown() -> str:
     """docs/config.md: every field, its description and who reads it under which choice."""
     cfg = DreamerConfig()
@@ -308,43 +321,34 @@ def markdown() -> str:
              "`dreamer_trl/config/reads.py` (who reads what) and the field docstrings of `dreamer_trl/config/schema.py`;",
              "tests/test_config_reads.py checks that this file is up to date and that the table is true.", "",
              f"`validate` refuses a field of the {', '.join(ENFORCED)} groups that the chosen parts do not read when it "
-             "differs from its default (a width set by a named `model.size`: from the size's number).", ""]
+             "differs from its default (a width set by a named `nets.size`: from the size's number). On the command line "
+             "a field is `--GROUP.PART.FIELD` with dashes (`--world-model.rssm.belief-dim 256`); the flat names of "
+             "format 2 (`--model.belief-dim`) are still accepted for one release (`dreamer_trl/config/legacy.py`).", ""]
     for group in GROUPS:
-        sub = getattr(cfg, group)
-        docs = field_docs(type(sub))
-        lines += [f"## {group}", "", "| field | default | description | read by (when) |", "|---|---|---|---|"]
-        for f in dataclasses.fields(sub):
-            name = f"{group}.{f.name}"
-            who = "; ".join(r.describe() for r in reads(name))
-            cells = [f"`{name}`", f"`{getattr(sub, f.name)!r}`", docs.get(f.name, ""), who]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        lines.append("")
+        for prefix, sub in _parts(getattr(cfg, group), group):
+            docs = field_docs(type(sub))
+            leaves = [f for f in dataclasses.fields(sub) if not dataclasses.is_dataclass(getattr(sub, f.name))]
+            lines += [f"## {prefix}", "", " ".join((type(sub).__doc__ or "").split()), "",
+                      "| field | default | description | read by (when) |", "|---|---|---|---|"]
+            for f in leaves:
+                name = f"{prefix}.{f.name}"
+                who = "; ".join(r.describe() for r in reads(name))
+                cells = [f"`{name}`", f"`{getattr(sub, f.name)!r}`", docs.get(f.name, ""), who]
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            lines.append("")
     return "\n".join(lines)
-
-
-def summary() -> dict[str, int]:
-    """{variant: how many model, loss, optim and behavior fields its parts read}, for a few named variants."""
-    variants = {"dreamer (actor)": {}, "dreamer (planner)": {"behavior.kind": "planner"},
-                "dreamer_v2": {"model.agent": "dreamer_v2"}, "dreamer_v3": {"model.agent": "dreamer_v3"}}
-    out = {}
-    for label, choices in variants.items():
-        cfg = DreamerConfig()
-        for name, value in choices.items():
-            schema.set_field(cfg, name, value)
-        out[label] = sum(is_read(cfg, n) for n in field_names(cfg) if n.split(".")[0] in ENFORCED)
-    return out
 
 
 def counts() -> str:
     """One Markdown row per preset: how many of the enforced fields its parts read, per group."""
     from .presets import PRESETS
 
-    enforced = [n for n in field_names() if n.split(".")[0] in ENFORCED]
+    enforced = [n for n in field_names() if group_of(n) in ENFORCED]
     rows = []
     for name, make in PRESETS.items():
         cfg = make()
         read_here = [n for n in enforced if is_read(cfg, n)]
-        groups = " / ".join(str(sum(n.startswith(g + ".") for n in read_here)) for g in ENFORCED)
+        groups = " / ".join(str(sum(group_of(n) == g for n in read_here)) for g in ENFORCED)
         rows.append(f"| {name} | {len(read_here)} of {len(enforced)} | {groups} |")
     return "\n".join(rows) + "\n"
 

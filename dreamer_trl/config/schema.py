@@ -1,8 +1,12 @@
 """The run configuration as nested typed dataclasses, with Dreamer V1's defaults, and its plain-data form.
 
 Defaults are Dreamer V1's (Hafner et al. 2020, Appendix A and the official code; see
-docs/sources.md). Each field has its one-line description in the docstring under it; the
-command line (``cli.py``, through tyro) shows it in ``--help`` as ``--GROUP.FIELD``.
+docs/sources.md). The groups follow the parts: ``nets`` (how every network is built), ``world_model``
+(with its ``latent``, ``rssm`` and ``loss``), ``behavior`` (with its ``actor``, ``critic``, ``exploration``
+and ``planner``), then ``optim``, ``schedule``, ``run`` and ``env``; a part is chosen by name (e.g.
+``world_model.rssm.core``, ``behavior.actor.dist``) and a variant is an assignment of names and numbers
+(``presets.py``). Each field has its one-line description in the docstring under it; the command line
+(``cli.py``, through tyro) shows it in ``--help`` as ``--GROUP.PART.FIELD``.
 """
 from __future__ import annotations
 
@@ -34,87 +38,196 @@ class EnvConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Network sizes (Dreamer V1, Hafner et al. 2020, Appendix A)."""
+class NetsConfig:
+    """How every network is built (world model, actor, critic): layer style, normalisation, named size, two-hot bins."""
 
-    state_dim: int = 30
-    """stochastic state s_t size"""
-    belief_dim: int = 200
-    """deterministic GRU belief h_t size"""
-    rssm_hidden: int = 200
-    """hidden width inside the RSSM"""
-    min_std: float = 0.1
-    """added to softplus(std) of prior and posterior"""
-    cnn_depth: int = 32
-    """channels of the first conv layer, doubled at each of the 4 layers"""
-    mlp_hidden: int = 400
-    """width of the reward, value, actor and vector-observation MLPs"""
-    reward_layers: int = 2
-    """hidden layers of the reward head"""
-    value_layers: int = 3
-    """hidden layers of the value head"""
-    actor_layers: int = 4
-    """hidden layers of the actor"""
-    actor_mean_scale: float = 5.0
-    """the actor's pre-tanh mean is s*tanh(x/s) with this s (paper 5); 0: the raw mean (TorchRL's actor)"""
-    obs_layers: int = 2
-    """hidden layers of the vector-observation encoder and decoder"""
-    agent: Literal["dreamer", "dreamer_v2", "dreamer_v3"] = "dreamer"
-    """which agent the builders make: Dreamer V1 (with its ablations), DreamerV2 or DreamerV3"""
-    size: Literal["custom", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = "custom"
-    """DreamerV2/V3 size: a V3 named size sets belief_dim, rssm_hidden, classes, mlp_hidden and cnn_depth; custom: the fields as given"""
-    latent: Literal["gaussian", "categorical"] = "gaussian"
-    """s_t's distribution: diagonal Gaussian (V1) or state_dim one-hot groups of `classes` (V2/V3)"""
-    classes: int = 32
-    """classes per categorical group (V2: 32; V3 size1m: 4)"""
-    unimix: float = 0.01
-    """uniform mix of the categorical latents and discrete actions (V3: 1%; V2: 0)"""
+    style: Literal["v1", "v2", "v3_2023", "v3"] = "v1"
+    """layer style: v1 (ELU, Glorot-uniform init, no norm), v2 (ELU, fan-avg truncated-normal init), v3_2023 (SiLU, fan-avg, no biases before norms, eps 1e-3; danijar/dreamerv3 84ecf19) or v3 (SiLU, fan-in, eps 1e-4; e3f0224)"""
     norm: Literal["rms", "layer", "none"] = "rms"
-    """normalisation in the V2/V3 MLPs and convs (V3 current: rms; V3 2023: layer; V2: none)"""
-    blocks: int = 8
-    """blocks of the block-diagonal GRU (V3 current: 8; 1: a dense GRU)"""
-    mlp_layers: int = 3
-    """hidden layers of the V3 encoder, decoder, actor and critic MLPs (reward and continue heads: head_layers)"""
-    head_layers: int = 1
-    """hidden layers of the V3 reward and continue heads"""
-    conv: Literal["maxpool", "stride"] = "maxpool"
-    """V3 image networks: maxpool (current official: 5x5 stride-1 convs + 2x2 max-pool, upsample + conv decoder) or stride (2023 code and TorchRL's V3: 4x4 stride-2 convs, transposed-conv decoder; about 4x fewer conv FLOPs)"""
+    """normalisation of the v2 / v3 style layers (V3 current: rms; V3 2023: layer; V2: none)"""
+    size: Literal["custom", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = "custom"
+    """DreamerV3 named size: writes its widths into the latent, rssm, world-model, actor and critic fields; custom: the fields as given"""
     twohot_bins: int = 255
-    """symexp two-hot bins of the reward and critic heads (V3); 0: unit-Gaussian heads (V2)"""
-    continue_head: bool = True
-    """learn a continue (discount) predictor that discounts imagined returns (V3; V2 on DMC: off)"""
-    actor_min_std: float = 0.1
-    """V2/V3 actor's minimum std"""
-    actor_max_std: float = 1.0
-    """V3 actor's maximum std"""
-    actor_dist: Literal["bounded_normal", "trunc_normal"] = "bounded_normal"
-    """V2/V3 continuous actor: bounded_normal (V3: N(tanh m, std in [min, max]), unbounded draws) or trunc_normal (V2: N(tanh m, 2 sigmoid(s / 2) + min_std) truncated to [-1, 1])"""
-    nets: Literal["current", "2023"] = "current"
-    """V3 network structure: current (e3f0224: block GRU, 2 prior layers, fan-in init, norm eps 1e-4) or 2023 (84ecf19: dense GRU with normed gates, 1 prior layer, fan-avg init, no biases before norms, eps 1e-3, 4x4 stride convs)"""
-    vector_layers: int = 0
-    """hidden layers of the V2/V3 vector encoder and decoder MLPs; 0: mlp_layers (V3 2023 DMC: 5)"""
-    vector_units: int = 0
-    """width of the V2/V3 vector encoder and decoder MLPs; 0: mlp_hidden (V3 2023 DMC: 1024)"""
-    actor_outscale: float = 0.01
-    """scale of the V3 actor's output-layer initialisation (current code 0.01; 2023 code 1.0)"""
+    """bins of the two-hot reward and critic heads (V3)"""
     twohot_space: Literal["symexp", "symlog"] = "symexp"
     """two-hot bins and interpolation in value space over symexp-spaced bins (current code) or in symlog space (2023 code, the paper)"""
 
 
 @dataclass
-class LossConfig:
-    """Objectives (Dreamer Eq. 6-8, 10)."""
+class LatentConfig:
+    """The stochastic state s_t (Dreamer V1: Gaussian; DreamerV2/V3: categorical groups)."""
+
+    kind: Literal["gaussian", "categorical"] = "gaussian"
+    """s_t's distribution: diagonal Gaussian (V1) or state_dim one-hot groups of `classes` (V2/V3)"""
+    state_dim: int = 30
+    """size of s_t (Gaussian) or number of categorical groups"""
+    min_std: float = 0.1
+    """Gaussian: added to softplus(std) of prior and posterior"""
+    classes: int = 32
+    """categorical: classes per group (V2: 32; V3 size1m: 4)"""
+    unimix: float = 0.01
+    """categorical: uniform mix of the latents (V3: 1%; V2: 0)"""
+
+
+@dataclass
+class RSSMConfig:
+    """The recurrent state-space model's deterministic path h_t = f(h_{t-1}, s_{t-1}, a_{t-1})."""
+
+    core: Literal["gru_cell", "norm_gru", "norm_gru_gates", "block_gru"] = "gru_cell"
+    """recurrent core: gru_cell (V1 / PlaNet), norm_gru_gates (V2: LayerNorm gates), norm_gru (V3 2023) or block_gru (V3 current: block-diagonal, 2 prior layers)"""
+    belief_dim: int = 200
+    """deterministic belief h_t size"""
+    hidden: int = 200
+    """hidden width inside the RSSM"""
+    blocks: int = 8
+    """blocks of the block GRU (and of the upsample decoder's first layer)"""
+
+
+@dataclass
+class WorldModelLossConfig:
+    """The world model's objective (Dreamer Eq. 10; V2 KL balancing; V3 dyn / rep terms with free bits)."""
 
     representation: Literal["reconstruction", "contrastive", "reward"] = "reconstruction"
-    """world-model objective (Dreamer Sec. 4, Fig. 8): reconstruction, contrastive (InfoNCE) or reward (no observation model)"""
+    """objective (Dreamer Sec. 4, Fig. 8): reconstruction (a decoder), contrastive (InfoNCE, no decoder) or reward (no observation model)"""
     obs_scale: float = 1.0
     """weight of the observation term (reconstruction or contrastive)"""
     reward_scale: float = 1.0
-    """weight of the reward term of the world-model loss"""
+    """weight of the reward term"""
+    kl: Literal["free_nats", "balance", "dyn_rep"] = "free_nats"
+    """KL term(s): V1's max(mean KL, free_nats); V2's balancing; V3's dyn and rep terms with free bits"""
     kl_scale: float = 1.0
-    """weight of the KL term of the world-model loss"""
+    """weight of the KL term (free_nats, balance)"""
     free_nats: float = 3.0
-    """the batch-mean KL is clamped from below at this many nats"""
+    """the KL is clamped from below at this many nats"""
+    kl_balance: float = 0.8
+    """balance: weight of the prior's side KL[sg(q) || p] (the posterior's side gets 1 - it)"""
+    dyn_scale: float = 1.0
+    """dyn_rep: scale of the dynamics term max(free_nats, KL[sg(q) || p]) (current code 1.0; 2023 paper 0.5)"""
+    rep_scale: float = 0.1
+    """dyn_rep: scale of the representation term max(free_nats, KL[q || sg(p)])"""
+    continue_scale: float = 1.0
+    """weight of the continue head's term"""
+
+
+@dataclass
+class WorldModelConfig:
+    """Encoder, RSSM, decoder, reward and continue heads, each part chosen by name (builders/networks.py)."""
+
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
+    image_encoder: Literal["conv", "conv_stride", "conv_maxpool"] = "conv"
+    """pixels: conv (V1: 4x4 stride-2 valid convs), conv_stride (V3 2023: 4x4 stride-2, same padding) or conv_maxpool (V3 current: 5x5 convs + 2x2 max-pool)"""
+    image_decoder: Literal["deconv", "deconv_normal", "deconv_mse", "upsample_mse"] = "deconv"
+    """pixels: deconv (V1: dense + 5, 5, 6, 6 transposed convs, N(x, 1)), deconv_normal (V2: stride-2 transposed convs, N(x, 1)), deconv_mse (V3 2023: the same, MSE) or upsample_mse (V3 current: upsample + conv, MSE)"""
+    vector_encoder: Literal["mlp", "mlp_symlog"] = "mlp"
+    """vectors: mlp (V1, V2) or mlp_symlog (V3: on symlog inputs)"""
+    vector_decoder: Literal["mlp_normal", "mlp_symlog"] = "mlp_normal"
+    """vectors: mlp_normal (V1, V2: N(x, 1)) or mlp_symlog (V3: MSE in symlog space)"""
+    cnn_depth: int = 32
+    """channels of the first conv layer (doubled per stage; V3 current: x2, 3, 4, 4)"""
+    vector_layers: int = 2
+    """hidden layers of the vector encoder and decoder"""
+    vector_units: int = 400
+    """width of the vector encoder and decoder"""
+    units: int = 400
+    """width of the reward and continue heads (and of the contrastive state model, the upsample decoder's input layer)"""
+    reward_head: Literal["normal", "twohot"] = "normal"
+    """reward predictor: normal (V1, V2: N(r, 1)) or twohot (V3: symexp two-hot over nets.twohot_bins)"""
+    head_layers: int = 2
+    """hidden layers of the reward and continue heads"""
+    continue_head: bool = False
+    """learn a continue (discount) predictor that discounts imagined returns (V3; V2 on DMC: off)"""
+    continue_discount: bool = True
+    """the continue head learns c * gamma (V3 current "contdisc"), so gamma is not applied again"""
+
+
+@dataclass
+class ActorConfig:
+    """The actor pi(a_t | s_t, h_t) and its gradient."""
+
+    dist: Literal["tanh_normal", "bounded_normal", "trunc_normal"] = "tanh_normal"
+    """tanh_normal (V1: tanh of N(s tanh(m / s), softplus std)), bounded_normal (V3: N(tanh m, std in [min, max])) or trunc_normal (V2: N(tanh m, 2 sigmoid(s / 2) + min_std) truncated to [-1, 1])"""
+    layers: int = 4
+    """hidden layers"""
+    units: int = 400
+    """hidden width"""
+    mean_scale: float = 5.0
+    """tanh_normal: the pre-tanh mean is s tanh(x / s) with this s (paper 5); 0: the raw mean (TorchRL's actor)"""
+    min_std: float = 0.1
+    """bounded_normal, trunc_normal: minimum std"""
+    max_std: float = 1.0
+    """bounded_normal: maximum std"""
+    outscale: float = 0.01
+    """bounded_normal, trunc_normal: scale of the output layer's initialisation (V3 current 0.01; 2023 and V2 1.0)"""
+    reinforce: float = 1.0
+    """v2_v3 losses: gradient mix rho, 1 REINFORCE (V3 current), 0 dynamics backprop (V2 DMC, V3 2023 continuous)"""
+    backprop_baseline: bool = False
+    """v2_v3 losses, rho < 1: dynamics backprop differentiates the baseline too, -(R_t - v(s_t)) / S (V3 2023 code); False: sg(v(s_t)) (V2)"""
+    entropy: float = 3e-4
+    """v2_v3 losses: entropy bonus eta (V3: 3e-4; V2: 1e-4)"""
+    return_norm: bool = True
+    """v2_v3 losses: divide advantages by max(1, S), S the EMA of the 5th-95th percentile range of the returns (V3)"""
+
+
+@dataclass
+class CriticConfig:
+    """The value model v(s_t, h_t) (V1 / V2 / V3) and its slow copy."""
+
+    head: Literal["normal", "twohot"] = "normal"
+    """normal (V1, V2: N(v, 1)) or twohot (V3: symexp two-hot over nets.twohot_bins)"""
+    layers: int = 3
+    """hidden layers"""
+    units: int = 400
+    """hidden width"""
+    slow_rate: float = 0.02
+    """v2_v3 losses: slow critic EMA v_slow += rate (v - v_slow) every slow_every updates (V2: 1.0 every 100)"""
+    slow_every: int = 1
+    """v2_v3 losses: updates between slow-critic updates"""
+    slow_reg: float = 1.0
+    """v2_v3 losses: weight of the regulariser toward the slow critic (V2: 0, the target critic makes the returns)"""
+    replay_scale: float = 0.3
+    """v2_v3 losses: scale of the critic loss on replayed states (V3 current code; 0: off)"""
+
+
+@dataclass
+class ExplorationConfig:
+    """How the agent acts in the real environment while training (evaluation acts with the mode, noise-free)."""
+
+    noise: float = 0.3
+    """std of the Gaussian noise added to actions (V1, PlaNet: 0.3; V2, V3: 0, they act with samples)"""
+    act_with_mode: bool = False
+    """act with the actor's mode plus noise (TorchRL's recipe) instead of a sample plus noise (paper)"""
+
+
+@dataclass
+class PlannerConfig:
+    """PlaNet's CEM planner in latent space (Hafner et al. 2019)."""
+
+    horizon: int = 12
+    """imagined steps per candidate action sequence (PlaNet 12)"""
+    candidates: int = 1000
+    """candidate action sequences per CEM iteration (PlaNet 1000)"""
+    top_k: int = 100
+    """best candidates the Gaussian is refit to (PlaNet 100)"""
+    iterations: int = 10
+    """CEM iterations per agent step (PlaNet 10)"""
+    warm_start: bool = False
+    """start from the previous plan shifted by one step instead of N(0, I) (PlaNet: off)"""
+
+
+@dataclass
+class BehaviorConfig:
+    """What acts and how it learns in imagination: actor and critic (Dreamer) or CEM planning (PlaNet)."""
+
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    kind: Literal["actor", "planner"] = "actor"
+    """actor (Dreamer: actor and critic are trained) or planner (PlaNet: CEM in latent space, world model only)"""
+    losses: Literal["v1", "v2_v3"] = "v1"
+    """imagined actor and critic losses: v1 (Dreamer Eq. 6-8: targets on s_1..s_H-1, gamma^t weights, backprop, squared value error) or v2_v3 (targets on s_0.., continue weights, rho mix, entropy, return norm, slow critic, NLL critic)"""
     horizon: int = 15
     """imagination horizon H"""
     gamma: float = 0.99
@@ -122,52 +235,20 @@ class LossConfig:
     lmbda: float = 0.95
     """lambda of the lambda-return V_lambda"""
     value_estimate: Literal["lambda", "nstep", "reward"] = "lambda"
-    """value estimate the actor maximises (Dreamer Eq. 4-6): lambda (V_lambda), nstep (V_N^k, k = value_steps) or reward (V_R: imagined rewards only, no value net)"""
+    """value estimate the actor maximises (Dreamer Eq. 4-6): lambda (V_lambda), nstep (V_N^k, k = value_steps) or reward (V_R: imagined rewards only, no critic)"""
     value_steps: int = 5
     """k of the k-step estimate V_N^k (value_estimate nstep)"""
-    exploration_noise: float = 0.3
-    """std of the Gaussian noise added to actions in the real env"""
-    act_with_mode: bool = False
-    """act with the actor's mode plus noise (TorchRL's recipe) instead of a sample plus noise (paper)"""
     sample_imagined_heads: bool = False
     """score imagined rollouts with rewards and values drawn from N(mean, 1) (TorchRL) instead of the means"""
     start_state_targets: bool = False
-    """TorchRL's alignment: targets for the start state too, each from the next state's reward (paper: off)"""
-    kl: Literal["free_nats", "balance", "dyn_rep"] = "free_nats"
-    """KL term(s): V1's max(mean KL, free_nats); V2's balancing; V3's dyn and rep terms with free bits"""
-    kl_balance: float = 0.8
-    """V2: weight of the prior's side KL[sg(q) || p] (the posterior's side gets 1 - it)"""
-    dyn_scale: float = 1.0
-    """V3: scale of the dynamics term max(free_nats, KL[sg(q) || p]) (current code 1.0; 2023 paper 0.5)"""
-    rep_scale: float = 0.1
-    """V3: scale of the representation term max(free_nats, KL[q || sg(p)])"""
-    continue_scale: float = 1.0
-    """scale of the continue head's term of the world-model loss"""
-    actor_reinforce: float = 1.0
-    """V2/V3 actor gradient mix rho: 1 REINFORCE (V3 current), 0 dynamics backprop (V2 DMC, V3 2023 continuous)"""
-    actor_backprop_baseline: bool = False
-    """dynamics backprop (rho < 1) differentiates the baseline too, -(R_t - v(s_t)) / S (V3 2023 code); False: sg(v(s_t)) (V2)"""
-    actor_entropy: float = 3e-4
-    """V2/V3 entropy bonus eta (V3: 3e-4; V2: 1e-4)"""
-    return_norm: bool = True
-    """V3: divide advantages by max(1, S), S the EMA of the 5th-95th percentile range of the returns"""
-    slow_value_rate: float = 0.02
-    """V3: slow critic EMA v_slow += rate (v - v_slow) every slow_value_every updates (V2: 1.0 every 100)"""
-    slow_value_every: int = 1
-    """updates between slow-critic updates"""
-    slow_value_reg: float = 1.0
-    """V3: weight of the critic's regulariser toward the slow critic (V2: 0, the target net makes the returns)"""
-    replay_value_scale: float = 0.3
-    """V3 current code: scale of the critic loss on replayed states (0: off)"""
-    continue_discount: bool = True
-    """V3 current code: the continue head learns c * gamma ("contdisc"), so gamma is not applied again"""
+    """v1 losses: TorchRL's alignment, targets for the start state too, each from the next state's reward (paper: off)"""
     continue_mode: Literal["prob", "mode"] = "prob"
-    """V3: imagination reads the continue head's probability at every state (current code) or its mode, 0 or 1, with c_0 = 1 for the start (2023 code)"""
+    """v2_v3 losses with a continue head: read its probability at every state (current code) or its mode, 0 or 1, with c_0 = 1 (2023 code)"""
 
 
 @dataclass
 class OptimConfig:
-    """Three Adam optimizers, one per objective."""
+    """Optimizers: Adam per objective (world model, actor, critic) or one LaProp for everything."""
 
     model_lr: float = 6e-4
     """world-model learning rate"""
@@ -280,37 +361,20 @@ class RunConfig:
 
 
 @dataclass
-class BehaviorConfig:
-    """What acts: the learned actor (Dreamer) or online planning with CEM (PlaNet, Hafner et al. 2019)."""
-
-    kind: Literal["actor", "planner"] = "actor"
-    """actor (Dreamer: actor and value are trained) or planner (PlaNet: CEM in latent space, world model only)"""
-    plan_horizon: int = 12
-    """planner: imagined steps per candidate action sequence (PlaNet 12)"""
-    candidates: int = 1000
-    """planner: candidate action sequences per CEM iteration (PlaNet 1000)"""
-    top_k: int = 100
-    """planner: best candidates the Gaussian is refit to (PlaNet 100)"""
-    iterations: int = 10
-    """planner: CEM iterations per agent step (PlaNet 10)"""
-    warm_start: bool = False
-    """planner: start from the previous plan shifted by one step instead of N(0, I) (PlaNet: off)"""
-
-
-@dataclass
 class DreamerConfig:
     """A whole run: one sub-config per concern."""
 
     env: EnvConfig = field(default_factory=EnvConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    nets: NetsConfig = field(default_factory=NetsConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
 
 
 GROUPS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DreamerConfig))
+"""The top-level groups; world_model and behavior hold parts of their own (world_model.latent, behavior.actor, ...)."""
 
 
 def field_types(group: type) -> dict[str, Any]:
@@ -318,15 +382,41 @@ def field_types(group: type) -> dict[str, Any]:
     return typing.get_type_hints(group)
 
 
+def _is_part(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def leaf_fields(obj: Any, prefix: str = "") -> list[str]:
+    """Every leaf field under ``obj`` as a dotted path (parts before the fields of their own level)."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out += leaf_fields(value, f"{prefix}{f.name}.") if _is_part(value) else [f"{prefix}{f.name}"]
+    return out
+
+
 def field_names(cfg: DreamerConfig | None = None) -> list[str]:
-    """Every field as ``group.field``, in declaration order."""
-    cfg = cfg or DreamerConfig()
-    return [f"{g}.{f.name}" for g in GROUPS for f in dataclasses.fields(getattr(cfg, g))]
+    """Every field as its dotted path (``schedule.batch_size``, ``world_model.rssm.belief_dim``), in order."""
+    return leaf_fields(cfg or DreamerConfig())
+
+
+def group_of(name: str) -> str:
+    """The top-level group of a dotted field name."""
+    return name.split(".", 1)[0]
+
+
+def owner(cfg: DreamerConfig, name: str) -> tuple[Any, str]:
+    """(the dataclass holding ``name``, the field's own name)."""
+    *path, leaf = name.split(".")
+    obj = cfg
+    for part in path:
+        obj = getattr(obj, part)
+    return obj, leaf
 
 
 def get_field(cfg: DreamerConfig, name: str) -> Any:
-    group, leaf = name.split(".")
-    return getattr(getattr(cfg, group), leaf)
+    obj, leaf = owner(cfg, name)
+    return getattr(obj, leaf)
 
 
 def _parse_bool(text: str) -> bool:
@@ -358,7 +448,8 @@ def _convert(name: str, kind: Any, value: Any) -> Any:
 
 
 def set_field(cfg: DreamerConfig, name: str, value: Any) -> None:
-    """Set ``group.field`` (e.g. ``schedule.batch_size``), converting strings to the field's type.
+    """Set a field by its dotted path (e.g. ``schedule.batch_size``, ``world_model.rssm.belief_dim``), converting
+    strings to the field's type.
 
     For programmatic overrides and :func:`from_dict`; the command line goes through tyro (``cli.py``).
     Unknown names are refused with the closest valid names.
@@ -366,29 +457,41 @@ def set_field(cfg: DreamerConfig, name: str, value: Any) -> None:
     names = field_names(cfg)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
-        close = close or [n for n in names if n.split(".")[1] == name.split(".")[-1]]
+        close = close or [n for n in names if n.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown config field {name!r}{hint}")
-    group, leaf = name.split(".")
-    sub = getattr(cfg, group)
+    sub, leaf = owner(cfg, name)
     setattr(sub, leaf, _convert(name, field_types(type(sub))[leaf], value))
 
 
 def to_dict(cfg: DreamerConfig) -> dict:
-    """``{group: {field: value}}``, JSON-ready."""
+    """``{group: {field or part: ...}}``, nested as the dataclasses are, JSON-ready."""
     return dataclasses.asdict(cfg)
 
 
 def from_dict(data: dict) -> DreamerConfig:
     """Inverse of :func:`to_dict`; unknown groups or fields and wrong types are refused by name.
 
-    Fields missing from ``data`` keep their defaults.
+    Fields missing from ``data`` keep their defaults. A config of the flat layout before format 3 (groups
+    ``model`` and ``loss``) is migrated first (:func:`~dreamer_trl.config.legacy.migrate_flat`).
     """
+    from .legacy import is_flat, migrate_flat
+
+    if is_flat(data):
+        data = migrate_flat(data)
     cfg = DreamerConfig()
+
+    def walk(values: dict, prefix: str) -> None:
+        for name, value in values.items():
+            path = f"{prefix}{name}"
+            if isinstance(value, dict):
+                walk(value, path + ".")
+            else:
+                set_field(cfg, path, value)
+
     for group, values in data.items():
         if group not in GROUPS or not isinstance(values, dict):
             close = difflib.get_close_matches(str(group), GROUPS, n=1)
             raise ValueError(f"unknown config group {group!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        for name, value in values.items():
-            set_field(cfg, f"{group}.{name}", value)
+        walk(values, f"{group}.")
     return cfg

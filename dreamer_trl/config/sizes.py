@@ -19,7 +19,7 @@ proprio encoder and decoder MLPs kept the default 5 layers x 1024 units.
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass
 
 
@@ -127,20 +127,33 @@ def v3_size(name: str) -> V3Size:
         raise ValueError(f"unknown DreamerV3 size {name!r}; choose one of {', '.join(V3_SIZES)}") from None
 
 
-SIZE_FIELDS: dict[str, str] = {"belief_dim": "deter", "rssm_hidden": "hidden", "state_dim": "stoch",
-                               "classes": "classes", "mlp_hidden": "units", "cnn_depth": "depth"}
-"""The ``model`` fields a named size sets, each with the :class:`V3Size` number it takes (``family.widths``)."""
+SIZE_FIELDS: dict[str, str] = {
+    "world_model.rssm.belief_dim": "deter", "world_model.rssm.hidden": "hidden",
+    "world_model.latent.state_dim": "stoch", "world_model.latent.classes": "classes",
+    "world_model.cnn_depth": "depth", "world_model.units": "units", "world_model.vector_units": "units",
+    "behavior.actor.units": "units", "behavior.critic.units": "units"}
+"""The fields a named size sets, each with the :class:`V3Size` number it takes (the ``.*\\.units`` pattern of
+configs.yaml reaches every MLP, the vector encoder and decoder included)."""
 
 
 def size_widths(name: str) -> dict[str, int]:
-    """{model field: the named size's number} (``custom``: {}, the fields are given); unknown names are refused."""
+    """{field: the named size's number} (``custom``: {}, the fields are given); unknown names are refused."""
     if name == "custom":
         return {}
     size = v3_size(name)
     return {field: getattr(size, attr) for field, attr in SIZE_FIELDS.items()}
 
 
-def apply_size(model_cfg, name: str):
-    """A copy of ``model_cfg`` (a ``ModelConfig``) with ``size`` = ``name`` and the size's widths written into
-    belief_dim, rssm_hidden, state_dim, classes, mlp_hidden and cnn_depth (``custom``: only ``size`` changes)."""
-    return dataclasses.replace(model_cfg, size=name, **size_widths(name))
+def apply_size(cfg, name: str):
+    """A copy of ``cfg`` (a ``DreamerConfig``) with ``nets.size`` = ``name`` and the size's widths written into
+    the fields of :data:`SIZE_FIELDS` (``custom``: only ``nets.size`` changes). The one place a size becomes
+    numbers: the builders read the fields."""
+    out = copy.deepcopy(cfg)
+    out.nets.size = name
+    for path, number in size_widths(name).items():
+        *parts, leaf = path.split(".")
+        obj = out
+        for part in parts:
+            obj = getattr(obj, part)
+        setattr(obj, leaf, number)
+    return out

@@ -33,7 +33,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dreamer_trl.model.networks import preprocess_pixels
 from dreamer_trl.model.symlog import symlog
@@ -111,13 +110,16 @@ def init_weight_(weight: torch.Tensor, kind: str, style: NetStyle, outscale: flo
     """In place, the style's initialisation of a weight of layout ``kind`` (see :func:`fans`), times ``outscale``.
 
     trunc_normal: :func:`trunc_normal_init_` with the style's fan. glorot_uniform: U(-b, b) with
-    b = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel initialiser; PyTorch's ``xavier_uniform_``, whose
-    fans equal Keras's for the dense layers it is used on here).
+    b = sqrt(6 / (fan_in + fan_out)) (Keras's default kernel initialiser; for dense layers PyTorch's
+    ``xavier_uniform_``, for convs and blocks the fans of :func:`fans`, which are Keras's receptive-field fans).
     """
     if style.init == "glorot_uniform":
-        if kind != "linear":
-            raise ValueError(f"glorot_uniform is wired for dense layers, not {kind!r}")
-        nn.init.xavier_uniform_(weight)
+        if kind == "linear":
+            nn.init.xavier_uniform_(weight)
+        else:
+            fan_in, fan_out = fans(weight, kind)
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(weight, -bound, bound)
         return weight if outscale == 1.0 else weight.mul_(outscale)
     return trunc_normal_init_(weight, *fans(weight, kind), style.fan, outscale)
 

@@ -17,8 +17,9 @@ from dreamer_trl.data.replay import SequenceReplayBuffer, load_buffer, mark_last
 from dreamer_trl.run.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, verify_checkpoint
 from dreamer_trl.training.update import DreamerUpdate
 
-FORMAT = 2
-"""2: one RSSM over recurrent cores (V1's GRU cell moved into ``rssm.core``); 1: V1 had its own RSSM class."""
+FORMAT = 3
+"""3: the config nested by part (``config/legacy.py`` migrates the flat config of 1 and 2 when it is read);
+2: one RSSM over recurrent cores (V1's GRU cell moved into ``rssm.core``); 1: V1 had its own RSSM class."""
 
 # Format 1 -> 2, Dreamer V1 / PlaNet world models only: their RSSM's parameters under the one RSSM's names.
 _V1_RSSM_RENAMES = [
@@ -32,10 +33,10 @@ _V1_RSSM_RENAMES = [
 def migrate_state(state: dict, fmt: int) -> dict:
     """The module states of a checkpoint of format ``fmt`` under today's parameter names (same order, so the
     optimizer states, which are kept by parameter position, stay as they are)."""
-    if fmt == FORMAT:
+    if fmt in (2, FORMAT):  # 2 -> 3 changed the config only (migrated where it is read), not the parameters
         return state
     if fmt != 1:
-        raise ValueError(f"checkpoint format {fmt!r} is not known (this code reads formats 1 and {FORMAT})")
+        raise ValueError(f"checkpoint format {fmt!r} is not known (this code reads formats 1 to {FORMAT})")
     out = dict(state)
     for name, module_state in state.items():
         if not isinstance(module_state, dict) or not any(k.endswith("rssm.gru.weight_ih") for k in module_state):

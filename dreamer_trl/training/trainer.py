@@ -150,7 +150,7 @@ class PriorWatch:
             return None
         return (f"warning: the batch-mean KL ({float(metrics.get('loss/kl', math.nan)):.2f} nats) has stayed below "
                 f"free_nats ({self.free_nats}) for {self.phases} training phases, so the prior gets no gradient and "
-                "imagination runs on an untrained prior; try a lower --loss.free-nats (the state preset uses 0)")
+                "imagination runs on an untrained prior; try a lower --world-model.loss.free-nats (the state preset uses 0)")
 
 
 def updates_due(env_steps: int, schedule, action_repeat: int) -> int:
@@ -226,7 +226,7 @@ class Trainer:
         self.physics_errors_before = self.counters.physics_errors  # the env counts this process's only
         self.checkpoint_path = cfg.run.resume
         self.last_eval = self.counters.evals[-1][1] if self.counters.evals else math.nan
-        self.prior_watch = PriorWatch(cfg.loss.free_nats)
+        self.prior_watch = PriorWatch(cfg.world_model.loss.free_nats)
         self.videos = run_dir / "videos"
         self.preemption = Preemption()
         self.clock = time.perf_counter  # replaceable in tests
@@ -272,7 +272,7 @@ class Trainer:
 
     def collect_segment(self) -> None:
         """Collect up to the next checkpoint boundary, training and evaluating whenever due."""
-        c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
+        c, s = self.counters, self.cfg.schedule
         end = min((c.env_steps // self.cfg.run.checkpoint_every + 1) * self.cfg.run.checkpoint_every,
                   s.total_env_steps)
         collector = self.make_collector(end)
