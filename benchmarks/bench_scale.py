@@ -31,15 +31,15 @@ def collect(args) -> list[dict]:
     from torchrl.envs.utils import ExplorationType
 
     import dreamer_trl as dt
-    from dreamer_trl.config import make_preset
     from dreamer_trl.builders.trainer import build
+    from dreamer_trl.config import make_preset
 
     torch.set_num_threads(1)
     rows = []
     for n in args.workers:
         cfg = make_preset(args.preset)
         cfg.env.task, cfg.env.from_pixels = args.task, not args.state
-        env = dt.make_envs(cfg.env, cfg.model, 0, n, parallel=True)
+        env = dt.make_envs(cfg, 0, n, parallel=True)
         try:
             _, policy, _ = build(cfg, env, torch.device("cpu"))
             per_batch = args.steps * n
@@ -85,8 +85,7 @@ def _learn_rank(rank, world, port, args, out):
     pixels = cfg.env.from_pixels
     obs_key, shape = (keys.PIXELS, (3, 64, 64)) if pixels else (keys.OBSERVATION, (args.obs_dim,))
     torch.manual_seed(0)
-    agent = dt.make_agent(obs_key, shape, args.action_dim, cfg.model, cfg.loss, device, behavior=cfg.behavior,
-                          optim_cfg=cfg.optim)
+    agent = dt.make_agent(obs_key, shape, args.action_dim, cfg, device)
     updater = dt.make_update(agent, cfg.optim)
     make_data_parallel(agent, updater, World(rank, world), check_every=args.check_every)
     B, T, A = cfg.schedule.batch_size, cfg.schedule.seq_len, args.action_dim

@@ -48,7 +48,7 @@ def synthetic_batch(B, T, A, obs_key, obs_dim, device):
 
 def make_ours(args, cfg):
     obs_shape = (3, 64, 64) if args.obs == "pixels" else (args.obs_dim,)
-    agent = dt.make_agent(args.obs, obs_shape, args.action_dim, cfg.model, cfg.loss, args.device)
+    agent = dt.make_agent(args.obs, obs_shape, args.action_dim, cfg, args.device)
     wm, actor, value = agent.world_model, agent.actor, agent.value
     precision = getattr(args, "precision", "fp32")
     upd = dt.DreamerUpdate(agent.model_loss, agent.actor_loss, agent.value_loss, cfg.optim,
@@ -105,10 +105,10 @@ def run_one(args) -> dict:
     else:
         from torchrl_dreamer import fake_batch, make_torchrl_dreamer
 
-        trl = make_torchrl_dreamer(args.obs, args.obs_dim, args.action_dim, cfg.model, cfg.loss, cfg.optim,
-                                   args.device)
+        trl = make_torchrl_dreamer(args.obs, args.obs_dim, args.action_dim, cfg, args.device)
         nets = {"world_model": trl.world_model, "actor": trl.actor, "value": trl.value}
-        batch = fake_batch(args.obs, args.obs_dim, args.action_dim, args.batch, args.seq, cfg.model, args.device)
+        batch = fake_batch(args.obs, args.obs_dim, args.action_dim, args.batch, args.seq,
+                           (cfg.world_model.latent.state_dim, cfg.world_model.rssm.belief_dim), args.device)
         step = lambda: trl.update(batch)
         split = lambda timings: trl.update(batch, timings, sync)
     warmup_ms = []

@@ -12,7 +12,7 @@ An update is the whole DreamerV3 training step at batch ``B x T`` (16 x 64): wor
 decoder, reward, continue, dyn/rep KL), imagined actor and critic (15 steps from every posterior state), the
 replay critic loss, one backward, the LaProp step over all parameters, the slow-critic EMA.
 Ours: ``--preset dreamer_v3_proprio_current`` / ``dreamer_v3_current`` (the current official code, as TorchRL's
-V3 follows it) with ``model.size`` = ``--size``; ``--preset NAME --size preset --impl ours`` times another preset
+V3 follows it) with ``nets.size`` = ``--size``; ``--preset NAME --size preset --impl ours`` times another preset
 at its own widths (``dreamer_v3_proprio``: the 2023 code behind the official score files); TorchRL's:
 :mod:`torchrl_dreamer_v3` (its public classes at the official values). Synthetic batches in each one's
 replay layout; the cost does not depend on the values.
@@ -39,12 +39,13 @@ def ours_step(args):
 
     cfg = PRESETS[args.preset or ("dreamer_v3_current" if args.obs == "pixels" else "dreamer_v3_proprio_current")]()
     if args.size != "preset":
-        cfg.model.size = args.size
+        cfg.nets.size = args.size
     if args.conv:
-        cfg.model.conv = args.conv
+        cfg.world_model.image_encoder = f"conv_{args.conv}"
+        cfg.world_model.image_decoder = "deconv_mse" if args.conv == "stride" else "upsample_mse"
     obs_key = "pixels" if args.obs == "pixels" else "observation"
     shape = (3, 64, 64) if args.obs == "pixels" else (args.obs_dim,)
-    agent = dt.make_agent(obs_key, shape, args.action_dim, cfg.model, cfg.loss, args.device, optim_cfg=cfg.optim)
+    agent = dt.make_agent(obs_key, shape, args.action_dim, cfg, args.device)
     update = dt.make_update(agent, cfg.optim)
     B, T, A = args.batch, args.seq, args.action_dim
     obs = (torch.randint(0, 256, (B, T, 3, 64, 64), dtype=torch.uint8) if args.obs == "pixels"

@@ -37,8 +37,8 @@ after action repeat.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
-import dataclasses
 import importlib.util
 import json
 import os
@@ -108,20 +108,21 @@ def make_torchrl_policy(trl, action_spec, noise: float) -> tuple[TensorDictSeque
 def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[int, float]]:
     from torchrl_dreamer import make_replay_buffer, make_torchrl_dreamer
 
-    s, a, m = cfg.schedule, cfg.env.action_repeat, cfg.model
+    s, a, m = cfg.schedule, cfg.env.action_repeat, cfg.world_model
     domain, task = dt.split_task(cfg.env.task)
     make_env = lambda seed: dt.make_dmc_env(domain, task, from_pixels=False, action_repeat=a,
                                             episode_frames=cfg.env.episode_frames, seed=seed)
     env, eval_env = make_env(cfg.run.seed), make_env(cfg.run.seed + 10_000)
     obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
-    loss = dataclasses.replace(cfg.loss, free_nats=free_nats)
-    trl = make_torchrl_dreamer("observation", obs_dim, action_dim, m, loss, cfg.optim)
-    policy, noisy_policy = make_torchrl_policy(trl, env.action_spec, cfg.loss.exploration_noise)
+    cfg = copy.deepcopy(cfg)
+    cfg.world_model.loss.free_nats = free_nats
+    trl = make_torchrl_dreamer("observation", obs_dim, action_dim, cfg)
+    policy, noisy_policy = make_torchrl_policy(trl, env.action_spec, cfg.behavior.exploration.noise)
     buffer = make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(out / "replay"))
 
     def start(env_):
         td = env_.reset()
-        td["state"], td["belief"] = torch.zeros(m.state_dim), torch.zeros(m.belief_dim)
+        td["state"], td["belief"] = torch.zeros(m.latent.state_dim), torch.zeros(m.rssm.belief_dim)
         return td
 
     def act(td, module) -> TensorDict:
@@ -182,7 +183,7 @@ def run_torchrl(cfg: DreamerConfig, out: Path, free_nats: float) -> list[tuple[i
 
 def variant_flags(config_argv: list[str]) -> list[str]:
     """The model, loss, optimizer and behaviour flags and the action repeat of a run's command line (what makes
-    it a variant), e.g. ["loss.value-estimate=reward"], led by the preset when it is not ``state`` (e.g.
+    it a variant), e.g. ["behavior.value-estimate=reward"], led by the preset when it is not ``state`` (e.g.
     "planet_state"); the task, budget, seed and run-time flags are left out."""
     out, i = [], 0
     while i < len(config_argv):
@@ -190,7 +191,8 @@ def variant_flags(config_argv: list[str]) -> list[str]:
         if arg == "--preset" and i + 1 < len(config_argv):
             out += [] if config_argv[i + 1] == "state" else [config_argv[i + 1]]
             i += 2
-        elif arg.startswith(("--loss.", "--model.", "--optim.", "--behavior.", "--env.action-repeat")):
+        elif arg.startswith(("--nets.", "--world-model.", "--optim.", "--behavior.", "--env.action-repeat",
+                             "--loss.", "--model.")):  # the last two: format-2 names, still accepted
             has_value = i + 1 < len(config_argv) and not config_argv[i + 1].startswith("--")
             out.append(f"{arg[2:]}={config_argv[i + 1]}" if has_value else arg[2:])
             i += 2 if has_value else 1

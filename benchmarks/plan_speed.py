@@ -7,7 +7,7 @@ One agent step is one call of the planner (:class:`dreamer_trl.behavior.planner.
 latents: ``iterations`` x (sample candidates and roll the prior ``plan_horizon`` steps on N x candidates
 rows; score them with the reward head; refit to the top k). The sizes are the preset's (PlaNet: horizon
 12, 1000 candidates, top 100, 10 iterations); any config field can be overridden after the script's own
-flags (``--behavior.candidates 500``). Only the RSSM and the reward head take part in planning, so the
+flags (``--behavior.planner.candidates 500``). Only the RSSM and the reward head take part in planning, so the
 model is built for vector observations whatever the preset (the encoder never runs here).
 
 Reports, per number of environments: the median wall-clock ms per agent step, the mean ms of each part
@@ -77,14 +77,14 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.run.seed)
-    b, m = cfg.behavior, cfg.model
-    world_model = dt.make_world_model("observation", (5,), args.action_dim, m)
-    planner = make_planner(world_model, horizon=b.plan_horizon, candidates=b.candidates, top_k=b.top_k,
+    b, m = cfg.behavior.planner, cfg.world_model
+    world_model = dt.make_world_model("observation", (5,), args.action_dim, cfg)
+    planner = make_planner(world_model, horizon=b.horizon, candidates=b.candidates, top_k=b.top_k,
                            iterations=b.iterations).module
     results = [measure(planner, n, args.steps, args.warmup) for n in args.envs]
     one = next((r["median_ms"] for r in results if r["envs"] == 1), None)
-    print(f"CEM planner, preset {args.preset}: RSSM {m.state_dim}/{m.belief_dim}/{m.rssm_hidden}, reward head "
-          f"{m.reward_layers}x{m.mlp_hidden}, A {args.action_dim}; horizon {b.plan_horizon}, {b.candidates} "
+    print(f"CEM planner, preset {args.preset}: RSSM {m.latent.state_dim}/{m.rssm.belief_dim}/{m.rssm.hidden}, reward "
+          f"head {m.head_layers}x{m.units}, A {args.action_dim}; horizon {b.horizon}, {b.candidates} "
           f"candidates, top {b.top_k}, {b.iterations} iterations; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
           f"commit {commit()}")

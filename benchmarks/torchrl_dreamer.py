@@ -4,14 +4,14 @@ The baseline that ``bench_update.py``, ``profile_update.py`` and ``learn_dmc.py`
 against. Built only from TorchRL's public API: ``ObsEncoder``/``ObsDecoder`` (pixels), ``RSSMPrior``,
 ``RSSMPosterior``, ``RSSMRollout``, ``WorldModelWrapper``, ``DreamerEnv``, ``DreamerActor``, ``MLP``,
 ``DreamerModelLoss``, ``DreamerActorLoss`` (+ ``make_value_estimator(gamma, lmbda)``) and
-``DreamerValueLoss``, at the sizes of a dreamer_trl :class:`~dreamer_trl.config.ModelConfig`.
+``DreamerValueLoss``, at the sizes of a dreamer_trl :class:`~dreamer_trl.config.DreamerConfig`.
 
 Where this differs from the recipe, and why:
 
-- sizes come from our ``ModelConfig`` (the recipe's actor has depth 3; ours, the paper's, 4), so both
+- sizes come from our ``DreamerConfig`` (the recipe's actor has depth 3; ours, the paper's, 4), so both
   implementations do the same arithmetic;
 - vector observations: TorchRL's ``ObsEncoder`` is conv-only, so the encoder and decoder are ELU
-  ``MLP``s of ``ModelConfig.obs_layers`` x ``mlp_hidden`` (as ours). The observation is stored as
+  ``MLP``s of ``world_model.vector_layers`` x ``vector_units`` (as ours). The observation is stored as
   ``[O, 1, 1]`` because ``DreamerModelLoss`` sums the reconstruction error over the last three dims
   (with ``[B, T, O]`` it would sum over the batch too);
 - the recipe's ``sample().reshape(-1, L)`` on a ``SliceSampler(strict_length=False)`` mixes trajectories;
@@ -55,7 +55,7 @@ from torchrl.modules import (
 )
 from torchrl.objectives.dreamer import DreamerActorLoss, DreamerModelLoss, DreamerValueLoss
 
-from dreamer_trl.config import LossConfig, ModelConfig, OptimConfig
+from dreamer_trl.config import DreamerConfig
 
 RECO = {"pixels": "reco_pixels", "observation": "reco_observation"}
 
@@ -134,34 +134,36 @@ class TorchRLDreamer:
         return metrics
 
 
-def make_torchrl_dreamer(obs_key: str, obs_dim: int | None, action_dim: int, model: ModelConfig | None = None,
-                         loss: LossConfig | None = None, optim: OptimConfig | None = None,
+def make_torchrl_dreamer(obs_key: str, obs_dim: int | None, action_dim: int, cfg: DreamerConfig | None = None,
                          device="cpu") -> TorchRLDreamer:
-    """TorchRL's Dreamer V1 at our sizes (``model``), hyperparameters (``loss``) and learning rates (``optim``).
+    """TorchRL's Dreamer V1 at our sizes (``cfg.world_model``, the actor's and critic's widths), hyperparameters
+    (the world-model loss, the behaviour's horizon and returns) and learning rates (``cfg.optim``).
 
     Args:
         obs_key: "pixels" (3x64x64, conv) or "observation" (vector of ``obs_dim``, MLPs).
     """
-    model, loss, optim = model or ModelConfig(), loss or LossConfig(), optim or OptimConfig()
-    if model.rssm_hidden != model.belief_dim:
-        raise ValueError("TorchRL's RSSMPrior needs rssm_hidden == belief_dim (it crashes otherwise), got "
-                         f"{model.rssm_hidden} and {model.belief_dim}")
-    S, D, W = model.state_dim, model.belief_dim, model.mlp_hidden
+    cfg = cfg or DreamerConfig()
+    wm, loss, b, optim = cfg.world_model, cfg.world_model.loss, cfg.behavior, cfg.optim
+    H = wm.rssm.hidden
+    if H != wm.rssm.belief_dim:
+        raise ValueError("TorchRL's RSSMPrior needs world_model.rssm.hidden == world_model.rssm.belief_dim (it "
+                         f"crashes otherwise), got {H} and {wm.rssm.belief_dim}")
+    S, D = wm.latent.state_dim, wm.rssm.belief_dim
     action_spec = Bounded(-1.0, 1.0, (action_dim,), device=device)
     if obs_key == "pixels":
-        encoder = ObsEncoder(channels=model.cnn_depth, in_channels=3)
-        decoder = ObsDecoder(channels=model.cnn_depth, latent_dim=S + D, out_channels=3)
-        embed_dim = 8 * model.cnn_depth * 4  # 4 stride-2 convs on 64x64: 256 x 2 x 2 at depth 32
+        encoder = ObsEncoder(channels=wm.cnn_depth, in_channels=3)
+        decoder = ObsDecoder(channels=wm.cnn_depth, latent_dim=S + D, out_channels=3)
+        embed_dim = 8 * wm.cnn_depth * 4  # 4 stride-2 convs on 64x64: 256 x 2 x 2 at depth 32
     elif obs_key == "observation":
-        encoder = VectorEncoder(obs_dim, W, model.obs_layers)
-        decoder = VectorDecoder(S + D, obs_dim, W, model.obs_layers)
-        embed_dim = W
+        encoder = VectorEncoder(obs_dim, wm.vector_units, wm.vector_layers)
+        decoder = VectorDecoder(S + D, obs_dim, wm.vector_units, wm.vector_layers)
+        embed_dim = wm.vector_units
     else:
         raise ValueError(f"obs_key must be 'pixels' or 'observation', got {obs_key!r}")
-    prior = RSSMPrior(action_spec=action_spec, hidden_dim=model.rssm_hidden, rnn_hidden_dim=D, state_dim=S,
+    prior = RSSMPrior(action_spec=action_spec, hidden_dim=H, rnn_hidden_dim=D, state_dim=S,
                       action_dim=action_dim)
-    posterior = RSSMPosterior(hidden_dim=model.rssm_hidden, state_dim=S, rnn_hidden_dim=D, obs_embed_dim=embed_dim)
-    reward_net = MLP(out_features=1, depth=model.reward_layers, num_cells=W, activation_class=nn.ELU)
+    posterior = RSSMPosterior(hidden_dim=H, state_dim=S, rnn_hidden_dim=D, obs_embed_dim=embed_dim)
+    reward_net = MLP(out_features=1, depth=wm.head_layers, num_cells=wm.units, activation_class=nn.ELU)
 
     rollout = RSSMRollout(
         TensorDictModule(prior, in_keys=["state", "belief", "action"],
@@ -190,7 +192,7 @@ def make_torchrl_dreamer(obs_key: str, obs_dim: int | None, action_dim: int, mod
     imagination_env.reward_spec = Unbounded((1,), device=device)
     imagination_env.state_spec = imagination_env.observation_spec.clone()
 
-    actor_net = DreamerActor(out_features=action_dim, depth=model.actor_layers, num_cells=W, activation_class=nn.ELU)
+    actor_net = DreamerActor(out_features=action_dim, depth=b.actor.layers, num_cells=b.actor.units, activation_class=nn.ELU)
     actor = ProbabilisticTensorDictSequential(
         TensorDictModule(actor_net, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
         ProbabilisticTensorDictModule(in_keys=["loc", "scale"], out_keys=["action"], distribution_class=TanhNormal,
@@ -198,18 +200,18 @@ def make_torchrl_dreamer(obs_key: str, obs_dim: int | None, action_dim: int, mod
                                       default_interaction_type=InteractionType.RANDOM),
     ).to(device)
     value = _normal_head(["state", "belief"], "loc", "state_value", 1,
-                         MLP(out_features=1, depth=model.value_layers, num_cells=W, activation_class=nn.ELU)).to(device)
+                         MLP(out_features=1, depth=b.critic.layers, num_cells=b.critic.units, activation_class=nn.ELU)).to(device)
     # Smoke call (lazy layers get their shapes here, before the optimizers see the parameters).
     with torch.no_grad():
         value(actor(imagination_env.fake_tensordict().unsqueeze(-1)))
-        world_model(fake_batch(obs_key, obs_dim, action_dim, 1, 2, model, device))
+        world_model(fake_batch(obs_key, obs_dim, action_dim, 1, 2, (S, D), device))
 
     model_loss = DreamerModelLoss(world_model, lambda_kl=loss.kl_scale, free_nats=loss.free_nats)
     if obs_key == "observation":
         model_loss.set_keys(pixels="observation", reco_pixels="reco_observation")
-    actor_loss = DreamerActorLoss(actor, value, imagination_env, imagination_horizon=loss.horizon, discount_loss=True)
-    actor_loss.make_value_estimator(gamma=loss.gamma, lmbda=loss.lmbda)
-    value_loss = DreamerValueLoss(value, discount_loss=True, gamma=loss.gamma)
+    actor_loss = DreamerActorLoss(actor, value, imagination_env, imagination_horizon=b.horizon, discount_loss=True)
+    actor_loss.make_value_estimator(gamma=b.gamma, lmbda=b.lmbda)
+    value_loss = DreamerValueLoss(value, discount_loss=True, gamma=b.gamma)
     # The recipe's optimizers: plain Adam (default eps) at the configured learning rates.
     optimizers = {"world_model": torch.optim.Adam(world_model.parameters(), lr=optim.model_lr),
                   "actor": torch.optim.Adam(actor.parameters(), lr=optim.actor_lr),
@@ -225,14 +227,15 @@ def obs_shape(obs_key: str, obs_dim: int | None) -> tuple[int, ...]:
     return (3, 64, 64) if obs_key == "pixels" else (obs_dim, 1, 1)
 
 
-def fake_batch(obs_key: str, obs_dim: int | None, action_dim: int, B: int, T: int, model: ModelConfig,
+def fake_batch(obs_key: str, obs_dim: int | None, action_dim: int, B: int, T: int, latent: tuple[int, int],
                device="cpu") -> TensorDict:
-    """A synthetic ``[B, T]`` batch in TorchRL's layout (float32 observations and next observations)."""
-    shape = obs_shape(obs_key, obs_dim)
+    """A synthetic ``[B, T]`` batch in TorchRL's layout (float32 observations and next observations); ``latent``
+    is (state_dim, belief_dim)."""
+    shape, (S, D) = obs_shape(obs_key, obs_dim), latent
 
     def obs() -> dict:
-        return {obs_key: torch.rand(B, T, *shape), "state": torch.zeros(B, T, model.state_dim),
-                "belief": torch.zeros(B, T, model.belief_dim)}
+        return {obs_key: torch.rand(B, T, *shape), "state": torch.zeros(B, T, S),
+                "belief": torch.zeros(B, T, D)}
 
     flag = torch.zeros(B, T, 1, dtype=torch.bool)
     return TensorDict({**obs(), "action": torch.rand(B, T, action_dim) * 2 - 1,

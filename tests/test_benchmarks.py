@@ -15,11 +15,12 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 TINY_LEARN = ["--schedule.prefill-env-steps", "200", "--schedule.train-every", "200", "--schedule.updates-per-train",
               "1", "--schedule.batch-size", "2", "--schedule.seq-len", "8", "--schedule.eval-every", "200",
-              "--env.episode-frames", "200", "--model.state-dim", "4", "--model.belief-dim", "8", "--model.rssm-hidden",
-              "8", "--model.mlp-hidden", "16", "--loss.horizon", "3", "--schedule.buffer-capacity", "1000",
+              "--env.episode-frames", "200", "--world-model.latent.state-dim", "4", "--world-model.rssm.belief-dim", "8", "--world-model.rssm.hidden",
+              "8", "--world-model.units", "16", "--world-model.vector-units", "16", "--behavior.actor.units", "16",
+              "--behavior.critic.units", "16", "--behavior.horizon", "3", "--schedule.buffer-capacity", "1000",
               "--run.threads", "1"]
-PLANNER_LEARN = [a for i, a in enumerate(TINY_LEARN)  # the planner reads no imagination horizon: refused
-                 if "--loss.horizon" not in (a, TINY_LEARN[i - 1])]
+PLANNER_LEARN = [a for i, a in enumerate(TINY_LEARN)  # the planner reads no imagination horizon, actor or critic
+                 if not {a, TINY_LEARN[i - 1]} & {"--behavior.horizon", "--behavior.actor.units", "--behavior.critic.units"}]
 
 
 @pytest.fixture(autouse=True)
@@ -125,9 +126,9 @@ def test_learn_dmc_plot(tmp_path):
 def test_learn_dmc_labels_runs_by_their_variant_flags():
     learn_dmc = _script("learn_dmc")
     argv = ["--preset", "state", "--env.task", "cartpole_balance", "--run.seed", "1", "--run.threads", "1",
-            "--loss.value-estimate", "nstep", "--loss.value-steps", "5", "--loss.act-with-mode",
+            "--behavior.value-estimate", "nstep", "--behavior.value-steps", "5", "--behavior.exploration.act-with-mode",
             "--schedule.eval-episodes", "10"]
-    assert learn_dmc.variant_flags(argv) == ["loss.value-estimate=nstep", "loss.value-steps=5", "loss.act-with-mode"]
+    assert learn_dmc.variant_flags(argv) == ["behavior.value-estimate=nstep", "behavior.value-steps=5", "behavior.exploration.act-with-mode"]
     assert learn_dmc.variant_flags(["--preset", "state", "--run.threads", "1"]) == []
     assert learn_dmc.variant_flags(["--preset", "state", "--env.task", "cartpole_balance", "--env.action-repeat", "8",
                                     "--env.no-from-pixels"]) == ["env.action-repeat=8"]
@@ -146,8 +147,8 @@ def test_learn_dmc_runs_the_planet_preset(tmp_path):
     out = tmp_path / "planet"
     summary = _script("learn_dmc").main(["--impl", "ours", "--preset", "planet_state", "--task", "cartpole_balance",
                                          "--env_steps", "400", "--seed", "0", "--out", str(out), *PLANNER_LEARN,
-                                         "--behavior.plan-horizon", "3", "--behavior.candidates", "16",
-                                         "--behavior.top-k", "4", "--behavior.iterations", "2"])
+                                         "--behavior.planner.horizon", "3", "--behavior.planner.candidates", "16",
+                                         "--behavior.planner.top-k", "4", "--behavior.planner.iterations", "2"])
     assert [step for step, _ in summary["evaluations"]] == [200, 400]
     assert all(abs(ret) < 1e4 for _, ret in summary["evaluations"])
     assert _script("learn_dmc").variant_flags(summary["config_argv"])[:1] == ["planet_state"]
@@ -155,8 +156,8 @@ def test_learn_dmc_runs_the_planet_preset(tmp_path):
 
 def test_plan_speed_splits_the_step_into_its_parts(capsys):
     results = _script("plan_speed").main(["--envs", "1", "2", "--steps", "2", "--warmup", "1", "--threads", "1",
-                                          "--behavior.candidates", "20", "--behavior.top-k", "4",
-                                          "--behavior.iterations", "2", "--behavior.plan-horizon", "3"])
+                                          "--behavior.planner.candidates", "20", "--behavior.planner.top-k", "4",
+                                          "--behavior.planner.iterations", "2", "--behavior.planner.horizon", "3"])
     assert [r["envs"] for r in results] == [1, 2]
     for r in results:
         parts = r["rollout_ms"] + r["score_ms"] + r["refit_ms"]
