@@ -1,4 +1,5 @@
-"""Plot learning curves of one or several run directories (seeds of one task are averaged).
+"""Plot learning curves of one or several run directories (the seeds of one variant of a task are averaged;
+runs of different presets or settings are separate lines).
 
     python recipes/plot_runs.py runs/cartpole_balance-state-s0-* runs/cartpole_balance-state-s1-* --out plots/
 

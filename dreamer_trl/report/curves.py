@@ -2,7 +2,9 @@
 
 A run directory (written by ``recipes/dreamer_dmc.py``) holds ``config.json`` and TorchRL ``CSVLogger``
 scalars at ``logs/scalars/<group>/<name>.csv``, one ``step,value`` row per call, no header. Runs of the
-same task are grouped: mean line and min-max band over seeds. Env steps are frames after action repeat.
+same task and the same variant (the preset, the observation and every config field that differs between the
+task's runs, outside ``run`` and the schedule's length) are grouped: mean line and min-max band over their seeds.
+Two algorithms are never averaged into one line. Env steps are frames after action repeat.
 
 Shapes: a curve is float ``[N, 2]`` rows of (env step, value), sorted by step.
 """
@@ -76,19 +78,61 @@ def aggregate(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndar
     return steps, np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
 
 
-def _groups(runs: list[dict], key: str) -> dict[str, list[np.ndarray]]:
+# Fields that tell runs of one variant apart without making another variant: the run's own keeping (seed,
+# directories, threads, device) and how long it was scheduled to go.
+_NOT_VARIANT = ("run.", "env.task", "schedule.total_env_steps")
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def variant_labels(runs: list[dict]) -> list[str]:
+    """One label per run: "preset, observation" plus each field whose value differs between runs of its task.
+
+    Runs with the same label are seeds of one variant; the run's seed and directories never make a variant."""
+    flat = [{k: v for k, v in _flat(r["config"]).items() if not k.startswith(_NOT_VARIANT)} for r in runs]
+    labels = []
+    for run, fields in zip(runs, flat):
+        peers = [f for r, f in zip(runs, flat) if r["task"] == run["task"]]
+        differing = sorted(k for k in set().union(*peers) if len({p.get(k) for p in peers}) > 1
+                           and k not in ("preset", "env.from_pixels"))
+        obs = "pixels" if run["config"].get("env", {}).get("from_pixels", True) else "state"
+        parts = [str(run["config"].get("preset", "?")), obs]
+        parts += [f"{k}={json.loads(fields[k]) if k in fields else '-'}" for k in differing]
+        labels.append(", ".join(parts))
+    return labels
+
+
+def _groups(runs: list[dict], key: str) -> dict[tuple[str, str], list[tuple[int, np.ndarray]]]:
+    """{(task, variant label): [(seed, curve), ...]} for the runs that logged ``key``."""
     groups = defaultdict(list)
-    for run in runs:
+    for run, label in zip(runs, variant_labels(runs)):
         curve = run["scalars"].get(key)
         if curve is not None and len(curve):
-            groups[run["task"]].append(curve)
+            groups[(run["task"], label)].append((run["config"].get("run", {}).get("seed"), curve))
     return groups
 
 
-def _plot_group(ax, curves: list[np.ndarray], label: str, color) -> None:
+def _seeds(members: list[tuple[int, np.ndarray]]) -> str:
+    """"3 seeds", or "3 runs, 2 seeds" when a seed was run twice."""
+    seeds = len({seed for seed, _ in members})
+    counted = f"{seeds} seed{'s' if seeds != 1 else ''}"
+    return counted if seeds == len(members) else f"{len(members)} runs, {counted}"
+
+
+def _plot_group(ax, members: list[tuple[int, np.ndarray]], label: str, color) -> None:
+    curves = [c for _, c in members]
     steps, mean, low, high = aggregate(curves)
     ax.plot(steps, mean, color=color, marker="o" if len(steps) < 30 else None, ms=3,
-            label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            label=f"{label} ({_seeds(members)})")
     if len(curves) > 1:
         ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
 
@@ -116,12 +160,13 @@ def returns_figure(runs: list[dict]):
     groups = _groups(runs, RETURN_KEY)
     if not groups:
         raise ValueError(f"no {RETURN_KEY!r} scalars in runs {[r['name'] for r in runs]}")
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
-    for ax, (task, curves) in zip(axes[0], sorted(groups.items())):
-        observed = {"pixels" if r["config"]["env"].get("from_pixels", True) else "state"
-                    for r in runs if r["task"] == task}
-        _plot_group(ax, curves, f"ours, {'/'.join(sorted(observed))}", "C0")
-        _plot_published(ax, task, max(c[-1, 0] for c in curves))
+    tasks = sorted({task for task, _ in groups})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        variants = sorted(label for t, label in groups if t == task)
+        for i, label in enumerate(variants):
+            _plot_group(ax, groups[(task, label)], f"ours, {label}", f"C{i}")
+        _plot_published(ax, task, max(c[-1, 0] for label in variants for _, c in groups[(task, label)]))
         ax.set(title=task, xlabel="env steps (frames after action repeat)", ylabel="noise-free evaluation return")
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
@@ -130,7 +175,7 @@ def returns_figure(runs: list[dict]):
 
 
 def plot_losses(run_dirs: list[str | Path], out_png: str | Path) -> Path:
-    """Training losses vs env steps (model KL, reconstruction, reward, actor, value), one colour per task."""
+    """Training losses vs env steps (model KL, reconstruction, reward, actor, value), one colour per task and variant."""
     return _save(losses_figure([read_run(d) for d in run_dirs]), out_png)
 
 
@@ -139,9 +184,10 @@ def losses_figure(runs: list[dict]):
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     for ax, (title, series) in zip(axes.flat, LOSS_PANELS):
         for (key, label), style in zip(series, ("-", "--")):
-            for i, (task, curves) in enumerate(sorted(_groups(runs, key).items())):
+            for i, ((task, variant), members) in enumerate(sorted(_groups(runs, key).items())):
+                curves = [c for _, c in members]
                 steps, mean, low, high = aggregate(curves)
-                ax.plot(steps, mean, style, color=f"C{i}", label=f"{task}: {label}", lw=1.2)
+                ax.plot(steps, mean, style, color=f"C{i}", label=f"{task}, {variant}: {label}", lw=1.2)
                 if len(curves) > 1:
                     ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.15, lw=0)
         ax.set(title=title, xlabel="env steps (frames after action repeat)")
