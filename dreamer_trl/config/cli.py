@@ -364,6 +364,9 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
         given_names = _given_fields(argv)  # as typed: a field named in today's form is the user's own
         argv, notes = translate_aliases(argv)
         fanned = _fanned_aliases(given_names)
+        # the part of an old flag that stood for several fields (--model.mlp-hidden) which this variant does not
+        # read is not the user's, as long as some part is read (checked below)
+        spread = {t for targets in fanned.values() for t in targets} - given_names
         for note in notes:
             print(note, file=sys.stderr)
         known, rest = first.parse_known_args(argv)
@@ -393,7 +396,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
     cfg = tyro.cli(CommandLine, default=CommandLine(start, preset, known.resume), args=parsed, prog=prog,
                    description=_description(description)).config
     if wants_help:
-        reads.reset_unread(cfg, _given_fields(rest))
+        reads.reset_unread(cfg, _given_fields(rest) - spread)
         print(help_text(cfg, preset, prog, description))
         raise SystemExit(0)
     try:
@@ -404,10 +407,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                 raise ValueError(f"cannot resume {known.resume} with a different config ({listed}); only "
                                  f"{', '.join(sorted(RESUMABLE))} may change")
             cfg.run.resume = str(checkpoint)
-        # a preset's value an override made unread is not the user's; nor is the part of an old flag that stood
-        # for several fields (--model.mlp-hidden) which this variant does not read, as long as some part is read
-        spread = {t for targets in fanned.values() for t in targets} - given_names
-        reads.reset_unread(cfg, _given_fields(rest) - spread)
+        reads.reset_unread(cfg, _given_fields(rest) - spread)  # a preset's value an override made unread
         for old, targets in fanned.items():
             if not any(reads.is_read(cfg, t) for t in targets):
                 raise ValueError(f"--{old.replace('_', '-')} sets {', '.join(targets)}, none of which "
