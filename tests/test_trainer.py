@@ -413,3 +413,40 @@ def test_the_async_collector_leaves_the_trainer_its_torch_threads(tmp_path, many
     trainer.collect_segment()
     assert trainer.counters.env_steps == 400 and seen == [2, 2]  # the prefill's end: updates_per_train 2
     assert torch.get_num_threads() == 2
+
+
+# --- the progress bar ---------------------------------------------------------------------------------
+
+
+class _Batches:
+    """A collector of ``n`` :func:`_batch` batches (one trajectory id each)."""
+
+    def __init__(self, cfg, n: int):
+        self.cfg, self.n = cfg, n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            data = _batch(self.cfg)
+            data["collector", "traj_ids"] = torch.zeros(data.shape, dtype=torch.long)
+            yield data
+
+    def shutdown(self, close_env: bool = True) -> None:
+        pass
+
+
+def test_the_bar_shows_the_env_steps_collected_when_the_updates_run(tmp_path):
+    """The bar counts a batch when it is collected, before its updates run: the updates ending the prefill
+    see the prefill's count (400), those of the next batches 600 and 800 (not one batch behind)."""
+    from types import SimpleNamespace
+
+    cfg = _config(tmp_path)  # prefill 400, 2 updates per 200 env steps, segments of 400
+    trainer = _fake_trainer(cfg, tmp_path)
+    trainer.env, trainer.buffer = SimpleNamespace(physics_errors=0), SimpleNamespace(sample=lambda: None,
+                                                                                     extend=lambda data: None)
+    trainer.collection = SimpleNamespace(collector=lambda policy, segment, device: _Batches(cfg, 2))
+    trainer.start, seen = (trainer.clock(), 0, 0), []
+    trainer.updater.update = lambda batch: seen.append((trainer.counters.env_steps, trainer.bar.n)) or {}
+    trainer.collect_segment()
+    trainer.collect_segment()
+    assert seen == [(400, 400)] * 2 + [(600, 600)] * 2 + [(800, 800)] * 2
+    assert trainer.bar.n == 800

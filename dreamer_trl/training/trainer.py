@@ -286,6 +286,7 @@ class Trainer:
             max_traj = max(max_traj, int(data["collector", "traj_ids"].max()))
             self.buffer.extend(data)
             new_steps = self.count(data)
+            self.bar.update(new_steps)  # before the batch's updates: the bar shows the env steps collected
             self.update_seconds = 0.0
             self.train_and_evaluate()
             c.physics_errors = self.physics_errors_before + self.env.physics_errors
@@ -300,7 +301,6 @@ class Trainer:
                 self.log({"train/replay_ratio": regular * s.batch_size * s.seq_len / policy_steps})
             self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
                       "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
-            self.bar.update(new_steps)
             self.show_progress(steps_per_s=f"{rate:.0f}")
             if self.stopping:
                 break
