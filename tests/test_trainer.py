@@ -349,3 +349,104 @@ def test_pretrain_updates_cut_short_resume_without_repeating_or_losing_any(tmp_p
 def test_pretrain_updates_leave_the_other_presets_alone():
     assert config.PRESETS["dreamer_v2"]().schedule.pretrain_updates == 101  # train.py: 1 creating the variables + 100
     assert all(make().schedule.pretrain_updates == 0 for name, make in config.PRESETS.items() if name != "dreamer_v2")
+
+
+# --- torch threads through collector and env shutdowns ----------------------------------------------------
+
+
+@pytest.fixture
+def many_core_torchrl(monkeypatch):
+    """One torch thread in this process, and TorchRL believing it was imported with 8 (as on an 8-core machine
+    without OMP_NUM_THREADS): closing a batched env or an asynchronous collector gives this process back
+    their workers' threads up to that count (with OMP_NUM_THREADS=1 it is 1, and nothing shows)."""
+    import torchrl
+
+    monkeypatch.setattr(torchrl, "_THREAD_POOL_INIT", 8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _collecting_trainer(cfg, tmp_path, env, collection=None) -> Trainer:
+    """:func:`_fake_trainer` over a real ``env`` (or ``collection``) whose replay only takes the batches."""
+    from types import SimpleNamespace
+
+    from dreamer_trl.training.collection import SyncCollection
+
+    trainer = _fake_trainer(cfg, tmp_path)
+    trainer.env, trainer.buffer = env, SimpleNamespace(sample=lambda: None, extend=lambda data: None)
+    trainer.collection = SyncCollection(env) if collection is None else collection
+    trainer.start = (trainer.clock(), 0, 0)
+    return trainer
+
+
+def test_two_parallel_envs_leave_the_trainer_its_torch_threads(tmp_path, many_core_torchrl):
+    """make_envs(parallel=True) of 2 state envs, one segment collected by the trainer, then its close: the
+    process still runs on its one thread (TorchRL's ParallelEnv.close adds one per worker)."""
+    from dreamer_trl.builders.agent import make_envs
+
+    cfg = _config(tmp_path)
+    trainer = _collecting_trainer(cfg, tmp_path, make_envs(cfg, cfg.run.seed, 2, parallel=True))
+    try:
+        trainer.collect_segment()
+        assert trainer.counters.env_steps == 400 and torch.get_num_threads() == 1
+    finally:
+        trainer.close()
+    assert trainer.env.is_closed and torch.get_num_threads() == 1
+
+
+@pytest.mark.slow
+def test_the_async_collector_leaves_the_trainer_its_torch_threads(tmp_path, many_core_torchrl):
+    """An asynchronous segment: TorchRL's collector takes a thread from this process while its worker runs and
+    gives one back when it ends; the updates run on the trainer's 2 threads throughout."""
+    from dreamer_trl.builders.agent import make_envs
+    from dreamer_trl.builders.trainer import make_collection
+
+    torch.set_num_threads(2)
+    cfg = _config(tmp_path, run__async_collection=True)
+    env = make_envs(cfg, cfg.run.seed, 1)
+    trainer = _collecting_trainer(cfg, tmp_path, env, collection=make_collection(cfg, env, cfg.run.seed))
+    trainer.policy = build(cfg, env, "cpu")[1]  # the worker gets its weights
+    seen = []
+    trainer.updater.update = lambda batch: seen.append(torch.get_num_threads()) or {}
+    trainer.collect_segment()
+    assert trainer.counters.env_steps == 400 and seen == [2, 2]  # the prefill's end: updates_per_train 2
+    assert torch.get_num_threads() == 2
+
+
+# --- the progress bar ---------------------------------------------------------------------------------
+
+
+class _Batches:
+    """A collector of ``n`` :func:`_batch` batches (one trajectory id each)."""
+
+    def __init__(self, cfg, n: int):
+        self.cfg, self.n = cfg, n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            data = _batch(self.cfg)
+            data["collector", "traj_ids"] = torch.zeros(data.shape, dtype=torch.long)
+            yield data
+
+    def shutdown(self, close_env: bool = True) -> None:
+        pass
+
+
+def test_the_bar_shows_the_env_steps_collected_when_the_updates_run(tmp_path):
+    """The bar counts a batch when it is collected, before its updates run: the updates ending the prefill
+    see the prefill's count (400), those of the next batches 600 and 800 (not one batch behind)."""
+    from types import SimpleNamespace
+
+    cfg = _config(tmp_path)  # prefill 400, 2 updates per 200 env steps, segments of 400
+    trainer = _fake_trainer(cfg, tmp_path)
+    trainer.env, trainer.buffer = SimpleNamespace(physics_errors=0), SimpleNamespace(sample=lambda: None,
+                                                                                     extend=lambda data: None)
+    trainer.collection = SimpleNamespace(collector=lambda policy, segment, device: _Batches(cfg, 2))
+    trainer.start, seen = (trainer.clock(), 0, 0), []
+    trainer.updater.update = lambda batch: seen.append((trainer.counters.env_steps, trainer.bar.n)) or {}
+    trainer.collect_segment()
+    trainer.collect_segment()
+    assert seen == [(400, 400)] * 2 + [(600, 600)] * 2 + [(800, 800)] * 2
+    assert trainer.bar.n == 800

@@ -62,7 +62,8 @@ class _DMCFacts:
             super().close(raise_if_closed=raise_if_closed)
 
     def shutdown(self) -> None:
-        """Really close the envs (end the worker processes)."""
+        """Really close the envs (end the worker processes); TorchRL then adds their threads to this process's
+        torch threads, which :meth:`~dreamer_trl.training.trainer.Trainer.close` puts back."""
         self._shutting_down = True
         super().close(raise_if_closed=False)
 

@@ -232,6 +232,7 @@ class Trainer:
         self.clock = time.perf_counter  # replaceable in tests
         self.pace = Pace()
         self.update_seconds = 0.0  # spent in updates since the last collected batch
+        self.threads = torch.get_num_threads()  # run.threads, set by make_trainer: kept (keep_threads)
 
     @property
     def stopping(self) -> bool:
@@ -276,6 +277,7 @@ class Trainer:
         end = min((c.env_steps // self.cfg.run.checkpoint_every + 1) * self.cfg.run.checkpoint_every,
                   s.total_env_steps)
         collector = self.make_collector(end)
+        self.keep_threads()
         max_traj = c.traj_offset - 1
         mark = self.clock()
         for data in collector:
@@ -284,6 +286,7 @@ class Trainer:
             max_traj = max(max_traj, int(data["collector", "traj_ids"].max()))
             self.buffer.extend(data)
             new_steps = self.count(data)
+            self.bar.update(new_steps)  # before the batch's updates: the bar shows the env steps collected
             self.update_seconds = 0.0
             self.train_and_evaluate()
             c.physics_errors = self.physics_errors_before + self.env.physics_errors
@@ -298,11 +301,11 @@ class Trainer:
                 self.log({"train/replay_ratio": regular * s.batch_size * s.seq_len / policy_steps})
             self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
                       "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
-            self.bar.update(new_steps)
             self.show_progress(steps_per_s=f"{rate:.0f}")
             if self.stopping:
                 break
         collector.shutdown(close_env=False)
+        self.keep_threads()
         c.traj_offset = max_traj + 1
 
     def make_collector(self, end: int):
@@ -452,6 +455,15 @@ class Trainer:
     def close(self) -> None:
         """End the training env's workers (``env.num_envs`` > 1, :mod:`dreamer_trl.data.vector_env`)."""
         getattr(self.env, "shutdown", lambda: None)()
+        self.keep_threads()
+
+    def keep_threads(self) -> None:
+        """Put back this process's torch thread count as the trainer was built (``run.threads``), after a collector
+        or env started or ended its workers: TorchRL's asynchronous collector takes one thread per worker when it
+        starts, and it and a closed ``ParallelEnv`` give one per worker back on shutdown (up to the count at
+        TorchRL's import), so later updates would run on more threads than configured, or fewer."""
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def __enter__(self) -> Trainer:
         return self
