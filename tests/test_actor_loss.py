@@ -453,6 +453,66 @@ def test_actor_loss_rejects_short_horizon():
         ActorLoss(make_actor(FEAT, A, TINY), make_value(FEAT, TINY), make_imagination_env(wm), horizon=1)
 
 
+def test_actor_loss_horizon_message_says_what_works():
+    wm = tiny_world_model()
+    with pytest.raises(ValueError, match=r"horizon must be >= 2 without start_targets .*got 1"):
+        ActorLoss(make_actor(FEAT, A, TINY), make_value(FEAT, TINY), make_imagination_env(wm), horizon=1)
+    with pytest.raises(ValueError, match=r"horizon must be >= 1, got 0"):
+        ActorLoss(make_actor(FEAT, A, TINY), make_value(FEAT, TINY), make_imagination_env(wm), horizon=0,
+                  start_targets=True)
+
+
+@pytest.mark.parametrize("estimate", ["lambda", "nstep", "reward"])
+def test_horizon_1_with_start_targets_is_the_one_step_target_of_the_equations(estimate):
+    """H = 1 with targets from s_0: one imagined step, R_0 = r(s_1) + gamma c_1 v(s_1) for V_lambda and V_N^k
+    (Eq. 5/6 at H = 1; V2 Eq. 4, V3 Eq. 7), R_0 = r(s_1) for V_R (Eq. 4); by hand from the rollout."""
+    from dreamer_trl.objectives.value_estimates import make_value_estimate
+
+    torch.manual_seed(0)
+    N, gamma = 4, 0.9
+    traj = LatentState(torch.randn(N, 2, S), torch.randn(N, 2, D))                     # s_0, s_1
+    reward, cont = Linear(seed=3), Sigmoid(seed=4)
+    est = make_value_estimate(estimate, lmbda=0.7, k=3)
+    value = value_module() if est.needs_value else None
+    loss_fn = FixedRollout(traj, torch.randn(N, 1, A), actor=actor_module(), value=value, rssm=None,
+                           reward_head=reward, continue_head=cont, horizon=1, discount=gamma, reinforce=0.0,
+                           entropy=0.0, continue_has_discount=False, value_estimate=est, share_value=False)
+    start = TensorDict({keys.STATE: traj.state[:, 0], keys.BELIEF: traj.belief[:, 0]}, [N])
+    with torch.no_grad():
+        _, data = loss_fn(start)
+        r, c = reward(*traj)[..., 0], torch.sigmoid(cont(*traj))[..., 0]
+        v = value.module(*traj)[..., 0] if value is not None else None
+    got = data["imagined"][keys.LAMBDA_TARGET]
+    assert got.shape == (N, 1, 1)
+    for n in range(N):
+        want = r[n, 1] + gamma * c[n, 1] * v[n, 1] if v is not None else r[n, 1]
+        assert got[n, 0, 0].item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
+
+
+def test_reward_sum_gets_no_discount_from_the_loss_and_gamma_still_weights_the_steps():
+    """V_R refuses a discount; the loss hands it none, with per-step continue discounts too. gamma still
+    enters the loss through w_t (so behavior.gamma is read with value_estimate reward)."""
+    from dreamer_trl.objectives.value_estimates import RewardSum, reward_sum
+
+    torch.manual_seed(0)
+    N = 3
+    traj = LatentState(torch.randn(N, H + 1, S), torch.randn(N, H + 1, D))
+    reward, cont = Linear(seed=3), Sigmoid(seed=4)
+    losses = []
+    for gamma in (0.9, 0.5):
+        loss_fn = FixedRollout(traj, torch.randn(N, H, A), actor=actor_module(), value=None, rssm=None,
+                               reward_head=reward, continue_head=cont, horizon=H, discount=gamma, reinforce=0.0,
+                               entropy=0.0, continue_has_discount=False, value_estimate=RewardSum())
+        start = TensorDict({keys.STATE: traj.state[:, 0], keys.BELIEF: traj.belief[:, 0]}, [N])
+        with torch.no_grad():
+            loss, data = loss_fn(start)
+            r = reward(*traj)
+        nxt = torch.cat([r[:, 1:], torch.zeros_like(r[:, :1])], 1)
+        torch.testing.assert_close(data["imagined"][keys.LAMBDA_TARGET], reward_sum(nxt))
+        losses.append(loss["loss_actor"].item())
+    assert losses[0] != pytest.approx(losses[1])
+
+
 def test_start_state_targets_follow_torchrl_alignment_by_hand():
     """start_targets: targets for s_0..s_{H-1}, V(s_t) = r(s_{t+1}) + gamma((1-l) v(s_{t+1}) + l V(s_{t+1})),
     V(s_H) = v(s_H); the value trains on the start state too. Checked with a plain loop."""

@@ -437,6 +437,27 @@ def test_validate_names_the_field(name, value, fragment):
         validate(cfg)
 
 
+def test_horizon_1_is_refused_for_the_v1_targets_and_accepted_with_targets_from_s0(capsys):
+    """issue 22, item 6: the v1 losses have no target at H = 1 (s_1..s_{H-1}); with targets from s_0 it has one."""
+    err = _parse_error(["--behavior.horizon", "1"], capsys)
+    assert "behavior.horizon" in err and ">= 2" in err and "got 1" in err
+    for argv in (["--behavior.losses", "v2_v3"], ["--behavior.start-state-targets"]):
+        cfg, _ = parse_args(["--behavior.horizon", "1", *argv])
+        assert cfg.behavior.horizon == 1
+    assert "behavior.horizon" in _parse_error(["--behavior.horizon", "0", "--behavior.losses", "v2_v3"], capsys)
+
+
+def test_value_steps_bound_is_the_target_rows(capsys):
+    """k of V_N^k up to the steps a target can sum: horizon - 1 for the v1 targets, horizon from s_0."""
+    nstep = ["--behavior.value-estimate", "nstep", "--behavior.horizon", "4"]
+    assert parse_args([*nstep, "--behavior.value-steps", "3"])[0].behavior.value_steps == 3
+    err = _parse_error([*nstep, "--behavior.value-steps", "4"], capsys)
+    assert "behavior.value_steps" in err and "horizon - 1 = 3" in err
+    assert parse_args([*nstep, "--behavior.value-steps", "4", "--behavior.losses", "v2_v3"])[0].behavior.value_steps == 4
+    err = _parse_error([*nstep, "--behavior.value-steps", "5", "--behavior.losses", "v2_v3"], capsys)
+    assert "behavior.value_steps" in err and "horizon = 4" in err
+
+
 def test_validate_checks_choices_of_configs_built_in_code():
     cfg = config.paper()
     cfg.behavior.value_estimate = "monte_carlo"

@@ -196,11 +196,58 @@ def test_reward_sum_class_needs_no_value_and_sums_all_h_rewards():
     reward, value = imagined()
     est = RewardSum()
     assert est.needs_value is False
-    out = est(reward, None, 0.9)
+    out = est(reward, None, None)
     assert out.shape == (N, H - 1, 1)
     for n in range(N):
         torch.testing.assert_close(out[n, :, 0], torch.tensor(reward_sum_by_definition(reward[n, :, 0].tolist()), dtype=F64))
-    torch.testing.assert_close(est(reward, value, 0.5), out)  # neither value nor discount enter V_R
+    torch.testing.assert_close(est(reward, value), out)  # the value does not enter V_R
+    torch.testing.assert_close(est(reward, None, 1.0), out)  # a discount of 1 is V_R's own
+    torch.testing.assert_close(est(reward, None, torch.ones(N, H - 1, 1, dtype=F64)), out)
+
+
+@pytest.mark.parametrize("discount", [0.9, 0.0, "per_step"])
+def test_reward_sum_refuses_a_discount_it_cannot_use(discount):
+    """V_R (Eq. 4) is undiscounted: a discount other than 1 is refused, not silently ignored."""
+    reward, _ = imagined()
+    d = per_step_discounts(H - 1)[None, :, None].expand(N, H - 1, 1) if discount == "per_step" else discount
+    with pytest.raises(ValueError, match="RewardSum .*undiscounted.*discount must be None or 1"):
+        RewardSum()(reward, None, d)
+
+
+def test_uses_discount_flags():
+    assert LambdaReturn().uses_discount and NStepReturn().uses_discount and not RewardSum().uses_discount
+
+
+def test_lambda_return_of_no_target_rows_is_empty_like_the_other_functions():
+    """T = 0 target rows (only the bootstrap): no targets, not a crash (was: stack expects a non-empty TensorList)."""
+    empty, boot = torch.zeros(3, 0, 1, dtype=F64), torch.randn(3, 1, dtype=F64)
+    assert lambda_return(empty, empty, boot, 0.9, 0.95).shape == (3, 0, 1)
+    assert nstep_return(empty, empty, boot, 0.9, 2).shape == (3, 0, 1)
+    assert reward_sum(torch.zeros(3, 1, 1, dtype=F64)).shape == (3, 0, 1)
+
+
+@pytest.mark.parametrize("estimate", [LambdaReturn(0.7), NStepReturn(2), RewardSum()])
+def test_value_estimate_classes_refuse_horizon_1_naming_the_horizon(estimate):
+    """One imagined state only bootstraps: no target; a clear error instead of an empty (NaN-mean) result."""
+    reward, value = imagined()
+    discount = None if not estimate.uses_discount else 0.9
+    with pytest.raises(ValueError, match="horizon of at least 2 imagined states.*got horizon 1"):
+        estimate(reward[:, :1], value[:, :1], discount)
+
+
+@pytest.mark.parametrize("estimate,reference", [
+    (LambdaReturn(0.7), lambda r, v: [r[0] + 0.9 * v[1]]),
+    (NStepReturn(3), lambda r, v: [r[0] + 0.9 * v[1]]),
+    (RewardSum(), lambda r, v: [r[0] + r[1]]),
+])
+def test_value_estimate_classes_at_horizon_2_give_the_equations_single_target(estimate, reference):
+    """H = 2, the smallest horizon: Eq. 5/6 reduce to r_0 + gamma v(s_1), Eq. 4 to r_0 + r_1."""
+    reward, value = imagined()
+    out = estimate(reward[:, :2], value[:, :2], 0.9 if estimate.uses_discount else None)
+    assert out.shape == (N, 1, 1)
+    for n in range(N):
+        torch.testing.assert_close(out[n, :, 0], torch.tensor(reference(reward[n, :2, 0].tolist(),
+                                                                        value[n, :2, 0].tolist()), dtype=F64))
 
 
 @pytest.mark.parametrize("name,cls,attr", [("lambda", LambdaReturn, ("lmbda", 0.8)), ("nstep", NStepReturn, ("k", 3)),

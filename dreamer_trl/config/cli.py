@@ -64,10 +64,15 @@ def validate(cfg: DreamerConfig) -> None:
                           (e.num_envs >= 1, "env.num_envs", e.num_envs)):
         if not ok:
             raise ValueError(f"config field {name!r} must be >= 1, got {got!r}")
+    # the actor loss's target rows K: s_0..s_{H-1} with start-state targets (v2_v3 always), s_1..s_{H-1} without
+    start_targets = b.losses == "v2_v3" or b.start_state_targets
+    rows = b.horizon if start_targets else b.horizon - 1
     checks = [
         (s.seq_len >= 2, "schedule.seq_len", ">= 2", s.seq_len),
         (s.batch_size >= 1, "schedule.batch_size", ">= 1", s.batch_size),
-        (b.horizon >= 2, "behavior.horizon", ">= 2", b.horizon),
+        (b.horizon >= 1 if start_targets else b.horizon >= 2, "behavior.horizon",
+         ">= 1" if start_targets else ">= 2 (the v1 losses' targets are for s_1..s_{H-1}, none at H = 1; "
+         "behavior.start_state_targets true or behavior.losses v2_v3 target s_0 too and work from 1)", b.horizon),
         (actor.mean_scale >= 0, "behavior.actor.mean_scale", ">= 0 (0: unsquashed)", actor.mean_scale),
         (e.action_repeat >= 1, "env.action_repeat", ">= 1", e.action_repeat),
         (e.image_size == 64 or not e.from_pixels, "env.image_size", "64 for the pixel model", e.image_size),
@@ -92,8 +97,9 @@ def validate(cfg: DreamerConfig) -> None:
          (wl.free_nats, wl.kl_scale)),
         (wl.obs_scale >= 0 and wl.reward_scale >= 0, "world_model.loss.obs_scale/reward_scale", ">= 0",
          (wl.obs_scale, wl.reward_scale)),
-        (not reads.is_read(cfg, "behavior.value_steps") or 1 <= b.value_steps <= b.horizon - 1,
-         "behavior.value_steps", f"in [1, horizon - 1 = {b.horizon - 1}]", b.value_steps),
+        (not reads.is_read(cfg, "behavior.value_steps") or 1 <= b.value_steps <= max(rows, 1),
+         "behavior.value_steps", f"in [1, {'horizon' if start_targets else 'horizon - 1'} = {max(rows, 1)}] "
+         "(the imagined steps a target can sum)", b.value_steps),
         ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
          "auto, cpu, cuda[:i] or mps", r.device),

@@ -229,9 +229,9 @@ class BehaviorConfig:
     losses: Literal["v1", "v2_v3"] = "v1"
     """imagined actor and critic losses: v1 (Dreamer Eq. 6-8: targets on s_1..s_H-1, gamma^t weights, backprop, squared value error) or v2_v3 (targets on s_0.., continue weights, rho mix, entropy, return norm, slow critic, NLL critic)"""
     horizon: int = 15
-    """imagination horizon H"""
+    """imagination horizon H (>= 2 for the v1 losses' targets on s_1..s_H-1; >= 1 with targets from s_0: v2_v3 or start_state_targets)"""
     gamma: float = 0.99
-    """discount"""
+    """discount gamma of V_lambda / V_N^k and of the step weights (V_R, value_estimate reward, is undiscounted: gamma weights the steps only)"""
     lmbda: float = 0.95
     """lambda of the lambda-return V_lambda"""
     value_estimate: Literal["lambda", "nstep", "reward"] = "lambda"

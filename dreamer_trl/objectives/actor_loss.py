@@ -142,7 +142,8 @@ class ActorLoss(LossModule):
         continue_head: a head whose ``pred`` is the continue probability (``mode``: 0 or 1), or None.
         horizon: imagined steps H (V1 15, V2 15, V3 15). gamma: the discount (V1 0.99, V2 0.99, V3 1 - 1/333).
         lmbda: lambda of the default estimate V_lambda (ignored when ``value_estimate`` is given).
-        value_estimate: an estimate of :mod:`~dreamer_trl.objectives.value_estimates` (V_lambda, V_N^k, V_R).
+        value_estimate: an estimate of :mod:`~dreamer_trl.objectives.value_estimates` (V_lambda, V_N^k, V_R);
+            one with ``uses_discount`` False (V_R, Eq. 4) is given no discount (gamma then weights the steps only).
         weights: "discount": w_t = gamma^t and a constant gamma in the estimate (V1, Eq. 7); "continue":
             per-step discounts gamma c_t from the continue head (1 without one) and w_t = prod_{k<=t} gamma c_k
             / gamma (V2, V3). Needs ``start_targets``.
@@ -224,8 +225,9 @@ class ActorLoss(LossModule):
                  entropy: float = 0.0, return_norm=None, target_value: TensorDictModule | None = None,
                  share_value: bool = False, sample_heads: bool = False, start_targets: bool = False):
         super().__init__()
-        if horizon < (1 if start_targets else 2):
-            raise ValueError(f"horizon must be >= {1 if start_targets else 2}, got {horizon}")
+        if horizon < (1 if start_targets else 2):  # at least one target row (K >= 1)
+            why = "" if start_targets else " without start_targets (targets for s_1..s_{H-1}: none at H = 1)"
+            raise ValueError(f"horizon must be >= {1 if start_targets else 2}{why}, got {horizon}")
         if not 0.0 <= reinforce <= 1.0:
             raise ValueError(f"reinforce (rho) must be in [0, 1], got {reinforce}")
         if continue_mode not in ("prob", "mode"):
@@ -350,7 +352,10 @@ class ActorLoss(LossModule):
         if self.sample_heads:
             scored_reward = reward + torch.randn_like(reward)
             scored_value = None if value is None else value + torch.randn_like(value)
-        returns = self.estimate(scored_reward, scored_value, self.gamma if live is None else live[:, 1:])  # (N, K, 1)
+        discount = None
+        if getattr(self.estimate, "uses_discount", True):  # V_R is undiscounted (Eq. 4): gamma only weights steps
+            discount = self.gamma if live is None else live[:, 1:]
+        returns = self.estimate(scored_reward, scored_value, discount)                            # (N, K, 1)
         n, steps = start.state.shape[0], returns.shape[-2]
         if live is None:
             weight = discount_weights(steps, self.gamma, returns.device)                           # (K, 1)

@@ -12,7 +12,12 @@ them (the last state only bootstraps), ``[*N, H - 1, 1]``:
   computed by its recursion V_tau = r_tau + gamma ((1 - lambda) v_{tau+1} + lambda V_{tau+1}), V_H = v_H.
 
 ``discount`` is gamma (a float) or per-step discounts ``[*N, H - 1, 1]`` (gamma times a learned
-continue probability, DreamerV2/V3), the discount applied between step tau and tau + 1.
+continue probability, DreamerV2/V3), the discount applied between step tau and tau + 1. V_R is undiscounted
+(Eq. 4), so :class:`RewardSum` takes no discount (``uses_discount`` False: callers pass None; any discount
+other than 1 is refused rather than ignored).
+
+The classes need H >= 2 imagined states (one target at least); H = 1 is refused with a ValueError naming the
+horizon. The functions below work on T target rows and give an empty ``[..., 0, 1]`` for T = 0.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ def lambda_return(reward: torch.Tensor, value: torch.Tensor, bootstrap: torch.Te
         if stop is not None:
             agg = torch.where(stop[..., t, :], value[..., t, :], agg)
         returns.append(agg)
-    return torch.stack(returns[::-1], -2)
+    return torch.stack(returns[::-1], -2) if returns else inputs  # T = 0: no targets, [..., 0, 1]
 
 
 def nstep_return(reward: torch.Tensor, value: torch.Tensor, bootstrap: torch.Tensor, gamma, k: int) -> torch.Tensor:
@@ -70,14 +75,24 @@ def reward_sum(reward: torch.Tensor) -> torch.Tensor:
     return reward.flip(-2).cumsum(-2).flip(-2)[..., :-1, :]
 
 
+def _check_horizon(estimate, reward: torch.Tensor) -> None:
+    """Refuse fewer than 2 imagined states: the targets are for the first H - 1, the last only bootstraps."""
+    if reward.dim() < 2 or reward.shape[-2] < 2:
+        got = reward.shape[-2] if reward.dim() >= 2 else "no time dim"
+        raise ValueError(f"{type(estimate).__name__} needs a horizon of at least 2 imagined states along dim -2 "
+                         f"(targets for the first H - 1; the last state only bootstraps), got horizon {got}")
+
+
 @dataclass
 class LambdaReturn:
     """V_lambda (Eq. 6); ``lmbda`` 0.95 in the paper."""
 
     lmbda: float = 0.95
     needs_value = True
+    uses_discount = True
 
     def __call__(self, reward, value, discount):
+        _check_horizon(self, reward)
         return lambda_return(reward[..., :-1, :], value[..., :-1, :], value[..., -1, :], discount, self.lmbda)
 
 
@@ -87,18 +102,32 @@ class NStepReturn:
 
     k: int = 5
     needs_value = True
+    uses_discount = True
 
     def __call__(self, reward, value, discount):
+        _check_horizon(self, reward)
         return nstep_return(reward[..., :-1, :], value[..., :-1, :], value[..., -1, :], discount, self.k)
 
 
 @dataclass
 class RewardSum:
-    """V_R (Eq. 4): imagined rewards only; no value network is trained."""
+    """V_R (Eq. 4): the undiscounted sum of imagined rewards; no value network is trained.
+
+    ``value`` and ``discount`` are accepted for the family's one signature; ``discount`` must be None or 1
+    (a number or a tensor of ones): Eq. 4 has no discount to apply, so another one is refused, not ignored.
+    """
 
     needs_value = False
+    uses_discount = False
 
-    def __call__(self, reward, value, discount):
+    def __call__(self, reward, value=None, discount=None):
+        _check_horizon(self, reward)
+        if discount is not None:
+            ones = bool((discount == 1).all()) if torch.is_tensor(discount) else discount == 1
+            if not ones:
+                shown = f"a tensor of shape {tuple(discount.shape)}" if torch.is_tensor(discount) else repr(discount)
+                raise ValueError(f"RewardSum (V_R, Dreamer Eq. 4) is the undiscounted sum of imagined rewards: "
+                                 f"discount must be None or 1, got {shown}")
         return reward_sum(reward)
 
 
