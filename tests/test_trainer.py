@@ -15,11 +15,13 @@ import torch  # noqa: E402
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import config  # noqa: E402
 from dreamer_trl.builders.trainer import build, make_buffer, make_loggers, make_run_dir  # noqa: E402
+from dreamer_trl.run.checkpoint import read_meta  # noqa: E402
 from dreamer_trl.training.trainer import (  # noqa: E402
     Counters,
     Pace,
     PriorWatch,
     Trainer,
+    events_left,
     resolve_device,
     seed_everything,
     work_left,
@@ -75,6 +77,87 @@ def test_eta_comes_from_the_update_and_collection_rates_not_the_prefill():
     assert pace.seconds_left(0, 0, 0) == 0.0
 
 
+def test_events_left_counts_the_evaluations_and_checkpoints_to_come():
+    s = config.debug().schedule  # 800 env steps, an evaluation every 400 (and at the end)
+    assert events_left(Counters(env_steps=0), s, 400) == (2, 2)
+    assert events_left(Counters(env_steps=200), s, 300) == (2, 3)          # checkpoints at 300, 600 and 800
+    assert events_left(Counters(env_steps=400, eval_due=True), s, 400) == (2, 2)  # at 400, not saved yet
+    assert events_left(Counters(env_steps=400), s, 400, saved_at=400) == (1, 1)
+    assert events_left(Counters(env_steps=800, eval_due=True), s, 400, saved_at=400) == (1, 1)
+    assert events_left(Counters(env_steps=800), s, 400, saved_at=800) == (0, 0)
+    s.total_env_steps = 900  # not a multiple: one more evaluation and checkpoint at the end
+    assert events_left(Counters(env_steps=500), s, 400) == (2, 2)
+
+
+def test_eta_adds_the_evaluations_and_checkpoints_at_their_measured_cost():
+    pace = Pace()
+    pace.stepped(200, 20.0, "train")  # 0.1 s per env step
+    # untimed: an evaluation costs its env steps at the collection rate, a checkpoint nothing
+    assert pace.seconds_left(0, 200, 0, evals=2, checkpoints=1, eval_steps=1000) == pytest.approx(20 + 2 * 100)
+    pace.happened("eval", 45.0)
+    pace.happened("eval", 55.0)
+    pace.happened("checkpoint", 3.0)
+    assert pace.seconds_left(0, 200, 0, evals=2, checkpoints=1, eval_steps=1000) == pytest.approx(20 + 100 + 3)
+    back = Pace()
+    back.load_state_dict(json.loads(json.dumps(pace.state_dict())))  # as a checkpoint's meta.json carries it
+    assert back.seconds_left(0, 200, 0, 2, 1, 1000) == pace.seconds_left(0, 200, 0, 2, 1, 1000)
+
+
+class _TimedBatches(list):
+    """A collector whose batches each take 1 s of a fake clock."""
+
+    def __init__(self, cfg, clock, n):
+        super().__init__(_batch(cfg) for _ in range(n))
+        self.clock = clock
+        for data in list.__iter__(self):
+            data["collector", "traj_ids"] = torch.zeros(data.shape, dtype=torch.long)
+
+    def __iter__(self):
+        for data in super().__iter__():
+            self.clock.now += 1.0
+            yield data
+
+    def shutdown(self, close_env: bool = True) -> None:
+        pass
+
+
+def test_the_eta_of_a_whole_run_is_its_real_remaining_time(tmp_path):
+    """Updates 2 s, batches 1 s, evaluations 30 s, checkpoints 5 s of a fake clock: once one of each is timed,
+    the logged ETA equals the time the run still took, at every batch (before the fix, evaluations and
+    checkpoints were not in it: 30 s short per evaluation to come)."""
+    from types import SimpleNamespace
+
+    clock = SimpleNamespace(now=0.0)
+    cfg = _config(tmp_path, schedule__total_env_steps=2000, schedule__eval_every=400)  # checkpoints every 400
+    trainer = _fake_trainer(cfg, tmp_path)
+    trainer.clock = lambda: clock.now
+    trainer.env, trainer.buffer = SimpleNamespace(physics_errors=0), SimpleNamespace(sample=lambda: None,
+                                                                                     extend=lambda data: None)
+    per_batch = cfg.schedule.train_every // cfg.env.action_repeat
+    trainer.collection = SimpleNamespace(
+        collector=lambda policy, segment, device: _TimedBatches(cfg, clock, segment.total_frames // per_batch))
+    trainer.updater.update = lambda batch: setattr(clock, "now", clock.now + 2.0) or {}
+
+    def evaluate_here():
+        clock.now += 30.0
+        trainer.counters.eval_due = False
+        trainer.counters.evals.append((trainer.counters.env_steps, 0.0))
+
+    trainer.evaluate = Trainer.evaluate.__get__(trainer)
+    trainer.evaluate_here = evaluate_here
+    trainer.save_checkpoint = lambda: setattr(clock, "now", clock.now + 5.0) or setattr(
+        trainer, "saved_at", trainer.counters.env_steps)
+    logged = []
+    trainer.loggers = [SimpleNamespace(log_scalar=lambda name, value, step: logged.append(
+        (step, clock.now, value)) if name == "time/eta_s" else None)]
+    trainer.run()
+    end = clock.now
+    timed = [(step, now, eta) for step, now, eta in logged if step > 400]  # after the first evaluation and checkpoint
+    assert len(timed) == 8 and len(trainer.counters.evals) == 5
+    for step, now, eta in timed:
+        assert eta == pytest.approx(end - now), step
+
+
 class _TickingUpdater:
     """Takes 2 s of a fake clock per update and records the bar's postfix seen after the previous update."""
 
@@ -111,9 +194,10 @@ def test_the_bar_moves_at_every_update_and_estimates_from_the_update_rate(tmp_pa
     phases = updater.seen[1:]  # what the bar showed after updates 1..4
     assert [p["phase"] for p in phases] == ["train 1/5", "train 2/5", "train 3/5", "train 4/5"]
     assert [p["updates"] for p in phases] == ["1", "2", "3", "4"]
-    # after the 4th update: 1 update of this phase + 5 after the last 200 env steps, 2 s each, + 200 steps x 0.1 s
-    assert phases[-1]["eta"] == tqdm.format_interval(6 * 2.0 + 200 * 0.1)
-    assert trainer.counters.updates == 5 and trainer.update_seconds == 10.0
+    # after the 4th update: 1 update of this phase + 5 after the last 200 env steps, 2 s each, + 200 steps x 0.1 s,
+    # + the evaluation at 800 (untimed yet: its 200 env steps at the collection rate); checkpoints untimed: free
+    assert phases[-1]["eta"] == tqdm.format_interval(6 * 2.0 + 200 * 0.1 + 200 * 0.1)
+    assert trainer.counters.updates == 5 and trainer.aside_seconds == 10.0
 
 
 def test_prior_watch_warns_once_after_ten_clamped_phases():
@@ -232,6 +316,9 @@ def test_trainer_preempted_mid_phase_resumes_to_the_same_counters(tmp_path, one_
     c = resumed.counters
     assert (c.env_steps, c.updates, c.pending_updates) == (800, 9, 0)
     assert [step for step, _ in c.evals] == [400, 800] and math.isfinite(resumed.last_eval)
+    saved = Pace()
+    saved.load_state_dict(read_meta(cfg.run.resume)["pace"])
+    assert saved.updates == 4 and saved.events["checkpoint"] == 1  # the ETA goes on from the measured costs
 
 
 def test_train_ratio_is_exact_over_the_run_whatever_the_collection_granularity():

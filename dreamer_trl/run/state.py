@@ -51,7 +51,8 @@ def migrate_state(state: dict, fmt: int) -> dict:
 
 
 def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
-             buffer: SequenceReplayBuffer, counters: dict, config: dict, preset: str, envs: dict) -> Path:
+             buffer: SequenceReplayBuffer, counters: dict, config: dict, preset: str, envs: dict,
+             pace: dict | None = None) -> Path:
     """Checkpoint everything needed to continue the run exactly (see module docstring).
 
     ``envs`` are DMC envs (a :class:`~dreamer_trl.data.dmc.DMCEnv`, also inside a TransformedEnv, which forwards
@@ -65,12 +66,15 @@ def save_run(path: str | Path, *, modules: dict[str, nn.Module], updater: Dreame
             "env_steps": counters["env_steps"], "updates": counters["updates"],
             "updater": {"skipped": updater.skipped, "skip_streak": updater.skip_streak},
             "rng": rng_values, "env_rng": {k: e.task_random_state() for k, e in envs.items()}}
+    if pace is not None:
+        meta["pace"] = pace
     return save_checkpoint(path, state, meta, parts={"replay": lambda d: save_buffer(buffer, d)})
 
 
 def restore_run(path: str | Path, *, modules: dict[str, nn.Module], updater: DreamerUpdate,
-                buffer: SequenceReplayBuffer, envs: dict, map_location="cpu") -> dict:
-    """Load a :func:`save_run` checkpoint into freshly built objects; returns the counters. RNG last."""
+                buffer: SequenceReplayBuffer, envs: dict, map_location="cpu", pace=None) -> dict:
+    """Load a :func:`save_run` checkpoint into freshly built objects; returns the counters. RNG last. ``pace``
+    (a :class:`~dreamer_trl.training.trainer.Pace`) gets the saved costs where the checkpoint has them."""
     path = verify_checkpoint(path)
     state, meta = load_checkpoint(path, map_location=map_location)
     try:
@@ -87,5 +91,7 @@ def restore_run(path: str | Path, *, modules: dict[str, nn.Module], updater: Dre
     load_buffer(buffer, path / "replay")
     for name, env in envs.items():
         env.set_task_random_state(meta["env_rng"][name])
+    if pace is not None and "pace" in meta:
+        pace.load_state_dict(meta["pace"])
     set_rng_state(state["rng"], meta["rng"])
     return meta["counters"]

@@ -83,40 +83,68 @@ class Counters:
 
 
 class Pace:
-    """The ETA from the current phase's rates: seconds per update, and seconds per env step of everything else
-    (collection with the policy, evaluation, logging), both measured in this process.
+    """The ETA from the measured costs of each kind of work still to come: seconds per update, per env step
+    collected (with the policy, and apart from it the random-action prefill), per evaluation and per
+    checkpoint, all measured in this run (and carried through a resume by the checkpoint, :meth:`state_dict`).
 
     The random-action prefill is timed apart: it is much faster per env step than collecting with the policy,
     and it runs no updates, so extrapolating it (as tqdm's own estimate does) promises a fraction of the time.
+    Evaluations and checkpoints come in bursts (a 10-episode evaluation of a 1000-frame task takes tens of
+    seconds), so they are counted as events: until the first evaluation is timed, one is estimated as its env
+    steps at the collection rate; until the first checkpoint is timed, a checkpoint counts as free.
     """
 
     def __init__(self):
         self.update_s, self.updates = 0.0, 0
         self.step_s, self.steps = {"prefill": 0.0, "train": 0.0}, {"prefill": 0, "train": 0}
+        self.event_s, self.events = {"eval": 0.0, "checkpoint": 0.0}, {"eval": 0, "checkpoint": 0}
 
     def updated(self, seconds: float) -> None:
         """One update took ``seconds``."""
         self.update_s, self.updates = self.update_s + seconds, self.updates + 1
 
     def stepped(self, steps: int, seconds: float, phase: str) -> None:
-        """``steps`` env steps of ``phase`` ("prefill" or "train") took ``seconds``, updates excluded."""
+        """``steps`` env steps of ``phase`` ("prefill" or "train") took ``seconds``, updates and evaluations
+        excluded."""
         self.step_s[phase] += seconds
         self.steps[phase] += steps
 
-    def seconds_left(self, updates: int, train_steps: int, prefill_steps: int) -> float | None:
-        """Time for that much work at the measured rates; None while a needed rate is unmeasured."""
+    def happened(self, event: str, seconds: float) -> None:
+        """One ``event`` ("eval" or "checkpoint") took ``seconds``."""
+        self.event_s[event] += seconds
+        self.events[event] += 1
+
+    def seconds_left(self, updates: int, train_steps: int, prefill_steps: int, evals: int = 0,
+                     checkpoints: int = 0, eval_steps: int = 0) -> float | None:
+        """Time for that much work at the measured rates (``eval_steps``: env steps of one evaluation, its cost
+        until one is timed); None while a needed rate is unmeasured."""
         rate = {k: self.step_s[k] / self.steps[k] for k in self.steps if self.steps[k]}
         per_train_step = rate.get("train", rate.get("prefill"))  # before the first policy batch: a lower bound
-        if (updates and not self.updates) or (train_steps and per_train_step is None) or \
+        if (updates and not self.updates) or ((train_steps or evals) and per_train_step is None) or \
                 (prefill_steps and "prefill" not in rate):
             return None
         per_update = self.update_s / self.updates if self.updates else 0.0
+        per = {k: self.event_s[k] / self.events[k] for k in self.events if self.events[k]}
+        per_eval = per.get("eval", eval_steps * (per_train_step or 0.0))
         return (updates * per_update + train_steps * (per_train_step or 0.0)
-                + prefill_steps * rate.get("prefill", 0.0))
+                + prefill_steps * rate.get("prefill", 0.0) + evals * per_eval
+                + checkpoints * per.get("checkpoint", 0.0))
 
-    def eta(self, updates: int, train_steps: int, prefill_steps: int) -> str:
-        left = self.seconds_left(updates, train_steps, prefill_steps)
+    def eta(self, *work, **events) -> str:
+        left = self.seconds_left(*work, **events)
         return "?" if left is None else tqdm.format_interval(left)
+
+    def state_dict(self) -> dict:
+        """The measured costs, JSON-able (a checkpoint's ``meta.json``)."""
+        return {"update": [self.update_s, self.updates], "steps": {k: [self.step_s[k], self.steps[k]]
+                for k in self.steps}, "events": {k: [self.event_s[k], self.events[k]] for k in self.events}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.update_s, self.updates = state["update"][0], int(state["update"][1])
+        for k, (seconds, n) in state["steps"].items():
+            self.step_s[k], self.steps[k] = seconds, int(n)
+        for k, (seconds, n) in state["events"].items():
+            self.event_s[k], self.events[k] = seconds, int(n)
 
 
 def work_left(c: Counters, s, action_repeat: int = 1) -> tuple[int, int, int]:
@@ -131,6 +159,21 @@ def work_left(c: Counters, s, action_repeat: int = 1) -> tuple[int, int, int]:
     boundaries = (s.total_env_steps - max(c.env_steps, s.prefill_env_steps - s.train_every)) // s.train_every
     pretrain = s.pretrain_updates if c.env_steps < s.prefill_env_steps else 0  # after: in pending_updates
     return c.pending_updates + max(0, boundaries) * s.updates_per_train + pretrain, train_steps, prefill_steps
+
+
+def events_left(c: Counters, s, checkpoint_every: int, saved_at: int = -1) -> tuple[int, int]:
+    """(evaluations, checkpoints) still to come under schedule ``s``: an evaluation each time the env steps cross
+    a multiple of ``eval_every`` and one at the end, plus one due now (``c.eval_due``); a checkpoint at each
+    multiple of ``checkpoint_every`` and at the end, plus the one at this step when it is a boundary and the
+    last checkpoint (``saved_at``, env steps) is not yet this one."""
+    if c.env_steps >= s.total_env_steps:
+        return int(c.eval_due), int(saved_at != c.env_steps)
+
+    def crossings(every: int) -> int:
+        return s.total_env_steps // every - c.env_steps // every + (1 if s.total_env_steps % every else 0)
+
+    here = c.env_steps > 0 and c.env_steps % checkpoint_every == 0 and saved_at != c.env_steps
+    return crossings(s.eval_every) + int(c.eval_due), crossings(checkpoint_every) + int(here)
 
 
 class PriorWatch:
@@ -221,17 +264,19 @@ class Trainer:
         self.run_parts = dict(modules={k: m for k, m in modules.items() if m is not None},  # planner: the model only
                               updater=updater, buffer=buffer, envs={"train": env, "eval": eval_env})
         self.counters = Counters()
+        self.pace = Pace()
         if cfg.run.resume:
-            self.counters = Counters.from_dict(restore_run(cfg.run.resume, **self.run_parts, map_location=device))
+            self.counters = Counters.from_dict(restore_run(cfg.run.resume, **self.run_parts, map_location=device,
+                                                           pace=self.pace))
         self.physics_errors_before = self.counters.physics_errors  # the env counts this process's only
         self.checkpoint_path = cfg.run.resume
+        self.saved_at = self.counters.env_steps if cfg.run.resume else -1  # env steps of the last checkpoint
         self.last_eval = self.counters.evals[-1][1] if self.counters.evals else math.nan
         self.prior_watch = PriorWatch(cfg.world_model.loss.free_nats)
         self.videos = run_dir / "videos"
         self.preemption = Preemption()
         self.clock = time.perf_counter  # replaceable in tests
-        self.pace = Pace()
-        self.update_seconds = 0.0  # spent in updates since the last collected batch
+        self.aside_seconds = 0.0  # spent in updates and evaluations since the last collected batch
         self.threads = torch.get_num_threads()  # run.threads, set by make_trainer: kept (keep_threads)
 
     @property
@@ -287,11 +332,11 @@ class Trainer:
             self.buffer.extend(data)
             new_steps = self.count(data)
             self.bar.update(new_steps)  # before the batch's updates: the bar shows the env steps collected
-            self.update_seconds = 0.0
+            self.aside_seconds = 0.0
             self.train_and_evaluate()
             c.physics_errors = self.physics_errors_before + self.env.physics_errors
             now = self.clock()
-            self.pace.stepped(new_steps, now - mark - self.update_seconds, phase)
+            self.pace.stepped(new_steps, now - mark - self.aside_seconds, phase)
             mark = now
             elapsed = now - self.start[0]
             rate = (c.env_steps - self.start[1]) / elapsed
@@ -299,7 +344,9 @@ class Trainer:
             if policy_steps:  # the regular schedule's ratio: the pretraining updates are left out
                 regular = max(0, c.updates - pretrain_due(c.env_steps, s))
                 self.log({"train/replay_ratio": regular * s.batch_size * s.seq_len / policy_steps})
+            left = self.seconds_left()  # the ETA, logged so that it can be checked against the real end
             self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
+                      "time/elapsed_s": elapsed, **({"time/eta_s": left} if left is not None else {}),
                       "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
             self.show_progress(steps_per_s=f"{rate:.0f}")
             if self.stopping:
@@ -343,7 +390,7 @@ class Trainer:
             metrics = self.updater.update(self.buffer.sample())
             seconds = self.clock() - start
             self.pace.updated(seconds)
-            self.update_seconds += seconds
+            self.aside_seconds += seconds
             c.updates += 1
             c.pending_updates -= 1
             self.show_progress(phase=f"train {phase_updates - c.pending_updates}/{phase_updates}")  # every update
@@ -362,11 +409,15 @@ class Trainer:
         if not self.world.is_main:
             self.counters.eval_due = False
             return
-        self.alone = True
+        self.alone, start = True, self.clock()
         try:
             self.evaluate_here()
         finally:
             self.alone = False
+        seconds = self.clock() - start
+        self.aside_seconds += seconds
+        if not self.counters.eval_due:  # done, not cut short by preemption
+            self.pace.happened("eval", seconds)
 
     def evaluate_here(self) -> None:
         c, episodes = self.counters, self.cfg.schedule.eval_episodes
@@ -405,18 +456,21 @@ class Trainer:
 
         On torchrun ranks every rank r > 0 saves its shard (``RUN/checkpoints_rank<r>``) first, then rank 0 its
         checkpoint, so a rank-0 checkpoint exists only when every shard of it does."""
+        start = self.clock()
         if not self.world.is_main:
             self.save_checkpoint()
         self.world.barrier()
         if self.world.is_main:
             self.save_checkpoint()
         self.world.barrier()
+        self.pace.happened("checkpoint", self.clock() - start)
 
     def save_checkpoint(self) -> None:
         root = self.world.checkpoints(self.run_dir)
+        self.saved_at = self.counters.env_steps
         self.checkpoint_path = save_run(root / f"{self.counters.env_steps:010d}", **self.run_parts,
                                            counters=asdict(self.counters), config=to_dict(self.cfg),
-                                           preset=self.preset)
+                                           preset=self.preset, pace=self.pace.state_dict())
         prune_checkpoints(root, self.cfg.run.checkpoints_kept)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
@@ -433,7 +487,19 @@ class Trainer:
         c, s = self.counters, self.cfg.schedule
         shown = {"phase": "prefill" if c.env_steps < s.prefill_env_steps else "train", "updates": c.updates,
                  "eval_return": f"{self.last_eval:.1f}", **extra}
-        self.bar.set_postfix(**shown, eta=self.pace.eta(*work_left(c, s, self.cfg.env.action_repeat)))
+        self.bar.set_postfix(**shown, eta=self.pace.eta(*self.work_left()))
+
+    def work_left(self) -> tuple:
+        """(updates, policy env steps, prefill env steps, evaluations, checkpoints, env steps per evaluation) to
+        come, the arguments of :meth:`Pace.seconds_left`."""
+        c, s = self.counters, self.cfg.schedule
+        evals, checkpoints = events_left(c, s, self.cfg.run.checkpoint_every, self.saved_at)
+        return (*work_left(c, s, self.cfg.env.action_repeat), evals, checkpoints,
+                s.eval_episodes * self.cfg.env.episode_frames)
+
+    def seconds_left(self) -> float | None:
+        """The ETA in seconds (None while a rate is unmeasured)."""
+        return self.pace.seconds_left(*self.work_left())
 
     def summary(self) -> dict:
         """Write ``summary.json``, print where everything is, and return the summary (rank 0); the other ranks
