@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from dreamer_trl import keys
 from dreamer_trl.builders.agent import Agent, make_agent, make_env, make_envs, make_update
 from dreamer_trl.config import DreamerConfig, RunConfig, to_dict
 from dreamer_trl.data.replay import check_disk_space, make_replay_buffer
+from dreamer_trl.run import timeline
+from dreamer_trl.run.checkpoint import read_meta
 from dreamer_trl.training.acceleration import autocast_context, compile_networks
 from dreamer_trl.training.collection import AsyncCollection, SyncCollection
 from dreamer_trl.training.distributed import (
@@ -161,9 +164,18 @@ def rank_config(cfg: DreamerConfig, world: World, run_dir: Path) -> DreamerConfi
 
 
 def make_run_dir(cfg: DreamerConfig, preset: str) -> Path:
-    """The run directory: the resumed one, or a new one holding ``config.json`` (the resolved config)."""
+    """The run directory: the resumed one, or a new one holding ``config.json`` (the resolved config).
+
+    A resumed run continues its timeline from the checkpoint's step: what the run directory holds after it
+    (later checkpoints, log rows, videos) is moved into ``RUN/abandoned/`` first (:func:`timeline.branch`)."""
     if cfg.run.resume:
-        return Path(cfg.run.resume).parent.parent  # RUN/checkpoints/STEP
+        run_dir = Path(cfg.run.resume).parent.parent  # RUN/checkpoints/STEP
+        step = int(read_meta(cfg.run.resume)["env_steps"])
+        moved = timeline.branch(run_dir, step)
+        if moved is not None:
+            print(f"resuming at env step {step}: what the run wrote after it ({moved[1].describe()}) was moved to "
+                  f"{moved[0]}; the run continues from {step}", flush=True)
+        return run_dir
     name = cfg.run.run_name or f"{cfg.env.task}-{preset}-s{cfg.run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.run.run_dir) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,11 +195,28 @@ def make_buffer(cfg: DreamerConfig, env, run_dir: Path, device):
                               device=device, windows=s.replay_windows)
 
 
+class BranchedTensorboardLogger(TensorboardLogger):
+    """TorchRL's TensorBoard logger; in a run resumed at step S its writer starts with a purge marker, so
+    TensorBoard drops the events after S written before the resume (the CSV rows are cut by timeline.branch)."""
+
+    def __init__(self, exp_name: str, log_dir: str, resumed_at: int | None = None):
+        self.resumed_at = resumed_at
+        super().__init__(exp_name=exp_name, log_dir=log_dir)
+
+    def _create_experiment(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = None if self.resumed_at is None else timeline.purge_step(self.resumed_at)
+        return SummaryWriter(log_dir=os.path.join(self.log_dir, self.exp_name), purge_step=purge)
+
+
 def make_loggers(run: RunConfig, run_dir: Path) -> list:
     """CSV always; TensorBoard and Weights & Biases when configured."""
     loggers = [CSVLogger(exp_name="", log_dir=str(run_dir / "logs"))]
     if run.tensorboard:
-        loggers.append(TensorboardLogger(exp_name="", log_dir=str(run_dir / "tensorboard")))
+        resumed_at = int(read_meta(run.resume)["env_steps"]) if run.resume else None
+        loggers.append(BranchedTensorboardLogger(exp_name="", log_dir=str(run_dir / "tensorboard"),
+                                                 resumed_at=resumed_at))
     if run.wandb_project:
         from torchrl.record.loggers import WandbLogger
 
