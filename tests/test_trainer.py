@@ -21,6 +21,7 @@ from dreamer_trl.training.trainer import (  # noqa: E402
     Pace,
     PriorWatch,
     Trainer,
+    batch_frames,
     events_left,
     resolve_device,
     seed_everything,
@@ -224,9 +225,13 @@ def test_resolve_device():
 
 
 def _config(tmp_path, **changes):
-    """The debug preset on state observations, one torch thread, writing under tmp_path."""
+    """The debug preset on state observations, one torch thread, writing under tmp_path (with
+    ``behavior__kind="planner"``: the actor's fields back at their defaults, as the planner reads none)."""
     cfg = config.debug()
     cfg.env.from_pixels = False
+    if changes.get("behavior__kind") == "planner":
+        default = config.DreamerConfig().behavior
+        cfg.behavior.actor, cfg.behavior.critic, cfg.behavior.horizon = default.actor, default.critic, default.horizon
     cfg.world_model.cnn_depth = config.WorldModelConfig().cnn_depth  # state observations do not read it (config/reads.py)
     cfg.run.progress, cfg.run.run_dir, cfg.run.run_name, cfg.run.checkpoint_every = False, str(tmp_path), "run", 400
     for name, value in changes.items():
@@ -316,6 +321,10 @@ def test_trainer_preempted_mid_phase_resumes_to_the_same_counters(tmp_path, one_
     c = resumed.counters
     assert (c.env_steps, c.updates, c.pending_updates) == (800, 9, 0)
     assert [step for step, _ in c.evals] == [400, 800] and math.isfinite(resumed.last_eval)
+    for csv in (resumed.run_dir / "logs").rglob("*.csv"):  # the cut phase logged once, when it ended at 600
+        steps = [int(float(line.split(",")[0])) for line in csv.read_text().split()]
+        ordered = steps == sorted(steps) if csv.name == "episode_return.csv" else steps == sorted(set(steps))
+        assert ordered, (csv.relative_to(resumed.run_dir), steps)
     saved = Pace()
     saved.load_state_dict(read_meta(cfg.run.resume)["pace"])
     assert saved.updates == 4 and saved.events["checkpoint"] == 1  # the ETA goes on from the measured costs
@@ -371,10 +380,10 @@ def _fake_trainer(cfg, tmp_path, counters=None) -> Trainer:
 
 
 def _batch(cfg):
-    """One collected batch of ``train_every`` env steps, no episode ending in it."""
+    """One collected batch (``train_every`` env steps; the planner's chunk of them), no episode ending in it."""
     from tensordict import TensorDict
 
-    n = cfg.schedule.train_every // cfg.env.action_repeat
+    n = batch_frames(cfg)
     return TensorDict({"next": {"done": torch.zeros(n, 1, dtype=torch.bool), "episode_reward": torch.zeros(n, 1)}},
                       batch_size=[n])
 
@@ -400,6 +409,50 @@ def _schedule(cfg, tmp_path, stop_after=None) -> list[tuple[int, int, int]]:
         if trainer.stopping:  # resume in a fresh trainer from the counters a checkpoint would hold
             trainer = _fake_trainer(cfg, tmp_path, Counters.from_dict(json.loads(json.dumps(asdict(c)))))
     return rows
+
+
+def test_the_planner_collects_in_chunks_and_updates_at_the_same_env_steps(tmp_path):
+    """Issue 21, item 12: the planner's batches are chunks of at most PLANNER_CHUNK planned steps (the bar moves
+    and a stop is seen between them), while the updates and evaluations fall at the same env steps as with
+    whole train_every batches."""
+    actor = _config(tmp_path)
+    planner = _config(tmp_path, behavior__kind="planner")
+    assert batch_frames(actor) == 100 and batch_frames(planner) == 10  # train_every 200 at action repeat 2
+    whole, chunked = _schedule(actor, tmp_path), _schedule(planner, tmp_path)
+    assert len(chunked) == 10 * len(whole)
+    assert [row for row in chunked if row[0] % 200 == 0] == whole
+    planner.env.num_envs = 4  # a chunk holds whole steps of every env: the largest divisor of 100 that 4 divides
+    assert batch_frames(planner) == 4
+    planner.schedule.train_every, planner.env.num_envs = 2 * 7, 7
+    assert batch_frames(planner) == 7
+
+
+@pytest.mark.slow
+def test_a_stop_reaches_the_planner_between_chunks_and_the_run_resumes(tmp_path, one_thread):
+    """SIGTERM during the planner's collection: the run stops within a chunk of 10 planned steps (not at the
+    next train_every boundary), checkpoints there, and the resumed run ends with the uninterrupted counts."""
+    small = dict(behavior__kind="planner", behavior__planner__horizon=3, behavior__planner__candidates=16,
+                 behavior__planner__top_k=4, behavior__planner__iterations=2)
+    cfg = _config(tmp_path, **small)
+    trainer = _trainer(cfg)
+    count, seen = trainer.count, []
+
+    def count_and_stop(data):
+        steps = count(data)
+        seen.append(trainer.counters.env_steps)
+        if trainer.counters.env_steps == 420:  # two chunks into the first policy batch
+            trainer.preemption.requested = signal.SIGTERM
+        return steps
+
+    trainer.count = count_and_stop
+    with pytest.raises(SystemExit):
+        trainer.run()
+    assert trainer.counters.env_steps == 420 and trainer.checkpoint_path.name == "0000000420"
+    assert seen[:2] == [20, 40]  # a batch (and the bar moves) every 10 planned steps
+    cfg.run.resume = str(trainer.checkpoint_path)
+    resumed = _trainer(cfg)
+    resumed.run()
+    assert (resumed.counters.env_steps, resumed.counters.updates) == (800, 6)
 
 
 @pytest.mark.parametrize("train_ratio", [0.0, 8.0])

@@ -224,6 +224,23 @@ def pretrain_due(env_steps: int, schedule) -> int:
     return schedule.pretrain_updates if env_steps >= schedule.prefill_env_steps else 0
 
 
+PLANNER_CHUNK = 10
+"""at most this many planned steps per collected batch (see :func:`batch_frames`)"""
+
+
+def batch_frames(cfg) -> int:
+    """Policy steps (frames, all envs together) per collected batch: ``train_every``'s; with the CEM planner
+    the largest divisor of it up to :data:`PLANNER_CHUNK` that the envs divide. A planned step costs tens of
+    milliseconds (PlaNet's 1000 candidates x 12 horizon steps x 10 iterations), so a whole train_every batch
+    would freeze the progress bar and delay a stop by minutes; the updates stay at the train_every boundaries
+    (:meth:`Trainer.count`), so the run's numbers do not depend on the chunk."""
+    n = cfg.schedule.train_every // cfg.env.action_repeat
+    if cfg.behavior.kind != "planner":
+        return n
+    envs = cfg.env.num_envs
+    return max((d for d in range(1, min(n, PLANNER_CHUNK) + 1) if n % d == 0 and d % envs == 0), default=n)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when available, else the CPU; otherwise the named device."""
     if name == "auto":
@@ -341,13 +358,15 @@ class Trainer:
             elapsed = now - self.start[0]
             rate = (c.env_steps - self.start[1]) / elapsed
             policy_steps = max(0, c.env_steps - s.prefill_env_steps) // self.cfg.env.action_repeat
-            if policy_steps:  # the regular schedule's ratio: the pretraining updates are left out
+            boundary = c.env_steps % s.train_every == 0  # planner chunks: one row per train_every, as for the actor
+            if policy_steps and boundary:  # the regular schedule's ratio: the pretraining updates are left out
                 regular = max(0, c.updates - pretrain_due(c.env_steps, s))
                 self.log({"train/replay_ratio": regular * s.batch_size * s.seq_len / policy_steps})
             left = self.seconds_left()  # the ETA, logged so that it can be checked against the real end
-            self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
-                      "time/elapsed_s": elapsed, **({"time/eta_s": left} if left is not None else {}),
-                      "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
+            if boundary:
+                self.log({"time/env_steps_per_s": rate, "time/updates_per_s": (c.updates - self.start[2]) / elapsed,
+                          "time/elapsed_s": elapsed, **({"time/eta_s": left} if left is not None else {}),
+                          "train/episodes": c.episodes, "train/physics_errors": c.physics_errors})
             self.show_progress(steps_per_s=f"{rate:.0f}")
             if self.stopping:
                 break
@@ -358,7 +377,7 @@ class Trainer:
     def make_collector(self, end: int):
         """The segment's collector, up to ``end`` env steps, from the collection strategy."""
         c, s, a = self.counters, self.cfg.schedule, self.cfg.env.action_repeat
-        segment = Segment(c.env_steps, frames_per_batch=s.train_every // a, total_frames=(end - c.env_steps) // a,
+        segment = Segment(c.env_steps, frames_per_batch=batch_frames(self.cfg), total_frames=(end - c.env_steps) // a,
                           init_random_frames=max(0, s.prefill_env_steps - c.env_steps) // a)
         return self.collection.collector(self.policy, segment, self.device)
 
@@ -374,8 +393,10 @@ class Trainer:
         if c.env_steps >= s.prefill_env_steps:
             if s.train_ratio:  # exact over the whole run: due(env steps) - updates run so far
                 c.pending_updates = max(0, updates_due(c.env_steps, s, self.cfg.env.action_repeat) - c.updates)
-            else:  # per train_every env steps, and the pretraining once, in the batch that ends the prefill
-                c.pending_updates += s.updates_per_train + pretrain_due(c.env_steps, s) - pretrain_due(
+            else:  # per train_every boundary crossed from the prefill's end on, and the pretraining once there
+                first = max(s.prefill_env_steps, c.env_steps - new_steps + 1)  # boundaries in (before, now]
+                phases = max(0, c.env_steps // s.train_every - (first - 1) // s.train_every)
+                c.pending_updates += phases * s.updates_per_train + pretrain_due(c.env_steps, s) - pretrain_due(
                     c.env_steps - new_steps, s)
         crossed = c.env_steps // s.eval_every > (c.env_steps - new_steps) // s.eval_every
         c.eval_due = c.eval_due or crossed or c.env_steps >= s.total_env_steps
@@ -394,7 +415,7 @@ class Trainer:
             c.updates += 1
             c.pending_updates -= 1
             self.show_progress(phase=f"train {phase_updates - c.pending_updates}/{phase_updates}")  # every update
-        if metrics is not None:
+        if metrics is not None and not c.pending_updates:  # a phase cut short logs once, when it ends after resume
             self.log({**metrics, "train/updates": c.updates})
             warning = self.prior_watch.observe(metrics)
             if warning:
