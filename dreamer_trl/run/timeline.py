@@ -34,6 +34,9 @@ class Later:
 
     paths: list[Path] = field(default_factory=list)
     rows: dict[Path, list[str]] = field(default_factory=dict)
+    """per CSV file with rows after the step: those rows"""
+    kept: dict[Path, list[str]] = field(default_factory=dict)
+    """per such file: the rows at or before the step, which stay"""
 
     def __bool__(self) -> bool:
         return bool(self.paths or self.rows)
@@ -80,9 +83,9 @@ def later_than(run_dir: str | Path, step: int) -> Later:
         if done > step:
             out.paths.append(summary.relative_to(run_dir))
     for csv in sorted((run_dir / "logs").rglob("*.csv")) if (run_dir / "logs").is_dir() else []:
-        later = _csv_split(csv, step)[1]
+        keep, later = _csv_split(csv, step)
         if later:
-            out.rows[csv.relative_to(run_dir)] = later
+            out.rows[csv.relative_to(run_dir)], out.kept[csv.relative_to(run_dir)] = later, keep
     return out
 
 
@@ -108,9 +111,8 @@ def branch(run_dir: str | Path, step: int, now: float | None = None) -> tuple[Pa
     for csv, rows in later.rows.items():
         (dest / csv).parent.mkdir(parents=True, exist_ok=True)
         (dest / csv).write_text("".join(f"{r}\n" for r in rows))
-        keep, _ = _csv_split(run_dir / csv, step)
         tmp = (run_dir / csv).with_name(f".{csv.name}.cut")
-        tmp.write_text("".join(f"{r}\n" for r in keep))
+        tmp.write_text("".join(f"{r}\n" for r in later.kept[csv]))
         tmp.replace(run_dir / csv)
     for rel in later.paths:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
