@@ -39,10 +39,14 @@ from torch import nn  # noqa: E402
 
 import dreamer_trl as dt  # noqa: E402
 from dreamer_trl import keys  # noqa: E402
-from dreamer_trl.behavior.actors import BoundedNormal, OneHotCategorical  # noqa: E402
+from dreamer_trl.behavior.actors import (  # noqa: E402
+    BoundedNormal,
+    OneHotCategorical,
+    TanhNormal,  # noqa: E402
+)
 from dreamer_trl.builders.trainer import build  # noqa: E402
 from dreamer_trl.config import DreamerConfig, from_dict  # noqa: E402
-from dreamer_trl.model.networks import TanhNormal  # noqa: E402
+from dreamer_trl.config.legacy import migrate_config  # noqa: E402
 from dreamer_trl.model.trunc_normal import TruncatedNormal  # noqa: E402
 from dreamer_trl.report.visualize import open_loop, real_sequences, record_episode, write_open_loop, write_video  # noqa: E402
 from dreamer_trl.run.checkpoint import MANIFEST, CheckpointError, checkpoint_dirs  # noqa: E402
@@ -74,10 +78,11 @@ def load(path: Path, device: torch.device) -> tuple[Path, DreamerConfig, dict]:
     if "config" not in meta:
         raise SystemExit(f"error: checkpoint {checkpoint} is incomplete: config missing")
     try:
-        state = migrate_state(state, meta.get("format"))  # older formats: today's parameter names
+        fmt = meta.get("format")
+        cfg = from_dict(migrate_config(meta["config"], fmt))
+        state = migrate_state(state, fmt, cfg)  # older formats: today's parameter names
     except ValueError as err:
         raise SystemExit(f"error: checkpoint {checkpoint}: {err}") from None
-    cfg = from_dict(meta["config"])
     needed = ("world_model",) if cfg.behavior.kind == "planner" else ("world_model", "actor")  # PlaNet: no actor
     missing = [k for k in needed if k not in state]
     if missing:

@@ -7,14 +7,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamer_trl.model.layers import (
-    MLPV3,
+    MLP,
     OFFICIAL_STYLE,
     STYLE_2023,
     BlockLinear,
-    ConvDecoderV3,
-    ConvEncoderV3,
+    ConvEncoder,
     NetStyle,
-    TransposedConvDecoderV3,
+    TransposedConvDecoder,
+    UpsampleConvDecoder,
     dense,
     encoder_depths,
     fans,
@@ -23,7 +23,7 @@ from dreamer_trl.model.layers import (
     trunc_normal_init_,
     vector_encoder,
 )
-from dreamer_trl.model.networks import preprocess_pixels
+from dreamer_trl.model.pixels import preprocess_pixels
 
 
 def rms_norm_ref(x, scale, eps):
@@ -92,7 +92,7 @@ def test_dense_layer_bias_and_norm_by_style():
 @pytest.mark.parametrize("style", [OFFICIAL_STYLE, STYLE_2023])
 def test_mlp_matches_linear_norm_silu_by_formula(style):
     torch.manual_seed(0)
-    mlp = MLPV3(5, 8, 2, out_dim=3, style=style)
+    mlp = MLP(5, 8, 2, out_dim=3, style=style)
     with torch.no_grad():  # non-trivial norm parameters, so scale and shift are exercised
         for m in mlp.modules():
             if isinstance(m, (nn.RMSNorm, nn.LayerNorm)):
@@ -152,7 +152,7 @@ def conv_encoder_ref(enc, pixels, downsample):
 def test_conv_encoder_matches_functional_reference(downsample, style):
     torch.manual_seed(0)
     depths = encoder_depths(2, downsample)
-    enc = ConvEncoderV3(depths, downsample=downsample, style=style)
+    enc = ConvEncoder(depths, downsample=downsample, style=style)
     pixels = torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)
     out = enc(pixels)
     assert out.shape == (2, 3, depths[-1] * 16) and enc.out_dim == depths[-1] * 16
@@ -168,7 +168,7 @@ def test_encoder_depths_official_and_2023():
 def test_conv_decoder_v3_shape_range_and_block_layout_of_its_first_map():
     torch.manual_seed(0)
     S, D, G = 6, 16, 4
-    dec = ConvDecoderV3(S, D, encoder_depths(2), units=8, blocks=G)
+    dec = UpsampleConvDecoder(S, D, encoder_depths(2), units=8, blocks=G)
     feat = torch.randn(2, 3, S + D)
     out = dec(feat)
     assert out.shape == (2, 3, 3, 64, 64)
@@ -183,14 +183,14 @@ def test_conv_decoder_v3_shape_range_and_block_layout_of_its_first_map():
 
 
 def test_conv_decoder_v3_output_layer_outscale_zero_gives_a_grey_image():
-    dec = ConvDecoderV3(4, 8, encoder_depths(2), units=8, blocks=2, outscale=0.0)
+    dec = UpsampleConvDecoder(4, 8, encoder_depths(2), units=8, blocks=2, outscale=0.0)
     out = dec(torch.randn(5, 12))
     torch.testing.assert_close(out, torch.zeros_like(out))                 # sigmoid(0) - 0.5
 
 
 def test_transposed_conv_decoder_shape_and_no_norm_on_the_last_layer():
     torch.manual_seed(0)
-    dec = TransposedConvDecoderV3(12, depth=2)
+    dec = TransposedConvDecoder(12, depth=2)
     assert dec(torch.randn(2, 3, 12)).shape == (2, 3, 3, 64, 64)
     assert dec(torch.randn(12)).shape == (3, 64, 64)
     last = dec.net[-1]

@@ -118,3 +118,18 @@ def getattr_path(cfg, name):
     from dreamer_trl.config import get_field
 
     return get_field(cfg, name)
+
+
+def test_format3_configs_name_the_v1_parts_whose_meaning_moved():
+    from dreamer_trl.config import make_preset, to_dict
+    from dreamer_trl.config.legacy import migrate_config
+
+    old = to_dict(make_preset("state"))
+    old["world_model"]["vector_encoder"], old["behavior"]["actor"]["outscale"] = "mlp", 0.01  # as format 3 saved them
+    new = migrate_config(old, 3)
+    assert new["world_model"]["vector_encoder"] == "mlp_out" and new["behavior"]["actor"]["outscale"] == 1.0
+    assert old["world_model"]["vector_encoder"] == "mlp"  # the input is left as it is
+    assert from_dict(new) == make_preset("state")
+    v2 = to_dict(make_preset("dreamer_v2", from_pixels=False))
+    assert migrate_config(v2, 3) == v2  # V2's vector encoder was already today's "mlp"
+    assert migrate_config(old, 4) is old  # today's format: unchanged

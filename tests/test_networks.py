@@ -1,4 +1,5 @@
-"""dreamer_trl.model.networks and the builders that wrap them (make_world_model, make_actor, make_value)."""
+"""dreamer_trl.builders.networks (make_world_model, make_actor, make_value) and Dreamer V1's networks as its
+builders make them from the shared layers (style v1), plus dreamer_trl.model.pixels."""
 import math
 
 import pytest
@@ -10,17 +11,10 @@ from torch.nn import functional as F
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from dreamer_trl import keys
+from dreamer_trl.behavior.actors import TanhNormalActor
 from dreamer_trl.builders.networks import make_actor, make_value, make_world_model
-from dreamer_trl.model.networks import (
-    ConvDecoder,
-    ConvEncoder,
-    MLPDecoder,
-    MLPEncoder,
-    ScalarHead,
-    TanhNormalActor,
-    mlp,
-    preprocess_pixels,
-)
+from dreamer_trl.model.layers import MLP, STYLE_V1, ConvEncoder, TransposedConvDecoder, encoder_depths
+from dreamer_trl.model.pixels import preprocess_pixels
 
 FEAT = 230  # S + D at paper size
 
@@ -38,8 +32,41 @@ def _features(*shape, seed=0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def ConvDecoder(feature_dim: int, depth: int = 32) -> TransposedConvDecoder:
+    """V1's decoder as the builders make it ("deconv")."""
+    return TransposedConvDecoder(feature_dim, depth, style=STYLE_V1, kernels=(5, 5, 6, 6), padding="valid")
+
+
+def V1Encoder(depth: int = 32) -> ConvEncoder:
+    """V1's encoder as the builders make it ("conv")."""
+    return ConvEncoder(encoder_depths(depth, "valid"), kernel=4, downsample="valid", style=STYLE_V1)
+
+
+def MLPEncoder(obs_dim: int, hidden: int, layers: int) -> MLP:
+    """V1's vector encoder ("mlp_out"): ``layers`` hidden layers and an activated output layer."""
+    return MLP(obs_dim, hidden, layers + 1, style=STYLE_V1)
+
+
+def Head(feature_dim: int, out_dim: int, hidden: int, layers: int) -> MLP:
+    return MLP(feature_dim, hidden, layers, out_dim=out_dim, style=STYLE_V1)
+
+
+def Actor(feature_dim: int, action_dim: int, hidden: int = 400, layers: int = 4, **kw) -> TanhNormalActor:
+    return TanhNormalActor(Head(feature_dim, 2 * action_dim, hidden, layers), **kw)
+
+
+def _act(actor: TanhNormalActor, x: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    """The actor on features ``x``, split as (state, belief) at an arbitrary point."""
+    with set_exploration_type(ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM):
+        return actor(x[..., :2], x[..., 2:])
+
+
+def _dist_params(actor: TanhNormalActor, x: torch.Tensor):
+    return actor.squash(actor.net(x))
+
+
 def _zero_last_layer(actor: TanhNormalActor) -> None:
-    last = actor.net[-1]
+    last = actor.net.net[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()
@@ -79,7 +106,7 @@ def test_preprocess_pixels_leaves_input_and_floats_alone():
 @pytest.mark.parametrize("batch", [(4,), (2, 3), (1, 2, 2)])
 @pytest.mark.parametrize("depth", [32, 4])
 def test_conv_encoder_shape(batch, depth):
-    enc = ConvEncoder(depth)
+    enc = V1Encoder(depth)
     out = enc(_pixels(*batch))
     assert out.shape == (*batch, 32 * depth) and enc.out_dim == 32 * depth
     assert out.dtype == torch.float32
@@ -87,12 +114,12 @@ def test_conv_encoder_shape(batch, depth):
 
 
 def test_conv_encoder_paper_size():
-    out = ConvEncoder()(_pixels(2, 3))  # [B, T, 3, 64, 64]
+    out = V1Encoder()(_pixels(2, 3))  # [B, T, 3, 64, 64]
     assert out.shape == (2, 3, 1024)
 
 
 def test_conv_encoder_uint8_equals_preprocessed_float():
-    enc, px = ConvEncoder(4), _pixels(2)
+    enc, px = V1Encoder(4), _pixels(2)
     torch.testing.assert_close(enc(px), enc(px.float() / 255 - 0.5))
 
 
@@ -110,7 +137,7 @@ def test_conv_decoder_first_layer_gemm_equals_the_transposed_conv():
     feats = _features(6, 40)
 
     def by_conv(features):
-        return dec.net(dec.fc(features)[:, :, None, None])
+        return dec.net(dec.fc(features)[:, :, None, None].contiguous(memory_format=torch.channels_last))
 
     y, y_ref = dec(feats), by_conv(feats)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
@@ -125,29 +152,32 @@ def test_conv_decoder_first_layer_gemm_equals_the_transposed_conv():
 @pytest.mark.parametrize("batch", [(4,), (2, 3)])
 def test_mlp_encoder_decoder_shapes(batch):
     obs_dim, feat = 5, 12
-    enc = MLPEncoder(obs_dim, hidden=16, layers=2, out_dim=20)
+    enc = MLPEncoder(obs_dim, hidden=20, layers=2)
     emb = enc(_features(*batch, obs_dim))
     assert emb.shape == (*batch, 20) and enc.out_dim == 20
     assert (emb >= -1).all()  # ELU output
-    dec = MLPDecoder(feat, obs_dim, hidden=16, layers=2)
+    assert sum(isinstance(m, nn.Linear) for m in enc.modules()) == 3  # 2 hidden layers and the activated output
+    dec = Head(feat, obs_dim, hidden=16, layers=2)
     assert dec(_features(*batch, feat)).shape == (*batch, obs_dim)
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("batch", [(4,), (2, 3)])
 def test_scalar_head_shape(batch, layers):
-    head = ScalarHead(FEAT, hidden=16, layers=layers)
+    head = Head(FEAT, 1, hidden=16, layers=layers)
     assert head(_features(*batch, FEAT)).shape == (*batch, 1)
-    assert sum(isinstance(m, nn.Linear) for m in head.net) == layers + 1
+    assert sum(isinstance(m, nn.Linear) for m in head.modules()) == layers + 1
 
 
 @pytest.mark.parametrize("layers", [0, 1, 4])
-def test_mlp_structure(layers):
-    net = mlp(3, 2, hidden=8, layers=layers)
-    linears = [m for m in net if isinstance(m, nn.Linear)]
+def test_v1_mlp_structure(layers):
+    """V1's ``tools.mlp``: Dense + ELU per hidden layer, no norm, a linear output."""
+    net = Head(3, 2, hidden=8, layers=layers)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == layers + 1
-    assert sum(isinstance(m, nn.ELU) for m in net) == layers
-    assert isinstance(net[-1], nn.Linear) and net[-1].out_features == 2
+    assert sum(isinstance(m, nn.ELU) for m in net.modules()) == layers
+    assert not any(isinstance(m, (nn.LayerNorm, nn.RMSNorm)) for m in net.modules())
+    assert isinstance(net.net[-1], nn.Linear) and net.net[-1].out_features == 2
 
 
 # --- actor -------------------------------------------------------------------------------------------
@@ -156,50 +186,51 @@ def test_mlp_structure(layers):
 @pytest.mark.parametrize("batch", [(16,), (3, 5)])
 def test_actor_actions_within_bounds(batch):
     torch.manual_seed(0)
-    actor = TanhNormalActor(FEAT, 6, hidden=32, layers=2)
+    actor = Actor(FEAT, 6, hidden=32, layers=2)
     x = _features(*batch, FEAT)
-    a = actor(x)
+    a = _act(actor, x)
     assert a.shape == (*batch, 6) and a.dtype == torch.float32
     # Samples: with std 5 at init, mean + std * eps often passes |9|, where float32 tanh rounds to exactly 1.
     assert (a.abs() <= 1).all() and not a.isnan().any()
     # Deterministic actions are tanh of a mean bounded by 5: strictly inside (-1, 1).
-    assert (actor(x, deterministic=True).abs() < 1).all()
+    assert (_act(actor, x, deterministic=True).abs() < 1).all()
 
 
 def test_actor_deterministic_is_tanh_mean():
-    actor = TanhNormalActor(FEAT, 6, hidden=32, layers=2)
+    actor = Actor(FEAT, 6, hidden=32, layers=2)
     x = _features(8, FEAT)
-    mean, _ = actor.dist_params(x)
-    torch.testing.assert_close(actor(x, deterministic=True), torch.tanh(mean))
-    torch.testing.assert_close(actor(x, deterministic=True), actor(x, deterministic=True))
+    mean, _ = _dist_params(actor, x)
+    torch.testing.assert_close(_act(actor, x, deterministic=True), torch.tanh(mean))
+    torch.testing.assert_close(_act(actor, x, deterministic=True), _act(actor, x, deterministic=True))
 
 
 def test_actor_samples_are_reparameterised():
-    actor = TanhNormalActor(FEAT, 2, hidden=16, layers=1)
-    x = _features(4, FEAT).requires_grad_()
-    actor(x).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    actor = Actor(FEAT, 2, hidden=16, layers=1)
+    x = _features(4, FEAT)
+    actions = _act(actor, x)
+    assert actions.requires_grad  # features are detached: the gradient reaches the parameters through the sample
+    actions.sum().backward()
     assert all(p.grad is not None for p in actor.parameters())
 
 
 def test_actor_mean_bounded_by_mean_scale():
-    actor = TanhNormalActor(4, 3, hidden=8, layers=1, mean_scale=5.0)
+    actor = Actor(4, 3, hidden=8, layers=1, mean_scale=5.0)
     with torch.no_grad():
-        actor.net[-1].weight.zero_()
-        actor.net[-1].bias.fill_(1e4)  # raw outputs far beyond the scale
-    mean, _ = actor.dist_params(_features(5, 4))
+        actor.net.net[-1].weight.zero_()
+        actor.net.net[-1].bias.fill_(1e4)  # raw outputs far beyond the scale
+    mean, _ = _dist_params(actor, _features(5, 4))
     assert (mean.abs() <= 5.0).all()
     torch.testing.assert_close(mean, torch.full_like(mean, 5.0))
     with torch.no_grad():
-        actor.net[-1].bias.fill_(1.0)  # small raw values pass almost unchanged: 5 tanh(1/5)
-    mean, _ = actor.dist_params(_features(5, 4))
+        actor.net.net[-1].bias.fill_(1.0)  # small raw values pass almost unchanged: 5 tanh(1/5)
+    mean, _ = _dist_params(actor, _features(5, 4))
     torch.testing.assert_close(mean, torch.full_like(mean, 5 * math.tanh(0.2)))
 
 
 def test_actor_init_std_is_five():
-    actor = TanhNormalActor(FEAT, 6)
+    actor = Actor(FEAT, 6)
     _zero_last_layer(actor)
-    mean, std = actor.dist_params(_features(10, FEAT))
+    mean, std = _dist_params(actor, _features(10, FEAT))
     expected = F.softplus(torch.tensor(actor.raw_init_std)).item() + 1e-4
     assert expected == pytest.approx(5.0001, abs=1e-5)
     torch.testing.assert_close(std, torch.full_like(std, expected))
@@ -207,11 +238,11 @@ def test_actor_init_std_is_five():
 
 
 def test_actor_std_has_min_std_floor():
-    actor = TanhNormalActor(4, 3, hidden=8, layers=1)
+    actor = Actor(4, 3, hidden=8, layers=1)
     with torch.no_grad():
-        actor.net[-1].weight.zero_()
-        actor.net[-1].bias.fill_(-1e4)
-    _, std = actor.dist_params(_features(5, 4))
+        actor.net.net[-1].weight.zero_()
+        actor.net.net[-1].bias.fill_(-1e4)
+    _, std = _dist_params(actor, _features(5, 4))
     assert (std >= 1e-4).all() and (std < 2e-4).all()
 
 
@@ -313,8 +344,8 @@ def _glorot_bound(fan_in, fan_out):
 
 
 @pytest.mark.parametrize("build", [
-    lambda: ConvEncoder(4), lambda: ConvDecoder(12, 4), lambda: MLPEncoder(5, 16, 2, 16),
-    lambda: MLPDecoder(12, 5, 16, 2), lambda: ScalarHead(12, 16, 3), lambda: TanhNormalActor(12, 2, 16, 4),
+    lambda: V1Encoder(4), lambda: ConvDecoder(12, 4), lambda: MLPEncoder(5, 16, 2),
+    lambda: Head(12, 5, 16, 2), lambda: Head(12, 1, 16, 3), lambda: Actor(12, 2, 16, 4),
 ])
 def test_networks_use_the_official_keras_initialisation(build):
     """Glorot-uniform kernels (checked against the bound and the uniform variance b^2/3), zero biases."""
@@ -352,7 +383,7 @@ def test_tanh_normal_log_prob_matches_torch_transformed_distribution():
     from torch.distributions import Normal, TransformedDistribution
     from torch.distributions.transforms import TanhTransform
 
-    from dreamer_trl.model.networks import TanhNormal
+    from dreamer_trl.behavior.actors import TanhNormal
 
     torch.manual_seed(0)
     mean, std = torch.randn(7, 3), torch.rand(7, 3) + 0.2
@@ -373,9 +404,9 @@ def test_tanh_normal_log_prob_matches_torch_transformed_distribution():
 
 def test_actor_mean_scale_zero_leaves_the_mean_unsquashed():
     torch.manual_seed(0)
-    actor = TanhNormalActor(4, 3, hidden=8, layers=1, mean_scale=0.0)
+    actor = Actor(4, 3, hidden=8, layers=1, mean_scale=0.0)
     x = _features(5, 4) * 50
-    mean, _ = actor.dist_params(x)
+    mean, _ = _dist_params(actor, x)
     raw_mean = actor.net(x).chunk(2, -1)[0]
     torch.testing.assert_close(mean, raw_mean)
     assert raw_mean.abs().max() > 5  # where the paper's 5 tanh(x/5) would have bounded it

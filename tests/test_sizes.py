@@ -16,7 +16,7 @@ import torch
 from dreamer_trl.config.sizes import V3_2023_SIZES, V3_SIZES, v3_size
 from dreamer_trl.model.cores import BlockGRU
 from dreamer_trl.model.latent import GaussianLatent
-from dreamer_trl.model.layers import MLPV3, ConvDecoderV3, ConvEncoderV3, vector_encoder
+from dreamer_trl.model.layers import MLP, ConvEncoder, UpsampleConvDecoder, vector_encoder
 from dreamer_trl.model.rssm import RSSM
 
 OFFICIAL = {  # configs.yaml at e3f0224: (deter, hidden, classes, depth, units)
@@ -39,17 +39,17 @@ class LatentShape:
 
 def build(size, pixels=True, obs_dim=24, action_dim=6, latent=None):
     S = size.state_dim
-    enc = ConvEncoderV3(size.cnn_depths, size.kernel) if pixels else vector_encoder(obs_dim, size.units, size.enc_layers)
+    enc = ConvEncoder(size.cnn_depths, size.kernel) if pixels else vector_encoder(obs_dim, size.units, size.enc_layers)
     core = BlockGRU(size.deter, S, action_dim, size.hidden, size.blocks, size.dyn_layers)
     rssm = RSSM(core, latent or LatentShape(S), enc.out_dim, size.hidden, size.img_layers, size.obs_layers)
     feat = S + size.deter
-    dec = (ConvDecoderV3(S, size.deter, size.cnn_depths, size.units, size.kernel, size.blocks) if pixels
-           else MLPV3(feat, size.units, size.dec_layers, obs_dim))
+    dec = (UpsampleConvDecoder(S, size.deter, size.cnn_depths, size.units, size.kernel, size.blocks) if pixels
+           else MLP(feat, size.units, size.dec_layers, obs_dim))
     return {"enc": enc, "dyn": rssm, "dec": dec,
-            "rew": MLPV3(feat, size.units, size.reward_layers, size.bins, outscale=0.0),
-            "con": MLPV3(feat, size.units, size.cont_layers, 1),
-            "pol": MLPV3(feat, size.units, size.policy_layers, 2 * action_dim, outscale=0.01),
-            "val": MLPV3(feat, size.units, size.value_layers, size.bins, outscale=0.0)}
+            "rew": MLP(feat, size.units, size.reward_layers, size.bins, outscale=0.0),
+            "con": MLP(feat, size.units, size.cont_layers, 1),
+            "pol": MLP(feat, size.units, size.policy_layers, 2 * action_dim, outscale=0.01),
+            "val": MLP(feat, size.units, size.value_layers, size.bins, outscale=0.0)}
 
 
 def count(nets):

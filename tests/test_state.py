@@ -181,17 +181,73 @@ def test_a_checkpoint_of_an_older_format_resumes_and_continues_its_run(tmp_path,
 
 
 def test_migration_renames_only_v1_world_models_and_refuses_unknown_formats():
+    from dreamer_trl.config import DreamerConfig
     from dreamer_trl.run.state import FORMAT, migrate_state
 
     v1 = {"module.0.module.0.rssm.gru.weight_ih": 1, "module.0.module.0.rssm.img_out.2.bias": 2,
           "module.0.module.0.rssm.obs_out.weight": 3, "module.0.module.0.rssm.img_in.bias": 4}
     v3 = {"module.0.module.0.rssm.core.gru.weight": 1, "module.0.module.0.rssm.img_out.2.weight": 2}
-    out = migrate_state({"world_model": v1, "value": v3, "rng": [1]}, 1)
-    assert out["world_model"] == {"module.0.module.0.rssm.core.gru.weight_ih": 1,
-                                  "module.0.module.0.rssm.img_out.1.bias": 2,
-                                  "module.0.module.0.rssm.obs_out.2.weight": 3,
-                                  "module.0.module.0.rssm.core.img_in.bias": 4}
-    assert out["value"] == v3 and out["rng"] == [1]
+    out = migrate_state({"world_model": v1, "value": v3, "rng": [1]}, 1, DreamerConfig())
+    assert out["world_model"] == {"module.transition.module.observe.rssm.core.gru.weight_ih": 1,
+                                  "module.transition.module.observe.rssm.img_out.1.bias": 2,
+                                  "module.transition.module.observe.rssm.obs_out.2.weight": 3,
+                                  "module.transition.module.observe.rssm.core.img_in.bias": 4}
+    assert out["rng"] == [1]
     assert migrate_state({"world_model": v1}, FORMAT) == {"world_model": v1}
     with pytest.raises(ValueError, match="format 7"):
         migrate_state({}, 7)
+    with pytest.raises(ValueError, match="needs its config"):
+        migrate_state({}, 3)
+
+
+def test_format3_v1_networks_on_another_style_are_refused_by_name():
+    from dreamer_trl.config import DreamerConfig, set_field
+    from dreamer_trl.run.state import migrate_state
+
+    cfg = DreamerConfig()
+    set_field(cfg, "nets.style", "v3")
+    with pytest.raises(ValueError, match="nets.style 'v3'"):
+        migrate_state({"actor": {}}, 3, cfg)
+
+
+# The parameter names and shapes of every preset's modules as the code of format 3 built them (commit 632ec1e,
+# small widths: the generator's settings are in FORMAT3_WIDTHS), before V1's networks moved onto the shared
+# layers and the world model's parts were named.
+FORMAT3_NAMES = ROOT / "tests" / "fixtures" / "format3_names.json"
+FORMAT3_WIDTHS = {"world_model.latent.state_dim": 4, "world_model.rssm.belief_dim": 16, "world_model.rssm.hidden": 16,
+                  "world_model.units": 16, "behavior.actor.units": 16, "behavior.critic.units": 16,
+                  "world_model.cnn_depth": 8, "world_model.vector_units": 16}
+
+
+def _format3_cases():
+    return list(json.loads(FORMAT3_NAMES.read_text()))
+
+
+@pytest.mark.parametrize("case", _format3_cases())
+def test_format3_parameter_names_migrate_to_todays_in_order(case):
+    """Every preset (state and pixels; V1, V2 and V3 contrastive too): the old names, migrated, are today's names
+    with the same shapes in the same order (optimizer states are kept by parameter position)."""
+    from dreamer_trl.builders.agent import make_agent
+    from dreamer_trl.config import make_preset, set_field
+    from dreamer_trl.run.state import migrate_state
+
+    old = json.loads(FORMAT3_NAMES.read_text())[case]["rec"]
+    name, obs, *rep = case.split("/")
+    px = obs == "pixels"
+    cfg = make_preset(name, "cartpole_balance", px)
+    for k, v in FORMAT3_WIDTHS.items():
+        set_field(cfg, k, v)
+    if rep:
+        set_field(cfg, "world_model.loss.representation", rep[0])
+    if cfg.world_model.latent.kind == "categorical":
+        set_field(cfg, "world_model.latent.classes", 4)
+    if cfg.world_model.rssm.core == "block_gru":
+        set_field(cfg, "world_model.rssm.blocks", 2)
+    torch.manual_seed(0)
+    agent = make_agent("pixels" if px else "observation", (3, 64, 64) if px else (5,), 1, cfg, "cpu")
+    state = {mod: {k: torch.zeros(shape) for k, shape in keys_.items()} for mod, keys_ in old.items()}
+    migrated = migrate_state(state, 3, cfg)
+    for mod in old:
+        today = {k: list(v.shape) for k, v in getattr(agent, mod).state_dict().items()}
+        got = {k: list(v.shape) for k, v in migrated[mod].items()}
+        assert list(got.items()) == list(today.items()), mod

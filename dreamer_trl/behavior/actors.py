@@ -4,11 +4,11 @@ A behaviour is any TensorDictModule reading "state", "belief" and writing "actio
 (:func:`~dreamer_trl.behavior.policy.make_policy`) puts it after the filter, and imagination calls its module on
 tensors. Dreamer's behaviour is the actor; PlaNet's planner is another.
 
-- :class:`ActorFromFeatures`: Dreamer V1's tanh-Gaussian actor on (state, belief). It samples under exploration
-  type RANDOM or unset, and acts with the mode ``tanh(mean)`` under DETERMINISTIC/MODE/MEAN. Its input features
-  are detached (imagination starts are stop-gradient, and the actor's own gradient comes through the actions).
-  ``actor.module.dist(state, belief)`` gives the distribution (sample, mode, log_prob, entropy), as for every
-  actor here.
+- :class:`TanhNormal` / :class:`TanhNormalActor`: Dreamer V1's tanh-Gaussian actor on (state, belief).
+
+Every actor samples under exploration type RANDOM or unset and acts with its mode under DETERMINISTIC/MODE/MEAN;
+its input features are detached. ``actor.module.dist(state, belief)`` gives the distribution (sample, mode,
+log_prob, entropy).
 - :class:`BoundedNormal` / :class:`BoundedNormalActor`: DreamerV3's continuous actor, N(tanh(m), sigma)
   with sigma in [min_std, max_std] (official ``bounded_normal``: (max - min) * sigmoid(x + 2) + min).
 - :class:`TruncNormalActor`: DreamerV2's continuous actor, N(tanh(m), 2 sigmoid(s / 2) + min_std) truncated to
@@ -22,10 +22,10 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchrl.envs.utils import ExplorationType, exploration_type
 
-from dreamer_trl.model.latent import NormalParams, features, normal_log_prob, on_features
-from dreamer_trl.model.networks import TanhNormal, TanhNormalActor
+from dreamer_trl.model.latent import NormalParams, normal_log_prob, on_features
 from dreamer_trl.model.trunc_normal import TruncatedNormal
 
 
@@ -34,18 +34,66 @@ def deterministic() -> bool:
     return exploration_type() in (ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.MEAN)
 
 
-class ActorFromFeatures(nn.Module):
-    """(state, belief) -> action; stop-gradient on the features (official ``_imagine_ahead``)."""
+class TanhNormalActor(nn.Module):
+    """(state, belief) -> action with Dreamer V1's tanh-transformed Gaussian (official ``ActionDecoder``,
+    ``dist='tanh_normal'``): mean = s tanh(x / s) with ``mean_scale`` s = 5 (0: the raw mean, TorchRL's actor),
+    std = softplus(y + softplus^-1(init_std)) + min_std with ``init_std`` 5.
 
-    def __init__(self, net: TanhNormalActor):
+    Args:
+        net: features ``[*N, F]`` -> ``[*N, 2A]`` (mean and std pre-activations; V1: 4 x 400 ELU).
+    Samples (reparameterised, ``tanh(mean + std * eps)``) under exploration RANDOM (or unset), the mode
+    ``tanh(mean)`` under DETERMINISTIC/MODE/MEAN; features detached (imagination starts are stop-gradient,
+    official ``_imagine_ahead``; the actor's own gradient comes through the actions).
+    """
+
+    def __init__(self, net: nn.Module, mean_scale: float = 5.0, init_std: float = 5.0, min_std: float = 1e-4):
         super().__init__()
         self.net = net
+        self.mean_scale = mean_scale
+        self.raw_init_std = math.log(math.expm1(init_std))
+        self.min_std = min_std
 
-    def dist(self, state: torch.Tensor, belief: torch.Tensor) -> TanhNormal:
-        return self.net.dist(features(state, belief).detach())
+    def squash(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's raw output ``[*N, 2A]`` to the pre-tanh Gaussian's (mean, std)."""
+        mean, std = raw.chunk(2, -1)
+        if self.mean_scale > 0:
+            mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
+        return mean, F.softplus(std + self.raw_init_std) + self.min_std
+
+    def dist(self, state: torch.Tensor, belief: torch.Tensor) -> "TanhNormal":
+        return TanhNormal(*self.squash(on_features(self.net, state.detach(), belief.detach())))
 
     def forward(self, state: torch.Tensor, belief: torch.Tensor) -> torch.Tensor:
-        return self.net(features(state, belief).detach(), deterministic=deterministic())
+        dist = self.dist(state, belief)
+        return dist.mode() if deterministic() else dist.rsample()
+
+
+class TanhNormal(NormalParams):
+    """a = tanh(u), u ~ N(mean, std) per action dim: sample, mode, log_prob, entropy.
+
+    ``mode`` is tanh(mean) (the official code picks the most likely of 100 samples instead); ``entropy``
+    is the sample estimate -mean_i log p(a_i) over ``samples`` reparameterised draws, as the official
+    ``SampleDist`` computes it (the tanh-Gaussian has no closed form).
+    Shapes: mean, std ``[*N, A]`` (``loc`` / ``scale``: the pre-tanh Gaussian's); actions ``[*N, A]``; log_prob
+    and entropy ``[*N]``.
+    """
+
+    def rsample(self) -> torch.Tensor:
+        return torch.tanh(self.mean + self.std * torch.randn_like(self.mean))
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.mean)
+
+    def log_prob(self, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """log N(u | mean, std) - sum log(1 - tanh(u)^2) with u = atanh(a) (a clipped to +-(1 - eps))."""
+        u = torch.atanh(action.clamp(-1 + eps, 1 - eps))
+        log_normal = normal_log_prob(u, self.mean, self.std)
+        log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))  # log(1 - tanh(u)^2), stable
+        return (log_normal - log_det).sum(-1)
+
+    def entropy(self, samples: int = 100) -> torch.Tensor:
+        draws = torch.stack([self.rsample() for _ in range(samples)])
+        return -self.log_prob(draws).mean(0)
 
 
 class BoundedNormal(NormalParams):

@@ -11,7 +11,7 @@
 - The policy works at any batch shape: the action spec's batch dimensions (e.g. a ``ParallelEnv``'s ``[n]``)
   are dropped, so one policy serves the batched training env, a collector's worker and a single eval env.
 - Pixels: uint8 ``[0, 255]`` or float ``[0, 1]`` (TorchRL's ``ToTensorImage``), see
-  :func:`~dreamer_trl.model.networks.pixels_as_uint8`; both reach the encoder centred, ``x / 255 - 0.5``.
+  :func:`~dreamer_trl.model.pixels.pixels_as_uint8`; both reach the encoder centred, ``x / 255 - 0.5``.
 
 Shapes: "state" ``[*N, S]``, "belief" ``[*N, D]``, "action"/"prev_action" ``[*N, A]``, "is_init" ``[*N, 1]``.
 """
@@ -27,7 +27,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import AdditiveGaussianModule
 
 from dreamer_trl import keys
-from dreamer_trl.model.networks import pixels_as_uint8
+from dreamer_trl.model.pixels import pixels_as_uint8
 
 
 class Filter(TensorDictModuleBase):

@@ -8,9 +8,9 @@ assemble them the same way for every variant. The presets are assignments of the
 ==============  ======================  ==============================  =====================================
 part            Dreamer V1 / PlaNet     DreamerV2                       DreamerV3 (2023 / current)
 ==============  ======================  ==============================  =====================================
-nets.style      v1 (ELU, Glorot)        v2 (ELU, fan-avg trunc. normal) v3_2023 (LayerNorm) / v3 (RMSNorm, SiLU)
+nets.style      v1 (ELU, ReLU convs,    v2 (ELU, fan-avg trunc. normal) v3_2023 (LayerNorm) / v3 (RMSNorm, SiLU)
 image_encoder   conv                    conv_stride                     conv_stride / conv_maxpool
-vector_encoder  mlp                     mlp                             mlp_symlog
+vector_encoder  mlp_out                 mlp                             mlp_symlog
 rssm.core       gru_cell                norm_gru_gates                  norm_gru / block_gru
 latent.kind     gaussian                categorical                     categorical
 image_decoder   deconv                  deconv_normal                   deconv_mse / upsample_mse
@@ -35,31 +35,21 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from dreamer_trl import keys
-from dreamer_trl.behavior.actors import ActorFromFeatures, BoundedNormalActor, TruncNormalActor
+from dreamer_trl.behavior.actors import BoundedNormalActor, TanhNormalActor, TruncNormalActor
 from dreamer_trl.config import DreamerConfig
 from dreamer_trl.model.cores import BlockGRU, GRUCellCore, NormGRU
 from dreamer_trl.model.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
 from dreamer_trl.model.latent import CategoricalLatent, GaussianLatent
 from dreamer_trl.model.layers import (
-    MLPV3,
+    MLP,
     STYLE_2023,
     STYLE_V1,
-    ConvDecoderV3,
-    ConvEncoderV3,
+    ConvEncoder,
     NetStyle,
-    TransposedConvDecoderV3,
+    TransposedConvDecoder,
+    UpsampleConvDecoder,
     encoder_depths,
     vector_encoder,
-)
-from dreamer_trl.model.networks import (
-    ConvDecoder,
-    ConvEncoder,
-    MLPDecoder,
-    MLPEncoder,
-    ScalarHead,
-    TanhNormalActor,
-    keras_init_,
-    mlp,
 )
 from dreamer_trl.model.rssm import RSSM
 from dreamer_trl.model.symlog import TwoHotCodec
@@ -113,23 +103,18 @@ class Build:
     def wm(self):
         return self.cfg.world_model
 
-    @property
-    def v1(self) -> bool:
-        """Whether the style is V1's, whose MLPs are still their own classes (``model.networks``)."""
-        return self.style is STYLE_V1
 
-
-def _conv_v3(b: Build, downsample: str):
-    return ConvEncoderV3(encoder_depths(b.wm.cnn_depth, downsample), kernel=4 if downsample == "stride" else 5,
-                         downsample=downsample, style=b.style)
+def _conv(b: Build, downsample: str, flatten: str = "hwc"):
+    return ConvEncoder(encoder_depths(b.wm.cnn_depth, downsample), kernel=5 if downsample == "maxpool" else 4,
+                       downsample=downsample, style=b.style, flatten=flatten)
 
 
 ENCODERS: dict[str, Callable[[Build], nn.Module]] = {
-    "conv": lambda b: ConvEncoder(b.wm.cnn_depth),
-    "conv_stride": lambda b: _conv_v3(b, "stride"),
-    "conv_maxpool": lambda b: _conv_v3(b, "maxpool"),
-    "mlp": lambda b: (MLPEncoder(b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers, b.wm.vector_units) if b.v1
-                      else MLPV3(b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers, style=b.style)),
+    "conv": lambda b: _conv(b, "valid", flatten="chw"),
+    "conv_stride": lambda b: _conv(b, "stride"),
+    "conv_maxpool": lambda b: _conv(b, "maxpool"),
+    "mlp": lambda b: MLP(b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers, style=b.style),
+    "mlp_out": lambda b: MLP(b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers + 1, style=b.style),
     "mlp_symlog": lambda b: vector_encoder(b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers, b.style),
 }
 """Observation -> embedding ``[*N, E]`` (``.out_dim`` = E)."""
@@ -155,20 +140,20 @@ RSSM_LAYERS = {"gru_cell": (1, 1), "norm_gru": (1, 1), "norm_gru_gates": (1, 1),
 
 def _upsample_mse(b: Build, rssm: RSSM):
     depths = encoder_depths(b.wm.cnn_depth, "maxpool")
-    return MSEHead(ConvDecoderV3(rssm.state_dim, b.wm.rssm.belief_dim, depths, b.wm.units, blocks=b.wm.rssm.blocks,
+    return MSEHead(UpsampleConvDecoder(rssm.state_dim, b.wm.rssm.belief_dim, depths, b.wm.units, blocks=b.wm.rssm.blocks,
                                  style=b.style), event_dims=3)
 
 
 DECODERS: dict[str, Callable[[Build, RSSM], nn.Module]] = {
-    "deconv": lambda b, r: NormalHead(ConvDecoder(b.feat, b.wm.cnn_depth), event_dims=3),
-    "deconv_normal": lambda b, r: NormalHead(TransposedConvDecoderV3(b.feat, b.wm.cnn_depth, style=b.style),
+    "deconv": lambda b, r: NormalHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style, kernels=(5, 5, 6, 6),
+                                                            padding="valid"), event_dims=3),
+    "deconv_normal": lambda b, r: NormalHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style),
                                              event_dims=3),
-    "deconv_mse": lambda b, r: MSEHead(TransposedConvDecoderV3(b.feat, b.wm.cnn_depth, style=b.style), event_dims=3),
+    "deconv_mse": lambda b, r: MSEHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style), event_dims=3),
     "upsample_mse": _upsample_mse,
-    "mlp_normal": lambda b, r: NormalHead(
-        MLPDecoder(b.feat, b.obs_shape[0], b.wm.vector_units, b.wm.vector_layers) if b.v1 else
-        MLPV3(b.feat, b.wm.vector_units, b.wm.vector_layers, out_dim=b.obs_shape[0], style=b.style)),
-    "mlp_symlog": lambda b, r: SymlogMSEHead(MLPV3(b.feat, b.wm.vector_units, b.wm.vector_layers,
+    "mlp_normal": lambda b, r: NormalHead(MLP(b.feat, b.wm.vector_units, b.wm.vector_layers, out_dim=b.obs_shape[0],
+                                              style=b.style)),
+    "mlp_symlog": lambda b, r: SymlogMSEHead(MLP(b.feat, b.wm.vector_units, b.wm.vector_layers,
                                                    out_dim=b.obs_shape[0], style=b.style)),
 }
 """A head on the features predicting the observation (``pred`` / ``nll``)."""
@@ -176,20 +161,18 @@ DECODERS: dict[str, Callable[[Build, RSSM], nn.Module]] = {
 
 def _twohot(b: Build, units: int, layers: int):
     bins = b.cfg.nets.twohot_bins
-    net = MLPV3(b.feat, units, layers, out_dim=bins, style=b.style, outscale=0.0)
+    net = MLP(b.feat, units, layers, out_dim=bins, style=b.style, outscale=0.0)
     return TwoHotHead(net, TwoHotCodec(bins, space=b.cfg.nets.twohot_space))
 
 
 SCALAR_HEADS: dict[str, Callable[[Build, int, int], nn.Module]] = {
-    "normal": lambda b, units, layers: NormalHead(ScalarHead(b.feat, units, layers) if b.v1 else
-                                                  MLPV3(b.feat, units, layers, out_dim=1, style=b.style)),
+    "normal": lambda b, units, layers: NormalHead(MLP(b.feat, units, layers, out_dim=1, style=b.style)),
     "twohot": _twohot,
 }
 """Scalar heads on the features (reward, value), given width and layers: N(raw, 1) or DreamerV3's two-hot."""
 
 STATE_MODELS: dict[str, Callable[[Build, int], nn.Module]] = {
-    "mlp": lambda b, out: (keras_init_(mlp(b.embed_dim, out, b.wm.units, 1)) if b.v1 else
-                           MLPV3(b.embed_dim, b.wm.units, 1, out_dim=out, style=b.style)),
+    "mlp": lambda b, out: MLP(b.embed_dim, b.wm.units, 1, out_dim=out, style=b.style),
 }
 """The contrastive objective's q(s_t | o_t): one hidden layer on the embedding, to the latent's parameters."""
 
@@ -242,7 +225,7 @@ def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int,
     reward = SCALAR_HEADS[parts["reward"]](b, wm.units, wm.head_layers)
     state_model = STATE_MODELS[parts["state_model"]](b, latent.param_dim) if parts["state_model"] else None
     world_model = DreamerWorldModel(encoder, rssm, decoder, reward, obs_key, state_model)
-    world_model.continue_head = (BernoulliHead(MLPV3(b.feat, wm.units, wm.head_layers, out_dim=1, style=b.style))
+    world_model.continue_head = (BernoulliHead(MLP(b.feat, wm.units, wm.head_layers, out_dim=1, style=b.style))
                                  if parts["continue_"] else None)
     return world_model
 
@@ -260,12 +243,13 @@ def make_actor(feature_dim: int, action_dim: int, cfg: DreamerConfig | None = No
     """
     cfg = cfg or DreamerConfig()
     a = cfg.behavior.actor
+    net = MLP(feature_dim, a.units, a.layers, out_dim=2 * action_dim, style=net_style(cfg), outscale=a.outscale)
     if a.dist == "tanh_normal":
-        actor = ActorFromFeatures(TanhNormalActor(feature_dim, action_dim, a.units, a.layers, mean_scale=a.mean_scale))
+        actor = TanhNormalActor(net, mean_scale=a.mean_scale)
+    elif a.dist == "trunc_normal":
+        actor = TruncNormalActor(net, a.min_std)
     else:
-        net = MLPV3(feature_dim, a.units, a.layers, out_dim=2 * action_dim, style=net_style(cfg), outscale=a.outscale)
-        actor = (TruncNormalActor(net, a.min_std) if a.dist == "trunc_normal"
-                 else BoundedNormalActor(net, a.min_std, a.max_std))
+        actor = BoundedNormalActor(net, a.min_std, a.max_std)
     return TensorDictModule(actor, in_keys=[keys.STATE, keys.BELIEF], out_keys=[keys.ACTION])
 
 

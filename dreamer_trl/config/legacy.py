@@ -6,9 +6,12 @@ builders derived every part (``builders.networks.world_model_parts`` at 189f362)
 in the config (``world_model.rssm.core``, ``behavior.actor.dist``, ...); :func:`migrate_flat` writes the
 parts the old switch implied, so a checkpoint or ``config.json`` written by older code resumes as the same
 run (tests/test_state.py resumes one checkpoint of each format and continues it to the same parameters).
+Format 4 built V1's networks from the shared layers: :func:`migrate_config` names the two parts whose meaning
+moved.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 OLD_MODEL = dict(
@@ -93,6 +96,26 @@ REMOVED: dict[str, str] = {
 """Old flag names with no one-to-one successor, and what to give instead."""
 
 
+def migrate_config(data: dict, fmt: int | None) -> dict:
+    """A saved config (plain data) of checkpoint format ``fmt`` in today's terms; ``data`` is left as it is.
+
+    Formats 1-2 (flat): :func:`migrate_flat`. Format 3: V1's vector encoder, then its own class with one
+    activated output layer more than ``vector_layers``, is today's ``mlp_out``; V1's tanh-normal actor, whose
+    output layer ignored ``behavior.actor.outscale`` (then 0.01 by default), has outscale 1.
+    """
+    if is_flat(data):
+        return migrate_flat(data)
+    if fmt is None or fmt > 3:
+        return data
+    data = copy.deepcopy(data)
+    wm, actor = data.setdefault("world_model", {}), data.setdefault("behavior", {}).setdefault("actor", {})
+    if data.get("nets", {}).get("style", "v1") == "v1" and wm.get("vector_encoder", "mlp") == "mlp":
+        wm["vector_encoder"] = "mlp_out"
+    if actor.get("dist", "tanh_normal") == "tanh_normal":
+        actor["outscale"] = 1.0
+    return data
+
+
 def is_flat(data: dict) -> bool:
     """Whether ``data`` (a config as plain data) has the layout of formats 1 and 2."""
     return "model" in data or "loss" in data
@@ -121,7 +144,7 @@ def migrate_flat(data: dict) -> dict:
         image_encoder="conv" if v1 else "conv_stride" if v2 else f"conv_{m['conv']}",
         image_decoder="deconv" if v1 else "deconv_normal" if v2 else
         "deconv_mse" if m["conv"] == "stride" else "upsample_mse",
-        vector_encoder="mlp" if v1 or v2 else "mlp_symlog",
+        vector_encoder="mlp_out" if v1 else "mlp" if v2 else "mlp_symlog",
         vector_decoder="mlp_normal" if v1 or v2 else "mlp_symlog",
         cnn_depth=m["cnn_depth"],
         vector_layers=m["obs_layers"] if v1 else m["vector_layers"] or m["mlp_layers"],
@@ -136,7 +159,7 @@ def migrate_flat(data: dict) -> dict:
         actor=dict(dist="tanh_normal" if v1 else m["actor_dist"],
                    layers=m["actor_layers"] if v1 else m["mlp_layers"], units=m["mlp_hidden"],
                    mean_scale=m["actor_mean_scale"], min_std=m["actor_min_std"], max_std=m["actor_max_std"],
-                   outscale=m["actor_outscale"], reinforce=loss["actor_reinforce"],
+                   outscale=1.0 if v1 else m["actor_outscale"], reinforce=loss["actor_reinforce"],
                    backprop_baseline=loss["actor_backprop_baseline"], entropy=loss["actor_entropy"],
                    return_norm=loss["return_norm"]),
         critic=dict(head="twohot" if twohot else "normal", layers=m["value_layers"] if v1 else m["mlp_layers"],

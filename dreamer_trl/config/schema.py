@@ -120,8 +120,8 @@ class WorldModelConfig:
     """pixels: conv (V1: 4x4 stride-2 valid convs), conv_stride (V3 2023: 4x4 stride-2, same padding) or conv_maxpool (V3 current: 5x5 convs + 2x2 max-pool)"""
     image_decoder: Literal["deconv", "deconv_normal", "deconv_mse", "upsample_mse"] = "deconv"
     """pixels: deconv (V1: dense + 5, 5, 6, 6 transposed convs, N(x, 1)), deconv_normal (V2: stride-2 transposed convs, N(x, 1)), deconv_mse (V3 2023: the same, MSE) or upsample_mse (V3 current: upsample + conv, MSE)"""
-    vector_encoder: Literal["mlp", "mlp_symlog"] = "mlp"
-    """vectors: mlp (V1, V2) or mlp_symlog (V3: on symlog inputs)"""
+    vector_encoder: Literal["mlp_out", "mlp", "mlp_symlog"] = "mlp_out"
+    """vectors: mlp_out (V1: vector_layers hidden layers, then an activated output layer of width vector_units), mlp (V2: vector_layers layers) or mlp_symlog (V3: the same on symlog inputs)"""
     vector_decoder: Literal["mlp_normal", "mlp_symlog"] = "mlp_normal"
     """vectors: mlp_normal (V1, V2: N(x, 1)) or mlp_symlog (V3: MSE in symlog space)"""
     cnn_depth: int = 32
@@ -158,8 +158,8 @@ class ActorConfig:
     """bounded_normal, trunc_normal: minimum std"""
     max_std: float = 1.0
     """bounded_normal: maximum std"""
-    outscale: float = 0.01
-    """bounded_normal, trunc_normal: scale of the output layer's initialisation (V3 current 0.01; 2023 and V2 1.0)"""
+    outscale: float = 1.0
+    """scale of the output layer's initialisation (V1, V2 and V3 2023: 1.0; V3 current 0.01)"""
     reinforce: float = 1.0
     """v2_v3 losses: gradient mix rho, 1 REINFORCE (V3 current), 0 dynamics backprop (V2 DMC, V3 2023 continuous)"""
     backprop_baseline: bool = False

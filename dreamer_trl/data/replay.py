@@ -53,7 +53,7 @@ from dreamer_trl.keys import (
     TRUNCATED,
     MissingKeysError,
 )
-from dreamer_trl.model.networks import pixels_as_uint8
+from dreamer_trl.model.pixels import pixels_as_uint8
 
 _KEPT_UNDER_NEXT = {REWARD, DONE, TERMINATED, TRUNCATED}
 # The policy's recurrent carry: recomputed by the world model during training.

@@ -1,8 +1,10 @@
-"""DreamerV3 building blocks: normalised SiLU MLPs, block-diagonal linear layers, conv encoder and decoders.
+"""The networks of the whole family: MLPs, block-diagonal linear layers, conv encoders and image decoders.
 
-DreamerV3 (Hafner et al. 2023, arXiv:2301.04104, Sec. 3 and Appendix; Nature 2025) replaces V1's ELU
-networks by Linear -> Norm -> SiLU layers. Two versions of the official code (danijar/dreamerv3) differ in
-the details, so each choice is one field of :class:`NetStyle`:
+Every layer is Linear (or conv) -> Norm -> activation, and a :class:`NetStyle` says which norm, which
+activation and which initialisation: Dreamer V1 / PlaNet (Hafner et al. 2020; official Dreamer code, TF2
+Keras layers) and DreamerV2 have no norm, ELU and Glorot-uniform kernels (V1's convs ReLU); DreamerV3
+(Hafner et al. 2023, arXiv:2301.04104, Sec. 3 and Appendix; Nature 2025) uses Norm -> SiLU. Two versions
+of the official V3 code (danijar/dreamerv3) differ in the details, each choice one field of the style:
 
 =====================  =====================================  ====================================
                        current code (``embodied/jax/nets.py``)  2023 code (commit 84ecf19, ``nets.py``)
@@ -19,7 +21,7 @@ variance 1 / fan); biases zero, norm scales one. ``outscale`` multiplies an outp
 (current code: 0 for the reward and value heads, 0.01 for the policy; 0 gives zero weights).
 
 Images: the encoder takes uint8 pixels to ``x / 255 - 0.5`` (both versions); the decoders predict in
-that same space, which is this project's reconstruction target (:func:`~dreamer_trl.model.networks.preprocess_pixels`).
+that same space, which is this project's reconstruction target (:func:`~dreamer_trl.model.pixels.preprocess_pixels`).
 The official current decoder ends in a sigmoid and is compared with ``x / 255``: here ``sigmoid - 0.5``;
 the 2023 decoder adds 0.5 to a linear output: here the linear output itself. Same losses, same gradients.
 
@@ -33,8 +35,9 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from dreamer_trl.model.networks import preprocess_pixels
+from dreamer_trl.model.pixels import preprocess_pixels
 from dreamer_trl.model.symlog import symlog
 
 TRUNC_NORMAL_STD_CORRECTION = 1.1368  # 1 / std of N(0, 1) truncated to [-2, 2] (official ``Initializer``)
@@ -42,7 +45,7 @@ TRUNC_NORMAL_STD_CORRECTION = 1.1368  # 1 / std of N(0, 1) truncated to [-2, 2] 
 
 @dataclass(frozen=True)
 class NetStyle:
-    """How V3 layers are built: norm, activation, biases before norms, initialisation fan, norm epsilon."""
+    """How layers are built: norm, activation, biases before norms, initialisation and its fan, norm epsilon."""
 
     norm: Literal["rms", "layer", "none"] = "rms"
     """normalisation after each hidden linear/conv layer (current code: rms; 2023: layer)"""
@@ -56,14 +59,17 @@ class NetStyle:
     """norm epsilon (current code 1e-4; 2023 LayerNorm 1e-3)"""
     init: Literal["trunc_normal", "glorot_uniform"] = "trunc_normal"
     """weight initialisation: V3's truncated normal (scaled by ``fan``) or Keras's Glorot-uniform default (V1)"""
+    conv_act: Literal["silu", "elu", "gelu", "relu"] | None = None
+    """activation after each conv layer; None: ``act`` (V1's convs use ReLU beside its ELU MLPs)"""
 
 
 OFFICIAL_STYLE = NetStyle()
 """danijar/dreamerv3 at e3f0224 (configs.yaml: norm rms, act silu, winit trunc_normal_in)."""
 STYLE_2023 = NetStyle(norm="layer", bias=False, fan="avg", eps=1e-3)
 """danijar/dreamerv3 at 84ecf19 (configs.yaml: norm layer, act silu, winit normal, fan avg)."""
-STYLE_V1 = NetStyle(norm="none", act="elu", init="glorot_uniform")
-"""Dreamer V1 / PlaNet (official Dreamer code, TF2 Keras layers): no norm, ELU, Glorot-uniform kernels, zero biases."""
+STYLE_V1 = NetStyle(norm="none", act="elu", init="glorot_uniform", conv_act="relu")
+"""Dreamer V1 / PlaNet (official Dreamer code, TF2 Keras layers): no norm, ELU MLPs and ReLU convs, Glorot-uniform
+kernels, zero biases."""
 
 _ACTS = {"silu": nn.SiLU, "elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -164,8 +170,14 @@ def activation(style: NetStyle = OFFICIAL_STYLE) -> nn.Module:
     return _ACTS[style.act]()
 
 
+def conv_activation(style: NetStyle = OFFICIAL_STYLE) -> nn.Module:
+    """The activation after a conv layer: ``style.conv_act``, else ``style.act``."""
+    return _ACTS[style.conv_act or style.act]()
+
+
 def dense(in_dim: int, out_dim: int, style: NetStyle = OFFICIAL_STYLE) -> nn.Sequential:
-    """Linear -> Norm -> activation, the hidden layer of every V3 network (official ``MLP`` layer)."""
+    """Linear -> Norm -> activation, the hidden layer of every network (official V3 ``MLP`` layer; V1 and V2:
+    no norm, a Keras ``Dense`` with its activation)."""
     bias = style.bias or style.norm == "none"
     return nn.Sequential(linear(in_dim, out_dim, style, bias), make_norm(out_dim, style), activation(style))
 
@@ -194,11 +206,12 @@ class BlockLinear(nn.Module):
         return y if self.bias is None else y + self.bias.to(y.dtype)  # stays in bf16 under autocast
 
 
-class MLPV3(nn.Module):
-    """``layers`` x (Linear -> Norm -> SiLU) of width ``units``, then an optional linear output layer.
+class MLP(nn.Module):
+    """``layers`` x :func:`dense` (Linear -> Norm -> activation) of width ``units``, then an optional linear output.
 
-    Official ``MLP`` plus the output layer of ``Head`` (``outscale``: 0 for reward and value, 0.01 for
-    the policy, 1 otherwise). ``symlog_inputs`` applies :func:`symlog` first (the vector encoder).
+    Official V3 ``MLP`` plus the output layer of ``Head`` (``outscale``: 0 for reward and value, 0.01 for
+    the policy, 1 otherwise); V1's ``tools.mlp`` heads and actor (style :data:`STYLE_V1`), V2's ``MLP`` (no norm,
+    ELU). ``symlog_inputs`` applies :func:`symlog` first (the V3 vector encoder).
 
     Shapes: ``[*N, in_dim]`` -> ``[*N, out_dim]`` (``out_dim`` None: ``[*N, units]``).
     """
@@ -230,14 +243,14 @@ class MLPV3(nn.Module):
         w_s, w_h = layer.weight.split([state.shape[-1], belief.shape[-1]], 1)
         y = torch.addmm(layer.bias, state.reshape(-1, state.shape[-1]), w_s.t()) if layer.bias is not None else \
             state.reshape(-1, state.shape[-1]) @ w_s.t()
-        y = y.addmm_(belief.reshape(-1, belief.shape[-1]), w_h.t()).reshape(*state.shape[:-1], -1)
+        y = torch.addmm(y, belief.reshape(-1, belief.shape[-1]), w_h.t()).reshape(*state.shape[:-1], -1)
         rest = first[1:] if isinstance(first, nn.Sequential) else nn.Identity()
         return self.net[1:](rest(y))
 
 
-def vector_encoder(obs_dim: int, units: int, layers: int = 3, style: NetStyle = OFFICIAL_STYLE) -> MLPV3:
+def vector_encoder(obs_dim: int, units: int, layers: int = 3, style: NetStyle = OFFICIAL_STYLE) -> MLP:
     """The V3 vector encoder: symlog inputs, then ``layers`` normalised SiLU layers (official ``Encoder``)."""
-    return MLPV3(obs_dim, units, layers, style=style, symlog_inputs=True)
+    return MLP(obs_dim, units, layers, style=style, symlog_inputs=True)
 
 
 class ChannelNorm(nn.Module):
@@ -253,56 +266,74 @@ class ChannelNorm(nn.Module):
 
 def _conv_block(conv: nn.Module, kind: str, channels: int, style: NetStyle, pool: bool = False) -> list[nn.Module]:
     _init_layer_(conv, kind, style)
-    return [conv, *([nn.MaxPool2d(2)] if pool else []), ChannelNorm(channels, style), activation(style)]
+    return [conv, *([nn.MaxPool2d(2)] if pool else []), ChannelNorm(channels, style), conv_activation(style)]
 
 
-class ConvEncoderV3(nn.Module):
-    """Conv stages halving the resolution 64 -> 4, each followed by Norm and SiLU; output flattened.
+DOWNSAMPLES = ("valid", "stride", "maxpool")
 
-    ``downsample="maxpool"`` (current code, ``strided: False``): a ``kernel`` x ``kernel`` conv with
-    stride 1 and "same" padding, then 2x2 max-pooling; depths ``depth * (2, 3, 4, 4)`` (``mults``).
-    ``downsample="stride"`` (2023 code, ``resize: stride``): a 4x4 conv with stride 2 ("same" padding);
-    depths ``depth * (1, 2, 4, 8)``. Use :func:`encoder_depths` for either.
 
-    Shapes: ``[*N, 3, 64, 64]`` (uint8 or preprocessed) -> ``[*N, depths[-1] * 4 * 4]`` (flattened NHWC,
-    the official order).
+class ConvEncoder(nn.Module):
+    """Conv stages that halve the resolution, each followed by Norm and the conv activation; output flattened.
+
+    ``downsample="valid"`` (Dreamer V1, DreamerV2: Keras ``Conv2D(depth, 4, 2)``, no padding): 4x4 convs with
+    stride 2, 64 -> 31 -> 14 -> 6 -> 2, depths ``depth * (1, 2, 4, 8)``; V1's ReLU (32 -> 1024 features),
+    V2's ELU (48 -> 1536). ``downsample="stride"`` (V3 2023, ``resize: stride``): 4x4 convs with stride 2
+    and "same" padding, 64 -> 4. ``downsample="maxpool"`` (V3 current, ``strided: False``): a ``kernel`` x
+    ``kernel`` conv with stride 1 and "same" padding, then 2x2 max-pooling; depths ``depth * (2, 3, 4, 4)``.
+    :func:`encoder_depths` gives each one's depths.
+
+    Shapes: ``[*N, 3, 64, 64]`` (uint8 or preprocessed) -> ``[*N, depths[-1] * R * R]`` (R the last
+    resolution), flattened in ``flatten`` order: "hwc", the official codes' TensorFlow / JAX layout, or "chw",
+    PyTorch's (this project's V1 encoder since its first version: a fixed permutation of the same features,
+    kept so that its checkpoints load as they are).
     """
 
     def __init__(self, depths: tuple[int, ...], kernel: int = 5, downsample: str = "maxpool",
-                 style: NetStyle = OFFICIAL_STYLE, in_channels: int = 3, image_size: int = 64):
+                 style: NetStyle = OFFICIAL_STYLE, in_channels: int = 3, image_size: int = 64,
+                 flatten: Literal["hwc", "chw"] = "hwc"):
         super().__init__()
-        if downsample not in ("maxpool", "stride"):
-            raise ValueError(f"downsample must be maxpool or stride, got {downsample!r}")
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f"downsample must be one of {', '.join(DOWNSAMPLES)}, got {downsample!r}")
+        if flatten not in ("hwc", "chw"):
+            raise ValueError(f"flatten must be hwc or chw, got {flatten!r}")
+        self.flatten = flatten
         bias = style.bias or style.norm == "none"
         mods: list[nn.Module] = []
-        c = in_channels
+        c, res = in_channels, image_size
         for d in depths:
             if downsample == "maxpool":
                 conv = nn.Conv2d(c, d, kernel, 1, padding=kernel // 2, bias=bias)
-            else:
+                res //= 2
+            elif downsample == "stride":
                 conv = nn.Conv2d(c, d, 4, 2, padding=1, bias=bias)
+                res //= 2
+            else:
+                conv = nn.Conv2d(c, d, 4, 2, bias=bias)
+                res = (res - 4) // 2 + 1
             mods += _conv_block(conv, "conv", d, style, pool=downsample == "maxpool")
             c = d
         self.net = nn.Sequential(*mods)
-        self.min_res = image_size // 2 ** len(depths)
-        self.out_dim = depths[-1] * self.min_res**2
-        self.to(memory_format=torch.channels_last)
+        self.min_res = res
+        self.out_dim = depths[-1] * res**2
+        self.to(memory_format=torch.channels_last)  # NHWC convs: faster on CPU (oneDNN) and GPU (cuDNN)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = preprocess_pixels(pixels)
         batch = x.shape[:-3]
         x = self.net(x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last))
+        if self.flatten == "chw":
+            return x.reshape(*batch, self.out_dim)                                   # (*N, C*H*W)
         return x.permute(0, 2, 3, 1).reshape(*batch, self.out_dim)                   # (*N, H*W*C)
 
 
 def encoder_depths(depth: int, downsample: str = "maxpool", mults: tuple[int, ...] = (2, 3, 4, 4)) -> tuple[int, ...]:
-    """Channel widths of the 4 stages: ``depth * mults`` (current code) or ``depth * 2^i`` (2023 code)."""
-    if downsample == "stride":
+    """Channel widths of the 4 stages: ``depth * 2^i`` (valid and stride convs) or ``depth * mults`` (maxpool)."""
+    if downsample in ("valid", "stride"):
         return tuple(depth * 2**i for i in range(4))
     return tuple(depth * m for m in mults)
 
 
-class ConvDecoderV3(nn.Module):
+class UpsampleConvDecoder(nn.Module):
     """The current official image decoder: block-linear entry, then nearest-upsample + conv stages.
 
     Official ``Decoder`` (``bspace`` 8, ``strided: False``): the 4x4 map with ``C = depths[-1]`` channels is
@@ -327,7 +358,7 @@ class ConvDecoderV3(nn.Module):
         self.space_belief = BlockLinear(belief_dim, self.res**2 * c, blocks, style)
         self.space_state = nn.Sequential(dense(state_dim, 2 * units, style),
                                          linear(2 * units, self.res**2 * c, style))
-        self.space_norm = nn.Sequential(make_norm(c, style), activation(style))
+        self.space_norm = nn.Sequential(make_norm(c, style), conv_activation(style))
         bias = style.bias or style.norm == "none"
         mods: list[nn.Module] = []
         for d in reversed(depths[:-1]):
@@ -350,36 +381,62 @@ class ConvDecoderV3(nn.Module):
         return x.unflatten(0, batch) if len(batch) else x[0]
 
 
-class TransposedConvDecoderV3(nn.Module):
-    """The 2023 official image decoder: a linear layer to a 4x4 map, then 4x4 stride-2 transposed convs.
+class TransposedConvDecoder(nn.Module):
+    """An image decoder of stride-2 transposed convs after a linear entry layer (no norm, no activation).
 
-    2023 ``ImageDecoderResnet`` (``resize: stride``, no residual blocks): ``Linear(features)`` (no norm, no
-    activation) to ``[8 depth, 4, 4]``; transposed convs to ``4, 2, 1 x depth`` channels, each with Norm and
-    SiLU; a last transposed conv (bias, no norm) to 3 channels. Output: the linear image (module doc).
-    The 2023 code initialised the entry layer and the last conv with its default, a uniform distribution
-    of the same variance 1 / fan_avg; here every layer is truncated-normal.
+    ``padding="valid"`` (Dreamer V1, DreamerV2: ``Dense(32 * depth)`` viewed as a 1x1 map, then Keras
+    ``Conv2DTranspose`` without padding, ``kernels`` 5, 5, 6, 6: 1 -> 5 -> 13 -> 30 -> 64). ``padding="same"``
+    (2023 ``ImageDecoderResnet``, ``resize: stride``, no residual blocks: a linear layer to ``[8 depth, 4, 4]``,
+    4x4 transposed convs, 4 -> 64). Channels ``4, 2, 1 x depth`` after the entry, each stage with Norm and
+    the conv activation; a last transposed conv (bias, no norm, ``outscale`` on its weights) to 3 channels.
+    Output: the mean image in the preprocessed space (module doc). The 2023 code initialised the entry
+    layer and the last conv with its default, a uniform distribution of the same variance 1 / fan_avg;
+    here every layer follows the style.
 
     Shapes: features ``[*N, F]`` -> ``[*N, 3, 64, 64]``.
     """
 
     def __init__(self, feature_dim: int, depth: int = 32, style: NetStyle = STYLE_2023, out_channels: int = 3,
-                 stages: int = 4, outscale: float = 1.0):
+                 kernels: tuple[int, ...] = (4, 4, 4, 4), padding: str = "same", outscale: float = 1.0):
         super().__init__()
-        c = depth * 2 ** (stages - 1)
-        self.channels = c
-        self.fc = linear(feature_dim, 16 * c, style)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be same or valid, got {padding!r}")
+        stages = len(kernels)
+        c = depth * 2 ** (stages - 1) * (4 if padding == "valid" else 1)
+        self.channels, self.res = c, 1 if padding == "valid" else 4
+        self.fc = linear(feature_dim, self.res**2 * c, style)
         bias = style.bias or style.norm == "none"
+        pad = [0 if padding == "valid" else (k - 2) // 2 for k in kernels]
         mods: list[nn.Module] = []
-        for _ in range(stages - 1):
-            mods += _conv_block(nn.ConvTranspose2d(c, c // 2, 4, 2, padding=1, bias=bias), "conv_transpose", c // 2, style)
-            c //= 2
-        mods.append(_init_layer_(nn.ConvTranspose2d(c, out_channels, 4, 2, padding=1), "conv_transpose", style, outscale))
+        for i, k in enumerate(kernels[:-1]):
+            out = depth * 2 ** (stages - 2 - i)
+            mods += _conv_block(nn.ConvTranspose2d(c, out, k, 2, padding=pad[i], bias=bias), "conv_transpose", out, style)
+            c = out
+        mods.append(_init_layer_(nn.ConvTranspose2d(c, out_channels, kernels[-1], 2, padding=pad[-1]),
+                                 "conv_transpose", style, outscale))
         self.net = nn.Sequential(*mods)
         self.net.to(memory_format=torch.channels_last)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch = features.shape[:-1]
         x = self.fc(features.reshape(-1, features.shape[-1]))
-        x = x.view(-1, 4, 4, self.channels).permute(0, 3, 1, 2)                   # NHWC order, as official
-        x = self.net(x)                                                           # (N, 3, 64, 64)
-        return x.unflatten(0, batch) if len(batch) else x[0]
+        if self.res == 1:
+            x = self.net[1:](self._first_deconv(x))
+        else:
+            x = self.net(x.view(-1, self.res, self.res, self.channels).permute(0, 3, 1, 2))  # NHWC order, as official
+        return x.unflatten(0, batch) if len(batch) else x[0]                      # (*N, 3, 64, 64)
+
+    def _first_deconv(self, x: torch.Tensor) -> torch.Tensor:
+        """``net[0]`` (a transposed conv) on ``x`` viewed as ``[N, C, 1, 1]``, computed as one GEMM.
+
+        On a 1x1 input a transposed conv is a dense layer onto the k x k map,
+        ``y[n, c, i, j] = b[c] + sum_d x[n, d] w[d, c, i, j]``; one GEMM is faster than the convolution
+        kernel for this shape on CPU. Same parameters (and state_dict) as the convolution; the output is laid
+        out channels-last for the next layer.
+        """
+        conv = self.net[0]
+        w = conv.weight                                   # (C, C', k, k)
+        k, c = w.shape[-1], w.shape[1]
+        y = F.linear(x, w.permute(2, 3, 1, 0).reshape(k * k * c, w.shape[0]),
+                     None if conv.bias is None else conv.bias.repeat(k * k))
+        return y.view(-1, k, k, c).permute(0, 3, 1, 2)

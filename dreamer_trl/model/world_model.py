@@ -1,7 +1,7 @@
 """The world model as TensorDictModules composed into TorchRL's ``WorldModelWrapper``.
 
 :class:`DreamerWorldModel` is a ``WorldModelWrapper(transition, reward)`` whose transition part is
-``TensorDictSequential(RSSMObserve[, decoder])``: the encoder and the whole observe loop over T run in
+``TensorDictSequential(observe=RSSMObserve[, decoder=...])``, each part named (so are the parameters): the encoder and the whole observe loop over T run in
 one module call (the TensorDict boundary is at its input and output, not at each time step). Its parts
 are attributes: ``encoder``, ``rssm``, ``decoder`` (None without an observation model), ``reward_head``,
 ``state_model`` (the contrastive objective's q(s_t | o_t), else None), plus ``obs_key`` and ``reco_key``.
@@ -15,6 +15,8 @@ Shapes (batch ``[*B, T]``, time last):
          output for the reward that came with o_t.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from tensordict import TensorDictBase
@@ -84,16 +86,26 @@ class DreamerWorldModel(WorldModelWrapper):
         if obs_key not in OBS_KEYS:
             raise ValueError(f"obs_key must be one of {OBS_KEYS}, got {obs_key!r}")
         reco_key = keys.RECO_KEYS[obs_key]
-        transition = [RSSMObserve(encoder, rssm, obs_key)]
+        transition = OrderedDict(observe=RSSMObserve(encoder, rssm, obs_key))
         if decoder is not None:
-            transition.append(latent_module(decoder, reco_key))
-        super().__init__(TensorDictSequential(*transition), latent_module(reward_head, keys.REWARD))
+            transition["decoder"] = latent_module(decoder, reco_key)
+        # WorldModelWrapper(transition, reward) numbers its two parts; named, so are the parameters
+        # ("module.transition.module.observe.encoder...", "module.reward.module...").
+        TensorDictSequential.__init__(self, OrderedDict(transition=TensorDictSequential(transition),
+                                                        reward=latent_module(reward_head, keys.REWARD)))
         self.obs_key, self.reco_key = obs_key, reco_key
         self.state_model = state_model
 
+    def get_transition_model_operator(self) -> TensorDictSequential:
+        """The transition part: ``observe`` (encoder and RSSM) and, with an observation model, ``decoder``."""
+        return self.module["transition"]
+
+    def get_reward_operator(self) -> TensorDictModule:
+        return self.module["reward"]
+
     @property
     def _observe(self) -> RSSMObserve:
-        return self.get_transition_model_operator()[0]
+        return self.get_transition_model_operator()["observe"]
 
     @property
     def encoder(self) -> nn.Module:
@@ -105,8 +117,8 @@ class DreamerWorldModel(WorldModelWrapper):
 
     @property
     def decoder(self) -> nn.Module | None:
-        transition = self.get_transition_model_operator()
-        return transition[1].module if len(transition) > 1 else None
+        transition = self.get_transition_model_operator().module
+        return transition["decoder"].module if "decoder" in transition else None
 
     @property
     def reward_head(self) -> nn.Module:

@@ -19,7 +19,7 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from dreamer_trl import keys
-from dreamer_trl.model.networks import pixels_as_uint8, preprocess_pixels
+from dreamer_trl.model.pixels import pixels_as_uint8, preprocess_pixels
 from dreamer_trl.objectives.kl import free_nats_kl
 from dreamer_trl.objectives.representation import Reconstruction
 

@@ -25,7 +25,7 @@ from torchrl.record.loggers import CSVLogger, TensorboardLogger
 
 from dreamer_trl import keys
 from dreamer_trl.data.dmc import DMCEnv
-from dreamer_trl.model.networks import preprocess_pixels
+from dreamer_trl.model.pixels import preprocess_pixels
 
 _MIN_VIDEO_SIDE = 256  # small frames are upscaled (nearest neighbour) to at least this, to be watchable
 _MACRO_BLOCK = 16  # H.264 encodes in 16x16 macro blocks; yuv420p needs even sides

@@ -100,7 +100,9 @@ def saved_run(path: str) -> tuple[dict, str, str]:
         raise ValueError(f"{field}: {err}{hint}") from None
     if "config" not in meta or "preset" not in meta:
         raise ValueError(f"{field}: {newest} holds no run config (not a training checkpoint)")
-    return meta["config"], meta["preset"], str(newest)
+    from dreamer_trl.config.legacy import migrate_config
+
+    return migrate_config(meta["config"], meta.get("format")), meta["preset"], str(newest)
 
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
