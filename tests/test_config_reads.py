@@ -291,6 +291,8 @@ def signature(cfg: DreamerConfig):
         terminated = torch.zeros(B, T, 1, dtype=torch.bool)
         terminated[-1, -1] = True
         batch["next", "terminated"] = terminated
+        batch["is_init"][0, 0] = False  # one window starts mid-episode, after a real action
+        batch["prev_action"][0, 0] = 0.5
         metrics = updater.update(batch)
         out += [float(v) for k, v in sorted(metrics.items()) if k.startswith("loss/")]
     hooks = [getattr(h, "target", h) for h in agent.hooks]

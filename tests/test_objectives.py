@@ -259,3 +259,39 @@ def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination
         torch.manual_seed(1)
         got.append(loss(td)[0]["loss_model_continue"].detach())
     assert not torch.equal(got[0], got[1])
+
+
+def _mid_episode_windows(seed=3):
+    """Windows that start mid-episode: row 0 is no episode start and carries a real previous action."""
+    td = make_batch(B=3, T=6, A=2, obs_key="observation", obs_dim=3, seed=seed)
+    td["is_init"][:, 0] = False
+    td["is_init"][1, 3] = True  # an episode start inside one window
+    td["prev_action"][:, 0] = torch.tensor([0.7, -0.4])
+    return td
+
+
+def test_window_start_episode_start_reads_row_0_as_an_episode_start():
+    """Reference: "episode_start" on mid-episode windows gives the loss that the same windows give when their
+    row 0 is marked as an episode start and its previous action zeroed by hand (the official replays' is_first
+    at row 0); the flags handed on are the ones given."""
+    torch.manual_seed(0)
+    wm = make_world_model("observation", (3,), 2, TINY)
+    td = _mid_episode_windows()
+    by_hand = td.clone()
+    by_hand["is_init"][:, 0] = True
+    by_hand["prev_action"][:, 0] = 0.0
+    torch.manual_seed(1)
+    out, data = WorldModelLoss(wm, window_start="episode_start")(td.clone())
+    torch.manual_seed(1)
+    ref, _ = WorldModelLoss(wm)(by_hand)
+    for name in ref.keys():
+        torch.testing.assert_close(out[name], ref[name])
+    assert torch.equal(data["is_init"], td["is_init"])
+    torch.manual_seed(1)
+    carried, _ = WorldModelLoss(wm)(td.clone())  # V1: the real previous action enters the first step
+    assert not torch.allclose(carried["loss_model_reco"], ref["loss_model_reco"])
+
+
+def test_window_start_is_refused_by_name():
+    with pytest.raises(ValueError, match="window_start"):
+        WorldModelLoss(make_world_model("observation", (3,), 2, TINY), window_start="zero")

@@ -125,7 +125,7 @@ def make_model_loss(world_model: DreamerWorldModel, cfg: DreamerConfig, keep_gra
     contdisc = cfg.world_model.continue_discount and has_continue
     return WorldModelLoss(world_model, representation=representation, scales=scales, free_nats=l.free_nats,
                           kl_terms=kl_terms, continue_discount=cfg.behavior.gamma if contdisc else 1.0,
-                          keep_graph=keep_graph)
+                          keep_graph=keep_graph, window_start=l.window_start)
 
 
 def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, cfg: DreamerConfig | None = None, device="cpu",

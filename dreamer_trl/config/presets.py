@@ -103,7 +103,8 @@ def dreamer_v3(from_pixels: bool = True) -> DreamerConfig:
     cfg.world_model = WorldModelConfig(
         latent=LatentConfig(kind="categorical", state_dim=32, classes=32, unimix=0.01),
         rssm=RSSMConfig(core="norm_gru", belief_dim=512, hidden=512),
-        loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0),
+        loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0,
+                                  window_start="episode_start"),
         units=512, reward_head="twohot", head_layers=2, continue_head=True, continue_discount=False)
     _observation_parts(cfg.world_model, from_pixels, image=("conv_stride", "deconv_mse"), cnn_depth=32,
                        vector=("mlp_symlog", "mlp_symlog"), vector_layers=2, vector_units=512)
@@ -159,7 +160,8 @@ def dreamer_v3_current(from_pixels: bool = True) -> DreamerConfig:
     cfg.nets = NetsConfig(style="v3", norm="rms", twohot_bins=255, twohot_space="symexp")
     cfg.world_model = WorldModelConfig(
         latent=LatentConfig(kind="categorical", unimix=0.01), rssm=RSSMConfig(core="block_gru", blocks=8),
-        loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=1.0, rep_scale=0.1, free_nats=1.0),
+        loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=1.0, rep_scale=0.1, free_nats=1.0,
+                                  window_start="episode_start"),
         reward_head="twohot", head_layers=1, continue_head=True, continue_discount=True)
     _observation_parts(cfg.world_model, from_pixels, image=("conv_maxpool", "upsample_mse"), cnn_depth=32,
                        vector=("mlp_symlog", "mlp_symlog"), vector_layers=3, vector_units=400)
@@ -204,7 +206,7 @@ def dreamer_v2(from_pixels: bool = True) -> DreamerConfig:
     cfg.world_model = WorldModelConfig(
         latent=LatentConfig(kind="categorical", state_dim=32, classes=32, unimix=0.0),
         rssm=RSSMConfig(core="norm_gru_gates", belief_dim=200, hidden=200),
-        loss=WorldModelLossConfig(kl="balance", kl_balance=0.8, free_nats=1.0),
+        loss=WorldModelLossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, window_start="episode_start"),
         units=400, reward_head="normal", head_layers=4, continue_head=False)
     _observation_parts(cfg.world_model, from_pixels, image=("conv_stride", "deconv_normal"), cnn_depth=48,
                        vector=("mlp", "mlp_normal"), vector_layers=4, vector_units=400)

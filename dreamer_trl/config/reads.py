@@ -151,6 +151,7 @@ READS: dict[str, tuple[Read, ...]] = {
     "world_model.loss.dyn_scale": (read(WM_LOSS, one_of("world_model.loss.kl", "dyn_rep")),),
     "world_model.loss.rep_scale": (read(WM_LOSS, one_of("world_model.loss.kl", "dyn_rep")),),
     "world_model.loss.continue_scale": (read(WM_LOSS, CONTINUE),),
+    "world_model.loss.window_start": (read(WM_LOSS),),
     "world_model.image_encoder": (read(WM, PIXELS),),
     "world_model.image_decoder": (read(WM, PIXELS, DECODER),),
     "world_model.vector_encoder": (read(WM, VECTOR),),

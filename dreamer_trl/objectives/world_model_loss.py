@@ -50,6 +50,9 @@ def retained(tensors: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[t
     return _Retained.apply(tuple(tensors), *params)
 
 
+WINDOW_STARTS = ("carry_action", "episode_start")
+
+
 class WorldModelLoss(LossModule):
     """Representation terms + -log p(r|s) + kl_scale * max(mean KL(q || p), free_nats), each scaled.
 
@@ -69,6 +72,12 @@ class WorldModelLoss(LossModule):
             retained (:class:`_Retained`), so the world-model loss and the losses that read these states can be
             back-propagated one by one, in any order (a TorchRL loop), or summed (one phase), with the same
             gradients.
+        window_start: row 0 of each window: "carry_action" (Dreamer V1: the state starts at zero, the real
+            previous action is kept; official ``observe(embed, data['action'])``) or "episode_start" (DreamerV2
+            and V3: the row is read as an episode start, zero state and zero previous action, as the official
+            replays mark ``is_first`` at row 0 of every sampled window: dreamerv3 e3f0224
+            ``embodied/core/replay.py`` ``_annotate_batch``). Only the world model's input changes: the data
+            handed on keeps the flags as given.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
     reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
@@ -104,8 +113,11 @@ class WorldModelLoss(LossModule):
 
     def __init__(self, world_model, *, representation=None, scales: dict[str, float] | None = None,
                  kl_scale: float | None = None, free_nats: float = 3.0, kl_terms=None, continue_discount: float = 1.0,
-                 keep_graph: bool = False):
+                 keep_graph: bool = False, window_start: str = "carry_action"):
         super().__init__()
+        if window_start not in WINDOW_STARTS:
+            raise ValueError(f"window_start must be one of {', '.join(WINDOW_STARTS)}, got {window_start!r}")
+        self.window_start = window_start
         if scales is not None and kl_scale is not None:
             raise ValueError("give the KL scale either as kl_scale or in scales['kl'], not both")
         kl_scale = 1.0 if kl_scale is None else kl_scale
@@ -143,8 +155,14 @@ class WorldModelLoss(LossModule):
         if self.world_model.obs_key == keys.PIXELS:
             obs = pixels_as_uint8(obs, k.observation)
         target = preprocess_pixels(obs)  # once, for the encoder and the reconstruction target
-        tensordict = self.world_model(tensordict.copy().set(k.observation, target))
-        tensordict.set(k.observation, obs)
+        given = tensordict.copy().set(k.observation, target)
+        is_init = tensordict.get(k.is_init)
+        if self.window_start == "episode_start":
+            first = torch.zeros_like(is_init, dtype=torch.bool)
+            first[..., 0, :] = True
+            given.set(k.is_init, is_init.bool() | first)
+        tensordict = self.world_model(given)
+        tensordict.set(k.observation, obs).set(k.is_init, is_init)
         latent = self.world_model.rssm.latent
         post, prior = self._latent_params(tensordict, k.posterior), self._latent_params(tensordict, k.prior)
         kl = latent.kl(post, prior)                                                                 # (B, T)
