@@ -178,8 +178,9 @@ def conv_activation(style: NetStyle = OFFICIAL_STYLE) -> nn.Module:
 def dense(in_dim: int, out_dim: int, style: NetStyle = OFFICIAL_STYLE) -> nn.Sequential:
     """Linear -> Norm -> activation, the hidden layer of every network (official V3 ``MLP`` layer; V1 and V2:
     no norm, a Keras ``Dense`` with its activation)."""
-    bias = style.bias or style.norm == "none"
-    return nn.Sequential(linear(in_dim, out_dim, style, bias), make_norm(out_dim, style), activation(style))
+    if style.norm == "none":  # no identity module in between: V1's small MLPs are bound by per-module overhead
+        return nn.Sequential(linear(in_dim, out_dim, style), activation(style))
+    return nn.Sequential(linear(in_dim, out_dim, style, style.bias), make_norm(out_dim, style), activation(style))
 
 
 class BlockLinear(nn.Module):
