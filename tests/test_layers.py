@@ -197,3 +197,34 @@ def test_transposed_conv_decoder_shape_and_no_norm_on_the_last_layer():
     assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None and last.out_channels == 3
     hidden = [m for m in dec.net if isinstance(m, nn.ConvTranspose2d)][:-1]
     assert [m.out_channels for m in hidden] == [8, 4, 2] and all(m.bias is None for m in hidden)
+
+
+def test_dreamer_v2_image_networks_are_dreamerv2s():
+    """danijar/dreamerv2 07d906e common/nets.py: Encoder._cnn is Conv2D(48 * 2^i, 4, 2) with Keras's "valid"
+    padding (64 -> 31 -> 14 -> 6 -> 2: a 1536-wide embedding); Decoder._cnn is Dense(32 * 48) viewed as a 1x1
+    map, then Conv2DTranspose(2^(2 - i) * 48, k, 2) for k in 5, 5, 6 and a last one to 3 channels (k 6): the
+    parameter counts of those layers, written from the official shapes, and a plain valid-conv chain."""
+    from torch.nn import functional as F
+
+    from dreamer_trl.builders.networks import make_world_model
+    from dreamer_trl.config import make_preset
+
+    cfg = make_preset("dreamer_v2", from_pixels=True)
+    wm = make_world_model("pixels", (3, 64, 64), 6, cfg)
+    d, feat = 48, 32 * 32 + 200
+    enc = sum(cin * cout * 16 + cout for cin, cout in [(3, d), (d, 2 * d), (2 * d, 4 * d), (4 * d, 8 * d)])
+    dec = feat * 32 * d + 32 * d + sum(cin * cout * k * k + cout for cin, cout, k in
+                                       [(32 * d, 4 * d, 5), (4 * d, 2 * d, 5), (2 * d, d, 6), (d, 3, 6)])
+    assert sum(p.numel() for p in wm.encoder.parameters()) == enc
+    assert sum(p.numel() for p in wm.decoder.parameters()) == dec
+    assert wm.encoder.out_dim == 1536
+    px = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    x = px.float() / 255 - 0.5
+    sizes = []
+    for conv in [m for m in wm.encoder.modules() if isinstance(m, nn.Conv2d)]:
+        x = F.elu(F.conv2d(x, conv.weight, conv.bias, stride=2))
+        sizes.append(x.shape[-1])
+    assert sizes == [31, 14, 6, 2]
+    torch.testing.assert_close(wm.encoder(px), x.flatten(1), rtol=1e-5, atol=1e-5)  # ELU, no norm
+    out = wm.decoder.net(torch.randn(2, feat))
+    assert out.shape == (2, 3, 64, 64)

@@ -8,12 +8,12 @@ assemble them the same way for every variant. The presets are assignments of the
 ==============  ======================  ==============================  =====================================
 part            Dreamer V1 / PlaNet     DreamerV2                       DreamerV3 (2023 / current)
 ==============  ======================  ==============================  =====================================
-nets.style      v1 (ELU, ReLU convs,    v2 (ELU, fan-avg trunc. normal) v3_2023 (LayerNorm) / v3 (RMSNorm, SiLU)
-image_encoder   conv                    conv_stride                     conv_stride / conv_maxpool
+nets.style      v1 (ELU, ReLU convs,    v2 (ELU, Glorot)                v3_2023 (LayerNorm) / v3 (RMSNorm, SiLU)
+image_encoder   conv                    conv                            conv_stride / conv_maxpool
 vector_encoder  mlp_out                 mlp                             mlp_symlog
 rssm.core       gru_cell                norm_gru_gates                  norm_gru / block_gru
 latent.kind     gaussian                categorical                     categorical
-image_decoder   deconv                  deconv_normal                   deconv_mse / upsample_mse
+image_decoder   deconv                  deconv                          deconv_mse / upsample_mse
 vector_decoder  mlp_normal              mlp_normal                      mlp_symlog
 reward_head     normal                  normal                          twohot
 continue_head   off                     off on DMC                      on
@@ -59,7 +59,7 @@ REPRESENTATIONS = ("reconstruction", "contrastive", "reward")
 
 STYLES: dict[str, Callable[[str], NetStyle]] = {
     "v1": lambda norm: STYLE_V1,
-    "v2": lambda norm: NetStyle(norm=norm, act="elu", fan="avg"),  # ELU, Glorot-scaled init (TF's default, dreamerv2)
+    "v2": lambda norm: NetStyle(norm=norm, act="elu", init="glorot_uniform"),  # dreamerv2: Keras layers' defaults
     "v3_2023": lambda norm: dataclasses.replace(STYLE_2023, norm=norm),  # fan-avg, no biases before norms, eps 1e-3
     "v3": lambda norm: NetStyle(norm=norm, act="silu"),
 }

@@ -199,7 +199,10 @@ def dreamer_v2(from_pixels: bool = True) -> DreamerConfig:
     agent steps, the truncated-normal actor (``common/dists.py`` ``TruncNormalDist``) whose output layers are
     plain Glorot-initialised Dense layers (``common/nets.py`` ``DistLayer``: output scale 1), and its 101
     updates after the prefill (``train.py`` ``main``: one that creates the variables and applies its gradients,
-    then ``pretrain: 100``). Pixels; GPU work (``from_pixels`` False: its 4 x 400 vector MLPs instead)."""
+    then ``pretrain: 100``). Its image networks (``common/nets.py`` ``Encoder._cnn``, ``Decoder._cnn``): Keras
+    "valid" 4x4 stride-2 convs, 64 -> 31 -> 14 -> 6 -> 2 (a 1536-wide embedding), and Dense(32 x 48) viewed as a
+    1x1 map, then stride-2 transposed convs with kernels 5, 5, 6, 6; ELU, no norm, Keras's Glorot-uniform
+    kernels throughout. Pixels; GPU work (``from_pixels`` False: its 4 x 400 vector MLPs instead)."""
     cfg = DreamerConfig()
     cfg.env = EnvConfig(task="walker_walk", from_pixels=from_pixels, action_repeat=2)
     cfg.nets = NetsConfig(style="v2", norm="none")
@@ -208,7 +211,7 @@ def dreamer_v2(from_pixels: bool = True) -> DreamerConfig:
         rssm=RSSMConfig(core="norm_gru_gates", belief_dim=200, hidden=200),
         loss=WorldModelLossConfig(kl="balance", kl_balance=0.8, free_nats=1.0, window_start="episode_start"),
         units=400, reward_head="normal", head_layers=4, continue_head=False)
-    _observation_parts(cfg.world_model, from_pixels, image=("conv_stride", "deconv_normal"), cnn_depth=48,
+    _observation_parts(cfg.world_model, from_pixels, image=("conv", "deconv"), cnn_depth=48,
                        vector=("mlp", "mlp_normal"), vector_layers=4, vector_units=400)
     cfg.behavior = BehaviorConfig(
         losses="v2_v3", horizon=15, gamma=0.99, lmbda=0.95,

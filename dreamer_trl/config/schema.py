@@ -42,7 +42,7 @@ class NetsConfig:
     """How every network is built (world model, actor, critic): layer style, normalisation, named size, two-hot bins."""
 
     style: Literal["v1", "v2", "v3_2023", "v3"] = "v1"
-    """layer style: v1 (ELU, Glorot-uniform init, no norm), v2 (ELU, fan-avg truncated-normal init), v3_2023 (SiLU, fan-avg, no biases before norms, eps 1e-3; danijar/dreamerv3 84ecf19) or v3 (SiLU, fan-in, eps 1e-4; e3f0224)"""
+    """layer style: v1 (ELU, Glorot-uniform init, no norm), v2 (ELU, Glorot-uniform init), v3_2023 (SiLU, fan-avg, no biases before norms, eps 1e-3; danijar/dreamerv3 84ecf19) or v3 (SiLU, fan-in, eps 1e-4; e3f0224)"""
     norm: Literal["rms", "layer", "none"] = "rms"
     """normalisation of the v2 / v3 style layers (V3 current: rms; V3 2023: layer; V2: none)"""
     size: Literal["custom", "size1m", "size12m", "size25m", "size50m", "size100m", "size200m", "size400m"] = "custom"
@@ -119,9 +119,9 @@ class WorldModelConfig:
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     loss: WorldModelLossConfig = field(default_factory=WorldModelLossConfig)
     image_encoder: Literal["conv", "conv_stride", "conv_maxpool"] = "conv"
-    """pixels: conv (V1: 4x4 stride-2 valid convs), conv_stride (V3 2023: 4x4 stride-2, same padding) or conv_maxpool (V3 current: 5x5 convs + 2x2 max-pool)"""
+    """pixels: conv (V1, V2: 4x4 stride-2 valid convs, 64 -> 2), conv_stride (V3 2023: 4x4 stride-2, same padding) or conv_maxpool (V3 current: 5x5 convs + 2x2 max-pool)"""
     image_decoder: Literal["deconv", "deconv_normal", "deconv_mse", "upsample_mse"] = "deconv"
-    """pixels: deconv (V1: dense + 5, 5, 6, 6 transposed convs, N(x, 1)), deconv_normal (V2: stride-2 transposed convs, N(x, 1)), deconv_mse (V3 2023: the same, MSE) or upsample_mse (V3 current: upsample + conv, MSE)"""
+    """pixels: deconv (V1, V2: dense to a 1x1 map + 5, 5, 6, 6 transposed convs, N(x, 1)), deconv_normal (V3 2023's 4x4 stride-2 transposed convs, N(x, 1)), deconv_mse (V3 2023: the same, MSE) or upsample_mse (V3 current: upsample + conv, MSE)"""
     vector_encoder: Literal["mlp_out", "mlp", "mlp_symlog"] = "mlp_out"
     """vectors: mlp_out (V1: vector_layers hidden layers, then an activated output layer of width vector_units), mlp (V2: vector_layers layers) or mlp_symlog (V3: the same on symlog inputs)"""
     vector_decoder: Literal["mlp_normal", "mlp_symlog"] = "mlp_normal"
