@@ -627,3 +627,51 @@ def test_plain_backward_gives_the_same_gradients_as_the_updaters_restricted_back
     for name in modules:
         for a, b in zip(got[name, False], got[name, True]):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("reinforce", [0.0, 1.0, 0.4])
+def test_own_reward_alignment_matches_dreamerv2s_actor_critic(reinforce):
+    """A plain loop of danijar/dreamerv2 07d906e agent.py, ActorCritic.target / actor_loss / critic_loss, over
+    z_0..z_H (the action a_t taken at z_t leads to z_{t+1}): d_t = gamma c_t; target
+    t_t = r(z_t) + d_t ((1 - lam) v(z_{t+1}) + lam t_{t+1}) for t < H with t_H = v(z_H); weights
+    w_t = prod_{k<t} d_k; the critic regresses z_0..z_{H-1} on t_0..t_{H-1}; the actor at z_0..z_{H-2}
+    maximises rho log pi(a_t | z_t) (t_{t+1} - v(z_t)) + (1 - rho) t_{t+1} + eta H[pi(. | z_t)], weighted
+    by w_t; loss -mean."""
+    torch.manual_seed(0)
+    N, gamma, lam, eta = 3, 0.97, 0.95, 1e-3
+    traj = LatentState(torch.randn(N, H + 1, S), torch.randn(N, H + 1, D))
+    actions = torch.randn(N, H, A)
+    reward, value, cont = Linear(seed=3), value_module(), Sigmoid(seed=4)
+    loss_fn = FixedRollout(traj, actions, actor=actor_module(), value=value, rssm=None, reward_head=reward,
+                           continue_head=cont, horizon=H, discount=gamma, lmbda=lam, reinforce=reinforce,
+                           entropy=eta, continue_has_discount=False, share_value=False, own_reward=True)
+    loss_fn.backprop_baseline = "none"  # V2's dynamics objective is the target alone
+    start = TensorDict({keys.STATE: traj.state[:, 0], keys.BELIEF: traj.belief[:, 0]}, [N])
+    loss, data = loss_fn(start)
+    with torch.no_grad():
+        r = reward(*traj).squeeze(-1)
+        v = value.module(*traj).squeeze(-1)
+        d = gamma * torch.sigmoid(cont(*traj)).squeeze(-1)
+        dist = loss_fn.actor.module.dist(traj.state[:, :-1], traj.belief[:, :-1])
+        logp, ent = dist.log_prob(actions), dist.entropy()
+    total = 0.0
+    for n in range(N):
+        target = [0.0] * (H + 1)
+        target[H] = v[n, H].item()
+        for t in reversed(range(H)):
+            target[t] = r[n, t].item() + d[n, t].item() * ((1 - lam) * v[n, t + 1].item() + lam * target[t + 1])
+        weight = [math.prod(d[n, k].item() for k in range(t)) for t in range(H + 1)]
+        for t in range(H - 1):
+            adv = target[t + 1] - v[n, t].item()
+            obj = reinforce * logp[n, t].item() * adv + (1 - reinforce) * target[t + 1] + eta * ent[n, t].item()
+            total += -weight[t] * obj
+        assert data["imagined", keys.LAMBDA_TARGET][n, :, 0].tolist() == pytest.approx(target[:-1], abs=1e-5)
+        assert data["imagined", "weight"][n, :, 0].tolist() == pytest.approx(weight[:-1], abs=1e-6)
+        torch.testing.assert_close(data["imagined", keys.STATE][n], traj.state[n, :H])  # critic rows z_0..z_{H-1}
+    assert loss["loss_actor"].item() == pytest.approx(total / (N * (H - 1)), rel=1e-5)
+
+
+def test_own_reward_needs_start_targets_and_two_steps():
+    with pytest.raises(ValueError, match="own_reward"):
+        ActorLoss(actor_module(), value_module(), None, rssm=None, reward_head=Linear(), own_reward=True, horizon=1,
+                  start_targets=True)

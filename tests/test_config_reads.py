@@ -207,6 +207,7 @@ REFUSED_THOUGH_READ = {
                                  "losses read no continue head",
     "optim.kind": "laprop does not read the Adam fields a preset set (and pins loss.actor_reinforce to 1)",
     "world_model.loss.kl": "another KL does not read dyn_scale / kl_balance",
+    "behavior.target_reward": "V2's alignment (same) has no replay critic term, which the current V3 presets set",
     "world_model.loss.representation": "contrastive and reward have no decoder to read the preset's decoder part",
     "behavior.kind": "the planner does not read the actor's fields",
     "behavior.value_estimate": "V_R reads no lmbda / value_steps",

@@ -60,7 +60,7 @@ def make_behavior_losses(actor: TensorDictModule, value: TensorDictModule, imagi
         entropy=a.entropy, return_norm=return_norm, target_value=target_value,
         # the critic's pass is shared where the rollout has no graph (REINFORCE); under backprop it runs again
         share_value=target_value is None and a.reinforce == 1.0, sample_heads=l.sample_imagined_heads,
-        start_targets=True)
+        start_targets=True, own_reward=l.target_reward == "same")
     value_loss = None
     if critic is not None:
         value_loss = CriticLoss(value, slow.target if c.slow_reg else None, regression="nll",

@@ -140,6 +140,12 @@ def validate(cfg: DreamerConfig) -> None:
               and b.losses == "v2_v3" and b.value_estimate != "reward"), "behavior.critic.replay_scale",
          "0 with optim.step_model_first (the replay critic term trains the world model, which has already stepped; "
          "set optim.step_model_first false or optim.kind laprop)", b.critic.replay_scale),
+        (not (b.target_reward == "same" and b.losses == "v2_v3" and b.kind == "actor" and b.horizon < 2),
+         "behavior.horizon", ">= 2 with behavior.target_reward same (the actor is scored by R_1..R_{H-1})", b.horizon),
+        (not (b.target_reward == "same" and b.losses == "v2_v3" and b.kind == "actor" and b.critic.replay_scale > 0
+              and b.value_estimate != "reward"), "behavior.critic.replay_scale",
+         "0 with behavior.target_reward same (the replay critic's returns follow the next-reward alignment; "
+         "V2 has no replay term)", b.critic.replay_scale),
         (b.planner.horizon >= 1, "behavior.planner.horizon", ">= 1", b.planner.horizon),
         (b.planner.iterations >= 1, "behavior.planner.iterations", ">= 1", b.planner.iterations),
         (1 <= b.planner.top_k <= b.planner.candidates, "behavior.planner.top_k",

@@ -214,7 +214,7 @@ def dreamer_v2(from_pixels: bool = True) -> DreamerConfig:
     _observation_parts(cfg.world_model, from_pixels, image=("conv", "deconv"), cnn_depth=48,
                        vector=("mlp", "mlp_normal"), vector_layers=4, vector_units=400)
     cfg.behavior = BehaviorConfig(
-        losses="v2_v3", horizon=15, gamma=0.99, lmbda=0.95,
+        losses="v2_v3", horizon=15, gamma=0.99, lmbda=0.95, target_reward="same",
         actor=ActorConfig(dist="trunc_normal", layers=4, units=400, outscale=1.0, reinforce=0.0, entropy=1e-4,
                           return_norm=False),
         critic=CriticConfig(head="normal", layers=4, units=400, slow_rate=1.0, slow_every=100, slow_reg=0.0,

@@ -175,6 +175,7 @@ READS: dict[str, tuple[Read, ...]] = {
     "behavior.value_steps": (read(BEHAVIOUR, ACTOR, one_of("behavior.value_estimate", "nstep")),),
     "behavior.sample_imagined_heads": (read(BEHAVIOUR, ACTOR),),
     "behavior.start_state_targets": (read(BEHAVIOUR, ACTOR, LOSSES_V1),),
+    "behavior.target_reward": (read(BEHAVIOUR, ACTOR, LOSSES_V2),),
     "behavior.continue_mode": (read(BEHAVIOUR, ACTOR, LOSSES_V2, CONTINUE),),
     "behavior.actor.dist": (read(ACTOR_NET, ACTOR),),
     "behavior.actor.layers": (read(ACTOR_NET, ACTOR),),

@@ -244,6 +244,8 @@ class BehaviorConfig:
     """score imagined rollouts with rewards and values drawn from N(mean, 1) (TorchRL) instead of the means"""
     start_state_targets: bool = False
     """v1 losses: TorchRL's alignment, targets for the start state too, each from the next state's reward (paper: off)"""
+    target_reward: Literal["next", "same"] = "next"
+    """v2_v3 losses: the reward that starts the target R_t of s_t, next (V3: r(s_t+1), the actor at s_t scored by R_t) or same (V2: r(s_t), discounted by c_t, the actor at s_t scored by R_t+1)"""
     continue_mode: Literal["prob", "mode"] = "prob"
     """v2_v3 losses with a continue head: read its probability at every state (current code) or its mode, 0 or 1, with c_0 = 1 (2023 code)"""
 

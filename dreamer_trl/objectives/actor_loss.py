@@ -170,6 +170,12 @@ class ActorLoss(LossModule):
             point predictions (TorchRL 0.14.1's choice; off: the official code's).
         start_targets: targets for s_0..s_{H-1}, each from the NEXT state's reward, R_t = r(s_{t+1}) + ...
             (V2, V3, TorchRL); off: targets for s_1..s_{H-1}, R_t = r(s_t) + gamma (...) (official V1).
+        own_reward: with ``start_targets``, DreamerV2's alignment instead (danijar/dreamerv2 07d906e
+            ``agent.py`` ``ActorCritic.target`` / ``actor_loss`` / ``critic_loss``): the target of s_t starts
+            with the reward predicted at s_t itself, R_t = r(s_t) + gamma c_t ((1 - lambda) v(s_{t+1}) +
+            lambda R_{t+1}) for s_0..s_{H-1} (the critic's rows), and the action taken at s_t is scored by
+            R_{t+1}, the first target it changes (actor rows s_0..s_{H-2}, their weights, entropies and
+            baselines v(s_t)).
 
     Returns ``(loss, data)``. ``loss``: "loss_actor"; diagnostics "imagined_reward" (the mean imagined reward
     r(s_1..s_H)) and, when the actor's distribution enters the objective (rho > 0 or eta > 0),
@@ -223,8 +229,12 @@ class ActorLoss(LossModule):
                  lmbda: float = 0.95, value_estimate=None, weights: str = "discount", continue_mode: str = "prob",
                  continue_has_discount: bool = False, reinforce: float = 0.0, backprop_baseline: str = "none",
                  entropy: float = 0.0, return_norm=None, target_value: TensorDictModule | None = None,
-                 share_value: bool = False, sample_heads: bool = False, start_targets: bool = False):
+                 share_value: bool = False, sample_heads: bool = False, start_targets: bool = False,
+                 own_reward: bool = False):
         super().__init__()
+        if own_reward and (not start_targets or horizon < 2):
+            raise ValueError(f"own_reward (DreamerV2's alignment) needs start_targets and a horizon >= 2 (the actor is "
+                             f"scored by R_1..R_{{H-1}}), got start_targets={start_targets}, horizon={horizon}")
         if horizon < (1 if start_targets else 2):  # at least one target row (K >= 1)
             why = "" if start_targets else " without start_targets (targets for s_1..s_{H-1}: none at H = 1)"
             raise ValueError(f"horizon must be >= {1 if start_targets else 2}{why}, got {horizon}")
@@ -259,7 +269,7 @@ class ActorLoss(LossModule):
         self.weights, self.continue_mode, self.continue_has_discount = weights, continue_mode, continue_has_discount
         self.reinforce, self.backprop_baseline, self.entropy_scale = reinforce, backprop_baseline, entropy
         self.share_value = share_value and value is not None and self.estimate.needs_value
-        self.sample_heads, self.start_targets = sample_heads, start_targets
+        self.sample_heads, self.start_targets, self.own_reward = sample_heads, start_targets, own_reward
         self.reuse_rollout_terms = True  # False: a second actor pass under REINFORCE (same numbers; for tests)
 
     @property
@@ -346,7 +356,7 @@ class ActorLoss(LossModule):
             reward = self.reward_head.pred(self.reward_head(*traj))                                # (N, L, 1)
             live = self.continues(traj) if self.weights == "continue" else None                    # (N, L, 1)
         value, shared = self._values(traj, backprop)                                                # (N, L, 1)
-        if self.start_targets:  # the reward of step t is the next state's; the last entry is never used
+        if self.start_targets and not self.own_reward:  # step t's reward is the next state's; the last never used
             reward = torch.cat([reward[:, 1:], torch.zeros_like(reward[:, :1])], 1)
         scored_reward, scored_value = reward, value
         if self.sample_heads:
@@ -354,23 +364,30 @@ class ActorLoss(LossModule):
             scored_value = None if value is None else value + torch.randn_like(value)
         discount = None
         if getattr(self.estimate, "uses_discount", True):  # V_R is undiscounted (Eq. 4): gamma only weights steps
-            discount = self.gamma if live is None else live[:, 1:]
+            discount = self.gamma if live is None else live[:, :-1] if self.own_reward else live[:, 1:]
         returns = self.estimate(scored_reward, scored_value, discount)                            # (N, K, 1)
         n, steps = start.state.shape[0], returns.shape[-2]
         if live is None:
             weight = discount_weights(steps, self.gamma, returns.device)                           # (K, 1)
+        elif self.own_reward:  # DreamerV2: w_t = prod_{k<t} gamma c_k, w_0 = 1 (agent.py WorldModel.imagine)
+            cumulative = continue_weights(live.detach())                                            # (N, H + 1, 1)
+            weight = torch.cat([torch.ones_like(cumulative[:, :1]), cumulative[:, :-2]], 1)         # (N, K, 1)
         else:
             divisor = 1.0 if self.continue_has_discount and self.continue_head is not None else self.gamma
             weight = (continue_weights(live.detach()) / divisor)[:, :-1]                            # (N, K, 1)
+        # the actor's rows: the action taken at row t scored by R_t, or (own_reward) by R_{t+1}
+        scored = returns[:, 1:] if self.own_reward else returns                                    # (N, K', 1)
+        rows = scored.shape[-2]
         scale = 1.0
         if self.return_norm is not None:
-            _, scale = self.return_norm(returns.detach(), update=self.training and torch.is_grad_enabled())
-        objective, entropy = self._objective(traj, actions, returns, value, scale)                # (N, K, 1)
-        loss = TensorDict(loss_actor=-(weight * objective).mean(),
+            _, scale = self.return_norm(scored.detach(), update=self.training and torch.is_grad_enabled())
+        objective, entropy = self._objective(traj, actions, scored, value, scale, rows)           # (N, K', 1)
+        actor_weight = weight[..., :rows, :]
+        loss = TensorDict(loss_actor=-(actor_weight * objective).mean(),
                           imagined_reward=reward[:, :-1].mean().detach() if self.start_targets
                           else reward.mean().detach())
         if self.reinforce > 0 or self.entropy_scale > 0:
-            loss.update(imagined_return=returns.mean().detach(),
+            loss.update(imagined_return=scored.mean().detach(),
                         return_scale=torch.as_tensor(scale, dtype=returns.dtype).detach(),
                         actor_entropy=entropy.mean().detach())
         imagined = TensorDict(
@@ -385,19 +402,20 @@ class ActorLoss(LossModule):
                            REPLAY: tensordict.select(k.state, k.belief, *replay)}, batch_size=[])
         return loss, data
 
-    def _objective(self, traj, actions, returns, value, scale):
-        """(the per-step objective ``[N, K, 1]`` whose weighted mean the actor maximises, the entropies or None)."""
+    def _objective(self, traj, actions, returns, value, scale, rows):
+        """(the per-step objective ``[N, rows, 1]`` whose weighted mean the actor maximises, the entropies or None)
+        for the actions taken at the first ``rows`` states of ``traj``, scored by ``returns``."""
         objective = entropy = None
         if self.reinforce > 0 or self.entropy_scale > 0:
             if getattr(self, "rollout_terms", None) is not None:
-                log_prob, entropy = self.rollout_terms                                              # (N, H, 1)
+                log_prob, entropy = (term[:, :rows] for term in self.rollout_terms)                # (N, rows, 1)
             else:
-                dist = self.actor.module.dist(traj.state[:, :-1], traj.belief[:, :-1])
-                log_prob = dist.log_prob(actions.detach()).unsqueeze(-1)                          # (N, H, 1)
+                dist = self.actor.module.dist(traj.state[:, :rows], traj.belief[:, :rows])
+                log_prob = dist.log_prob(actions[:, :rows].detach()).unsqueeze(-1)                 # (N, rows, 1)
                 entropy = dist.entropy().unsqueeze(-1)
             objective = self.entropy_scale * entropy
             if self.reinforce > 0:
-                baseline = 0.0 if value is None else value[:, :-1]
+                baseline = 0.0 if value is None else value[:, :rows]
                 advantage = (returns - baseline) / scale
                 objective = objective + self.reinforce * log_prob * advantage.detach()
         self.rollout_terms = None
@@ -405,7 +423,7 @@ class ActorLoss(LossModule):
             if self.backprop_baseline == "none" or value is None:
                 term = (1 - self.reinforce) * returns / scale
             else:
-                baseline = value[:, :-1] if self.backprop_baseline == "differentiated" else value[:, :-1].detach()
+                baseline = value[:, :rows] if self.backprop_baseline == "differentiated" else value[:, :rows].detach()
                 term = (1 - self.reinforce) * (returns - baseline) / scale
             objective = term if objective is None else objective + term
         return objective, entropy
