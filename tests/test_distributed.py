@@ -43,6 +43,7 @@ def batch(seed=0, size=B):
     g = torch.Generator().manual_seed(seed)
     is_init = torch.zeros(size, T, 1, dtype=torch.bool)
     is_init[:, 0] = True
+    is_init[0, 3] = is_init[1, 2] = True  # episode starts inside rank 0's windows only: uneven valid counts
     return TensorDict({keys.OBSERVATION: torch.randn(size, T, O, generator=g),
                        keys.ACTION: torch.rand(size, T, A, generator=g) * 2 - 1,
                        keys.PREV_ACTION: torch.rand(size, T, A, generator=g) * 2 - 1, keys.IS_INIT: is_init,

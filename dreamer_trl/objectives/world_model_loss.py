@@ -80,7 +80,11 @@ class WorldModelLoss(LossModule):
             handed on keeps the flags as given.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
-    reward term uses rows 1..T-1 of each sequence (never across an ``is_init``).
+    reward term uses rows 1..T-1 of each sequence (never across an ``is_init``). The reward and continue terms
+    are means over those valid rows; under data parallelism their count is the mean over the ranks
+    (``count_mean``, set by :func:`~dreamer_trl.training.distributed.make_data_parallel`), so that the ranks'
+    averaged gradients are those of the mean over all ranks' valid rows, (S_0 + S_1) / (n_0 + n_1), not of the
+    mean of S_0 / n_0 and S_1 / n_1.
 
     The batch needs the observation, "prev_action", "is_init" and ``("next", "reward")``; a missing key is
     named with what provides it. Pixels may be uint8 or float in [0, 1] (TorchRL's ``ToTensorImage``).
@@ -118,6 +122,8 @@ class WorldModelLoss(LossModule):
         if window_start not in WINDOW_STARTS:
             raise ValueError(f"window_start must be one of {', '.join(WINDOW_STARTS)}, got {window_start!r}")
         self.window_start = window_start
+        # n -> the mean of n over data-parallel ranks (training.distributed.share_counts); None: this process's own
+        self.count_mean = None
         if scales is not None and kl_scale is not None:
             raise ValueError("give the KL scale either as kl_scale or in scales['kl'], not both")
         kl_scale = 1.0 if kl_scale is None else kl_scale
@@ -170,7 +176,8 @@ class WorldModelLoss(LossModule):
         reward_head = self.world_model.reward_head
         reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., 1:, :], tensordict.get(k.reward)[..., :-1, :])
         valid = (~tensordict.get(k.is_init)[..., 1:, :].bool()).squeeze(-1).to(reward_nll.dtype)
-        terms["reward"] = (reward_nll * valid).sum() / valid.sum().clamp_min(1)
+        count = valid.sum() if self.count_mean is None else self.count_mean(valid.sum())
+        terms["reward"] = (reward_nll * valid).sum() / count.clamp_min(1)
         terms.update(self.kl_terms(latent, post, prior) if self.kl_terms is not None
                      else {"kl": free_nats_kl(kl, self.free_nats)})
         continue_head = getattr(self.world_model, "continue_head", None)
@@ -179,7 +186,7 @@ class WorldModelLoss(LossModule):
             term = tensordict.get(k.terminated, None)
             alive = torch.ones_like(raw) if term is None else (~term[..., :-1, :].bool()).to(raw.dtype)
             nll = continue_head.nll(raw, alive * self.continue_discount)
-            terms["continue"] = (nll * valid).sum() / valid.sum().clamp_min(1)
+            terms["continue"] = (nll * valid).sum() / count.clamp_min(1)
         if terms.keys() != self.scales.keys():
             raise KeyError(f"world-model loss terms {sorted(terms)} do not match the configured scales "
                            f"{sorted(self.scales)}")

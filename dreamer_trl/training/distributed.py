@@ -242,9 +242,23 @@ def share_return_statistics(normalizer) -> None:
     normalizer.gather = gather
 
 
+def share_counts(model_loss) -> None:
+    """Let the world-model loss divide its masked sums by the mean of the ranks' valid-row counts: each rank's
+    term S_i / mean_j(n_j), averaged over the ranks' gradients, is the gradient of sum_i S_i / sum_j n_j, the
+    one-process mean over every rank's valid rows. One all-reduce of one number per update."""
+
+    def count_mean(n: torch.Tensor) -> torch.Tensor:
+        total = n.detach().reshape(1).clone()
+        dist.all_reduce(total)
+        return (total / dist.get_world_size()).reshape(())
+
+    model_loss.count_mean = count_mean
+
+
 def make_data_parallel(agent, updater, world: World, check_every: int = 100) -> DataParallelHook | None:
     """Make ``updater`` (of ``agent``) data-parallel over ``world``: rank 0's weights broadcast (networks and
-    hook states such as the slow critic), the gradient hook first, return statistics over all ranks.
+    hook states such as the slow critic), the gradient hook first, return statistics and the world-model loss's
+    valid-row counts over all ranks.
     Returns the hook (None for a single process, which is left as it is)."""
     if not world.distributed:
         return None
@@ -258,6 +272,8 @@ def make_data_parallel(agent, updater, world: World, check_every: int = 100) -> 
     for h in updater.hooks:
         if isinstance(h, ReturnNormalizer):
             share_return_statistics(h)
+    if getattr(agent, "model_loss", None) is not None:
+        share_counts(agent.model_loss)
     hook = DataParallelHook({**modules, **extra}, world, check_every)
     updater.hooks.insert(0, hook)
     return hook
