@@ -224,3 +224,63 @@ def test_rssm_with_categorical_latents_observes_and_imagines_with_one_hot_states
     assert torch.equal(imagined["state"].detach().view(B, 4, groups, classes).sum(-1), torch.ones(B, 4, groups))
     imagined["belief"].sum().backward()
     assert weight.grad.abs().sum() > 0
+
+
+def _learned_v3_rssm(seed=0):
+    """The V3 2023 RSSM (norm GRU, categorical latent) with a learned initial state, w drawn at random."""
+    from dreamer_trl.builders.networks import make_world_model
+    from dreamer_trl.config import make_preset, set_field
+
+    cfg = make_preset("dreamer_v3_proprio")
+    for name, value in {"world_model.rssm.belief_dim": 16, "world_model.rssm.hidden": 16,
+                        "world_model.latent.state_dim": 4, "world_model.latent.classes": 4,
+                        "world_model.vector_units": 16, "world_model.units": 16}.items():
+        set_field(cfg, name, value)
+    assert cfg.world_model.rssm.initial == "learned"
+    torch.manual_seed(seed)
+    rssm = make_world_model("observation", (3,), 2, cfg).rssm
+    with torch.no_grad():
+        rssm.initial_belief.normal_()
+    return rssm
+
+
+def test_learned_initial_state_is_tanh_w_and_the_priors_mode():
+    """danijar/dreamerv3 423291a nets.py RSSM.initial ('learned'): deter = tanh(w), stoch = the mode (one-hot
+    argmax per group) of the prior's logits at deter."""
+    rssm = _learned_v3_rssm()
+    start = rssm.initial((2,))
+    h0 = torch.tanh(rssm.initial_belief)
+    logits = rssm.img_out(h0).reshape(4, 4)
+    s0 = F.one_hot(logits.argmax(-1), 4).float().reshape(-1)
+    torch.testing.assert_close(start.belief, h0.expand(2, -1))
+    torch.testing.assert_close(start.state, s0.expand(2, -1))
+
+
+def test_a_reset_starts_from_the_learned_initial_state():
+    """obs_step's reset (``x * (1 - is_first) + initial * is_first``): a sequence with episode starts at rows 0
+    and 3 equals two runs given the learned initial state explicitly, with zero previous actions there."""
+    rssm = _learned_v3_rssm()
+    B, T = 2, 6
+    g = torch.Generator().manual_seed(3)
+    embed, action = torch.randn(B, T, rssm.obs_embed.in_features, generator=g), torch.randn(B, T, 2, generator=g)
+    is_init = torch.zeros(B, T, 1, dtype=torch.bool)
+    is_init[:, 0] = is_init[:, 3] = True
+    torch.manual_seed(5)
+    full = rssm.observe(embed, action, is_init)
+    start = rssm.initial((B,))
+    no_init = torch.zeros(B, 3, 1, dtype=torch.bool)
+    torch.manual_seed(5)
+    first = rssm.observe(embed[:, :3], torch.cat([torch.zeros(B, 1, 2), action[:, 1:3]], 1), no_init,
+                         start.state, start.belief)
+    second = rssm.observe(embed[:, 3:], torch.cat([torch.zeros(B, 1, 2), action[:, 4:]], 1), no_init,
+                          start.state, start.belief)
+    for key in ("state", "belief"):
+        torch.testing.assert_close(full[key], torch.cat([first[key], second[key]], 1))
+    full["belief"].square().sum().backward()
+    assert rssm.initial_belief.grad is not None and rssm.initial_belief.grad.abs().sum() > 0
+
+
+def test_zeros_initial_has_no_initial_parameter():
+    rssm, *_ = rssm_and_inputs()
+    assert rssm.initial_belief is None
+    assert not any("initial" in name for name, _ in rssm.named_parameters())

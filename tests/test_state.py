@@ -239,6 +239,7 @@ def test_format3_parameter_names_migrate_to_todays_in_order(case):
         set_field(cfg, k, v)
     if rep:
         set_field(cfg, "world_model.loss.representation", rep[0])
+    set_field(cfg, "world_model.rssm.initial", "zeros")  # format 3 had no learned initial state
     if name == "dreamer_v2" and px:  # the image parts format 3's V2 preset saved (today's preset: conv / deconv)
         set_field(cfg, "world_model.image_encoder", "conv_stride")
         set_field(cfg, "world_model.image_decoder", "deconv_normal")

@@ -219,7 +219,7 @@ def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int,
     latent = LATENTS[parts["latent"]](b)
     img_layers, obs_layers = RSSM_LAYERS[parts["core"]]
     rssm = RSSM(CORES[parts["core"]](b, latent.sample_dim), latent, encoder.out_dim, wm.rssm.hidden, img_layers,
-                obs_layers, style=b.style)
+                obs_layers, style=b.style, initial=wm.rssm.initial)
     b.feat, b.embed_dim = rssm.feature_dim, encoder.out_dim
     decoder = DECODERS[parts["decoder"]](b, rssm) if parts["decoder"] else None
     reward = SCALAR_HEADS[parts["reward"]](b, wm.units, wm.head_layers)

@@ -102,7 +102,7 @@ def dreamer_v3(from_pixels: bool = True) -> DreamerConfig:
     cfg.nets = NetsConfig(style="v3_2023", norm="layer", twohot_bins=255, twohot_space="symlog")
     cfg.world_model = WorldModelConfig(
         latent=LatentConfig(kind="categorical", state_dim=32, classes=32, unimix=0.01),
-        rssm=RSSMConfig(core="norm_gru", belief_dim=512, hidden=512),
+        rssm=RSSMConfig(core="norm_gru", belief_dim=512, hidden=512, initial="learned"),
         loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=0.5, rep_scale=0.1, free_nats=1.0,
                                   window_start="episode_start"),
         units=512, reward_head="twohot", head_layers=2, continue_head=True, continue_discount=False)

@@ -141,6 +141,7 @@ READS: dict[str, tuple[Read, ...]] = {
     "world_model.rssm.blocks": (read(WM + ": block GRU", one_of("world_model.rssm.core", "block_gru")),
                                 read(WM + ": image decoder", PIXELS, DECODER,
                                      one_of("world_model.image_decoder", "upsample_mse"))),
+    "world_model.rssm.initial": (read(WM),),
     "world_model.loss.representation": (read(WM), read(WM_LOSS)),
     "world_model.loss.obs_scale": (read(WM_LOSS, OBS_TERM),),
     "world_model.loss.reward_scale": (read(WM_LOSS),),

@@ -81,6 +81,8 @@ class RSSMConfig:
     """hidden width inside the RSSM"""
     blocks: int = 8
     """blocks of the block GRU (and of the upsample decoder's first layer)"""
+    initial: Literal["zeros", "learned"] = "zeros"
+    """state at every episode start: zeros, or learned (V3 2023: h_0 = tanh(w) with w trained, s_0 the prior's mode at h_0)"""
 
 
 @dataclass

@@ -43,6 +43,8 @@ from dreamer_trl.model.layers import (
     make_norm,
 )
 
+INITIALS = ("zeros", "learned")
+
 
 class RSSM(nn.Module):
     """The RSSM: a recurrent core with the prior and posterior networks, over a latent family.
@@ -62,8 +64,11 @@ class RSSM(nn.Module):
     """
 
     def __init__(self, core: nn.Module, latent, embed_dim: int, hidden: int, img_layers: int = 2,
-                 obs_layers: int = 1, style: NetStyle = OFFICIAL_STYLE, outscale: float = 1.0):
+                 obs_layers: int = 1, style: NetStyle = OFFICIAL_STYLE, outscale: float = 1.0,
+                 initial: str = "zeros"):
         super().__init__()
+        if initial not in INITIALS:
+            raise ValueError(f"initial must be one of {', '.join(INITIALS)}, got {initial!r}")
         if core.state_dim != latent.sample_dim:
             raise ValueError(f"the core's state_dim {core.state_dim} must equal the latent's sample_dim {latent.sample_dim}")
         if obs_layers < 1:
@@ -91,15 +96,23 @@ class RSSM(nn.Module):
         post += [dense(hidden, hidden, style) for _ in range(obs_layers - 1)]
         post.append(linear(hidden, latent.param_dim, style, outscale=outscale))
         self.obs_out = nn.Sequential(*post)
+        # DreamerV3 2023 (423291a nets.py RSSM.initial, 'learned'): h_0 = tanh(w), s_0 = the prior's mode at h_0
+        self.initial_belief = nn.Parameter(torch.zeros(D)) if initial == "learned" else None
 
     @property
     def feature_dim(self) -> int:
         return self.state_dim + self.belief_dim
 
     def initial(self, batch_shape: torch.Size | tuple, device=None, dtype=None) -> LatentState:
-        """Zero state and belief, the start of every episode."""
+        """The start of every episode: zero state and belief, or (``initial="learned"``) h_0 = tanh(w) with the
+        learned w and s_0 the prior's mode at h_0."""
         z = dict(device=device, dtype=dtype)
-        return LatentState(torch.zeros(*batch_shape, self.state_dim, **z), torch.zeros(*batch_shape, self.belief_dim, **z))
+        if self.initial_belief is None:
+            return LatentState(torch.zeros(*batch_shape, self.state_dim, **z),
+                               torch.zeros(*batch_shape, self.belief_dim, **z))
+        belief = torch.tanh(self.initial_belief).to(**{k: v for k, v in z.items() if v is not None})
+        state = self.latent.mode(self.prior(belief)).detach()  # the official mode (an argmax) carries no gradient
+        return LatentState(state.expand(*batch_shape, -1), belief.expand(*batch_shape, -1))
 
     def prior(self, belief: torch.Tensor) -> dict[str, torch.Tensor]:
         """Parameters of p(s_t | h_t)."""
@@ -143,11 +156,14 @@ class RSSM(nn.Module):
         keep = (~is_init.bool()).to(embed.dtype)                                  # (B, T, 1)
         action_proj = self.core.project_action(prev_action * keep)                # (B, T, hidden)
         embed_proj = self.obs_embed(embed)                                        # (B, T, hidden)
+        start = None if self.initial_belief is None else self.initial((), embed.device, embed.dtype)
         beliefs, states = [], []
         posterior: dict[str, list[torch.Tensor]] = {n: [] for n in self.latent.names}
         for t in range(T):
             k = keep[..., t, :]
             state, belief = state * k, belief * k
+            if start is not None:  # a reset starts from the learned h_0, s_0 (2023 obs_step: x + mask(initial))
+                state, belief = state + (1 - k) * start.state, belief + (1 - k) * start.belief
             belief = self.core(belief, state, action_proj[..., t, :])
             params, state = self.posterior_step(belief, embed_proj[..., t, :])
             beliefs.append(belief)
