@@ -253,7 +253,7 @@ def main(argv=None) -> dict | None:
                    help="TorchRL's free nats (its recipe's 3; it clamps each KL element, not the batch mean)")
     p.add_argument("--torchrl_v3_size", default="size1m", help="TorchRL V3's model size (torchrl_v3 only)")
     p.add_argument("--resume", action="store_true",
-                   help="ours: continue OUT/run from its latest checkpoint (same flags as the first call)")
+                   help="ours / torchrl_v3: continue OUT from its latest checkpoint (same flags as the first call)")
     p.add_argument("--train_ratio", type=float, default=1024.0,
                    help="replayed steps per policy step (torchrl_v3 only; official dmc_proprio: 1024)")
     args, overrides = p.parse_known_args(argv)
@@ -275,10 +275,10 @@ def main(argv=None) -> dict | None:
     if args.impl == "torchrl_v3":
         from torchrl_dreamer_v3 import run_torchrl_v3
 
-        evaluations = run_torchrl_v3(cfg, out, args.torchrl_v3_size, args.train_ratio)
+        evaluations = run_torchrl_v3(cfg, out, args.torchrl_v3_size, args.train_ratio, args.resume)
     else:
         if args.resume and args.impl != "ours":
-            p.error("--resume is for --impl ours")
+            p.error("--resume is for --impl ours and torchrl_v3")
         evaluations = (run_ours(config_argv, out, args.resume) if args.impl == "ours"
                        else run_torchrl(cfg, out, args.torchrl_free_nats))
     summary = {"impl": args.impl, "task": args.task, "seed": args.seed, "env_steps": args.env_steps,
@@ -286,6 +286,8 @@ def main(argv=None) -> dict | None:
                **({"torchrl_free_nats": args.torchrl_free_nats} if args.impl == "torchrl" else {}),
                **({"size": args.torchrl_v3_size, "train_ratio": args.train_ratio} if args.impl == "torchrl_v3" else {}),
                "wall_clock_s": round(time.perf_counter() - start, 1)}
+    if (out / "wall_clock_s").is_file():  # a resumed torchrl_v3 run: its wall-clock over all its processes
+        summary["wall_clock_s"] = float((out / "wall_clock_s").read_text())
     write_curve(out, evaluations, summary)
     print(f"{args.impl}: {evaluations} in {summary['wall_clock_s']} s; wrote {out / 'curve.csv'}")
     return summary

@@ -435,7 +435,8 @@ def dmc_event_dims(domain: str, task: str) -> tuple[int, ...]:
     return tuple(int(math.prod(spec.shape)) for spec in env.observation_spec().values())
 
 
-def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 1024.0) -> list[tuple[int, float]]:
+def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 1024.0,
+                   resume: bool = False) -> list[tuple[int, float]]:
     """Train TorchRL's DreamerV3 on ``cfg.env.task`` from proprioception; returns ``[(env_steps, eval_return)]``.
 
     The loop the recipe runs with one environment: act with the stochastic policy from the first step (no
@@ -447,7 +448,18 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
     (actor mode) on a separate env every ``eval_every`` env steps and at the end. Reads ``cfg.env`` (task,
     action_repeat, episode_frames), ``cfg.schedule`` (total_env_steps, prefill_env_steps, batch_size, seq_len,
     eval_every, eval_episodes, buffer_capacity) and ``cfg.run.seed``; every other value is the official one.
+
+    After each evaluation the points so far go to ``OUT/curve_partial.csv`` and the whole learner (networks,
+    optimizer, update schedule, replay through ``ReplayBuffer.dumps``, counters, RNG states, wall-clock) to
+    ``OUT/resume`` (written beside, then renamed). ``resume`` continues from there: evaluations land on episode
+    ends (``eval_every`` a multiple of the episode's env steps), so the training env restarts with a new episode
+    as the uninterrupted run would, from its saved random state; the draws after a resume are not bitwise the
+    uninterrupted run's (the reset's draw order differs), the learner's state is.
     """
+    import csv
+    import pickle
+    import shutil
+
     from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
     from torchrl.trainers.algorithms import DreamerV3UpdateRatio
     from torchrl_dreamer import make_replay_buffer
@@ -462,6 +474,8 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
     obs_dim, action_dim = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
     trl = make_torchrl_dreamer_v3("observation", obs_dim, action_dim, size, event_dims=dmc_event_dims(domain, task))
     B, T = s.batch_size, s.seq_len
+    if resume:  # the live memmaps are rebuilt from the saved copy (OUT/resume/replay)
+        shutil.rmtree(out / "replay", ignore_errors=True)
     buffer = make_replay_buffer(s.buffer_capacity, B, T + 1, scratch_dir=str(out / "replay"))
     ratio = DreamerV3UpdateRatio(train_ratio / (B * T))
     S, D = trl.size.stoch * trl.size.classes, trl.size.deter
@@ -500,10 +514,42 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
         rows = buffer.storage.get(index)  # the recipe's replay context: posterior z_{t+1}, h_{t+1} into row t+1
         rows["state"] = batch["replay_context", "state"].reshape(-1, S)
         rows["belief"] = batch["replay_context", "belief"].reshape(-1, D)
-        buffer.storage.set(index, rows)
+        buffer.storage[index] = rows  # set_cursor=False: storage.set(index, rows) would grow len(buffer) by len(index)
 
     evaluations, next_eval = [], s.eval_every
     env_steps = agent_steps = episode = updates = 0
+    wall0, started = 0.0, time.perf_counter()
+    state_dir = out / "resume"
+
+    def save() -> None:
+        tmp = out / "resume.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        buffer.dumps(tmp / "replay")
+        torch.save({"loss": trl.loss.state_dict(), "optimizer": trl.stepper.optimizer.state_dict(),
+                    "ratio": ratio.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "counters": [env_steps, agent_steps, episode, updates, next_eval],
+                    "evaluations": evaluations, "wall_s": wall0 + time.perf_counter() - started}, tmp / "learner.pt")
+        (tmp / "envs.pkl").write_bytes(pickle.dumps([e._env.task.random.get_state() for e in (env, eval_env)]))
+        shutil.rmtree(state_dir, ignore_errors=True)
+        tmp.rename(state_dir)
+        with open(out / "curve_partial.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("env_steps", "eval_return"), *evaluations])
+
+    if resume:
+        if not (state_dir / "learner.pt").is_file():
+            raise FileNotFoundError(f"--resume: {state_dir} holds no saved learner (learner.pt); run without --resume")
+        saved = torch.load(state_dir / "learner.pt", weights_only=False)
+        trl.loss.load_state_dict(saved["loss"])
+        trl.stepper.optimizer.load_state_dict(saved["optimizer"])
+        ratio.load_state_dict(saved["ratio"])
+        torch.set_rng_state(saved["torch_rng"])
+        env_steps, agent_steps, episode, updates, next_eval = saved["counters"]
+        evaluations, wall0 = [tuple(e) for e in saved["evaluations"]], saved["wall_s"]
+        buffer.loads(state_dir / "replay")
+        for e, st in zip((env, eval_env), pickle.loads((state_dir / "envs.pkl").read_bytes())):
+            e._env.task.random.set_state(st)
+        print(f"torchrl_v3: resumed at {env_steps} env steps, {updates} updates, {len(buffer)} rows", flush=True)
     td, latent = env.reset(), carry()
     while env_steps < s.total_env_steps:
         with set_exploration_type(ExplorationType.RANDOM):
@@ -531,6 +577,8 @@ def run_torchrl_v3(cfg, out: Path, size: str = "size1m", train_ratio: float = 10
             next_eval += s.eval_every
             print(f"torchrl_v3: {env_steps} env steps, {updates} updates, eval return {evaluations[-1][1]:.1f}",
                   flush=True)
+            save()
+    (out / "wall_clock_s").write_text(f"{wall0 + time.perf_counter() - started:.1f}")
     return evaluations
 
 

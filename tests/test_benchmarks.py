@@ -193,15 +193,26 @@ def test_torchrl_v3_bench_cli_prints_json(capsys):
     assert '"impl": "torchrl_v3"' in capsys.readouterr().out
 
 
-def test_learn_dmc_torchrl_v3_smallest_budget(tmp_path):
+def test_learn_dmc_torchrl_v3_smallest_budget_resumes_with_its_replay(tmp_path):
     out = tmp_path / "torchrl_v3"
-    summary = _script("learn_dmc").main([
-        "--impl", "torchrl_v3", "--torchrl_v3_size", "debug", "--train_ratio", "2", "--task", "cartpole_balance",
-        "--env_steps", "400", "--seed", "0", "--out", str(out), *TINY_LEARN, "--schedule.eval-episodes", "1"])
+    argv = ["--impl", "torchrl_v3", "--torchrl_v3_size", "debug", "--train_ratio", "8", "--task", "cartpole_balance",
+            "--seed", "0", "--out", str(out), *TINY_LEARN, "--schedule.eval-episodes", "1",
+            "--schedule.prefill-env-steps", "100", "--schedule.train-every", "100"]
+    first = _script("learn_dmc").main([*argv, "--env_steps", "200"])
+    assert first["evaluations"][0][0] == 200
+    # the replay context is written back in place: the buffer holds the 100 policy steps stored, no more
+    sys.path.insert(0, str(BENCH))
+    from torchrl_dreamer import make_replay_buffer
+
+    saved = make_replay_buffer(1000, 2, 9, scratch_dir=str(tmp_path / "scratch"))
+    saved.loads(out / "resume" / "replay")
+    assert len(saved) == 100 and saved.storage.get(torch.arange(100))["belief"].abs().sum() > 0
+    summary = _script("learn_dmc").main([*argv, "--env_steps", "400", "--resume"])
     rows = list(csv.DictReader(open(out / "curve.csv")))
     assert [int(r["env_steps"]) for r in rows] == [200, 400]
+    assert float(rows[0]["eval_return"]) == first["evaluations"][0][1]  # the first point came back whole
     assert all(abs(float(r["eval_return"])) < 1e4 for r in rows)
-    assert summary["impl"] == "torchrl_v3" and summary["size"] == "debug"
+    assert summary["impl"] == "torchrl_v3" and summary["size"] == "debug" and summary["wall_clock_s"] > 0
 
 
 def test_bench_scale_collects_with_env_workers_and_learns_on_two_ranks():
