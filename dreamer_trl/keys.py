@@ -31,6 +31,10 @@ TRAJ_IDS = ("collector", "traj_ids")
 STREAM_IDS = ("collector", "stream_ids")
 
 ENCODED_LATENTS = "encoded_latents"
+# the start carry of a replay window under ``world_model.loss.window_start = "replay_context"``: the stored
+# posterior of the window's context row, read by the world model's observe
+CONTEXT_STATE = ("context", "state")
+CONTEXT_BELIEF = ("context", "belief")
 STATE = "state"
 BELIEF = "belief"
 PRIOR_MEAN = "prior_mean"

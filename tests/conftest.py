@@ -32,8 +32,9 @@ def tiny_cfg() -> DreamerConfig:
     return tiny()
 
 
-def make_batch(B=2, T=5, A=2, obs_key="pixels", obs_dim=3, seed=0) -> TensorDict:
-    """A synthetic sequence batch in the replay layout (see dreamer_trl.keys)."""
+def make_batch(B=2, T=5, A=2, obs_key="pixels", obs_dim=3, seed=0, latents=None) -> TensorDict:
+    """A synthetic sequence batch in the replay layout (see dreamer_trl.keys); ``latents=(S, D)`` adds stored
+    posteriors "state" / "belief" (what a replay context starts from), drawn after the other fields."""
     g = torch.Generator().manual_seed(seed)
     obs = (torch.randint(0, 256, (B, T, 3, 64, 64), generator=g, dtype=torch.uint8) if obs_key == "pixels"
            else torch.randn(B, T, obs_dim, generator=g))
@@ -41,5 +42,9 @@ def make_batch(B=2, T=5, A=2, obs_key="pixels", obs_dim=3, seed=0) -> TensorDict
     is_init[:, 0] = True
     action = torch.rand(B, T, A, generator=g) * 2 - 1
     prev_action = torch.cat([torch.zeros(B, 1, A), action[:, :-1]], 1)
-    return TensorDict({obs_key: obs, "action": action, "prev_action": prev_action, "is_init": is_init,
-                       ("next", "reward"): torch.randn(B, T, 1, generator=g)}, [B, T])
+    td = TensorDict({obs_key: obs, "action": action, "prev_action": prev_action, "is_init": is_init,
+                     ("next", "reward"): torch.randn(B, T, 1, generator=g)}, [B, T])
+    if latents is not None:
+        td["state"] = torch.rand(B, T, latents[0], generator=g)
+        td["belief"] = torch.rand(B, T, latents[1], generator=g) * 2 - 1
+    return td

@@ -40,7 +40,8 @@ def tiny(preset: str, **fields):
     return cfg
 
 
-def batch():
+def batch(S: int, D: int):
+    """A replay batch; "state" / "belief" stand for the stored posteriors a replay context starts from."""
     g = torch.Generator().manual_seed(0)
     is_init = torch.zeros(B, T, 1, dtype=torch.bool)
     is_init[:, 0] = True
@@ -49,7 +50,8 @@ def batch():
     return TensorDict({keys.OBSERVATION: torch.randn(B, T, O, generator=g), keys.ACTION: torch.rand(B, T, A) * 2 - 1,
                        keys.PREV_ACTION: torch.rand(B, T, A) * 2 - 1, keys.IS_INIT: is_init,
                        ("next", keys.REWARD): torch.randn(B, T, 1, generator=g),
-                       ("next", keys.TERMINATED): terminated}, [B, T])
+                       ("next", keys.TERMINATED): terminated, keys.STATE: torch.rand(B, T, S, generator=g),
+                       keys.BELIEF: torch.rand(B, T, D, generator=g) * 2 - 1}, [B, T])
 
 
 def trains(cfg, updates=2):
@@ -58,12 +60,12 @@ def trains(cfg, updates=2):
     agent = make_agent(keys.OBSERVATION, (O,), A, cfg, action_spec=spec)
     update = make_update(agent, cfg.optim)
     before = [p.detach().clone() for p in agent.world_model.parameters()]
+    S, D = latent_dims(cfg)
     for _ in range(updates):
-        metrics = update.update(batch())
+        metrics = update.update(batch(S, D))
     assert update.skipped == 0
     assert all(torch.isfinite(v).all() for v in metrics.values()), metrics
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.world_model.parameters()))
-    S, D = latent_dims(cfg)
     policy = make_policy(agent.world_model, agent.behavior, spec, cfg.behavior.exploration.noise)
     td = TensorDict({keys.OBSERVATION: torch.randn(3, O), keys.STATE: torch.zeros(3, S), keys.BELIEF: torch.zeros(3, D),
                      keys.PREV_ACTION: torch.zeros(3, A), keys.IS_INIT: torch.ones(3, 1, dtype=torch.bool)}, [3])
@@ -89,7 +91,7 @@ def test_a_decoder_free_contrastive_dreamer_v3_has_no_decoder_and_learns_its_sta
     assert agent.world_model.decoder is None and agent.world_model.state_model is not None
     update = make_update(agent, cfg.optim)
     first = [p.detach().clone() for p in agent.world_model.state_model.parameters()]
-    losses = [float(update.update(batch())["loss/model_contrast"]) for _ in range(3)]
+    losses = [float(update.update(batch(*latent_dims(cfg)))["loss/model_contrast"]) for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert any(not torch.equal(a, b) for a, b in zip(first, agent.world_model.state_model.parameters()))
 

@@ -465,7 +465,7 @@ def test_validate_checks_choices_of_configs_built_in_code():
         validate(cfg)
 
 
-def test_replay_windows_choices_are_checked_and_stream_only_in_the_2023_v3_presets(capsys):
+def test_replay_windows_choices_are_checked_and_stream_only_in_the_v3_presets(capsys):
     cfg = config.paper()
     cfg.schedule.replay_windows = "across"
     with pytest.raises(ValueError, match="'schedule.replay_windows' must be episode or stream, got 'across'"):
@@ -475,7 +475,8 @@ def test_replay_windows_choices_are_checked_and_stream_only_in_the_2023_v3_prese
     assert "--schedule.replay-windows must be one of episode, stream" in _parse_error(
         ["--schedule.replay-windows", "across"], capsys)
     stream = {name for name, make in config.PRESETS.items() if make().schedule.replay_windows == "stream"}
-    assert stream == {"dreamer_v3", "dreamer_v3_proprio"}  # 423291a embodied/replay/generic.py
+    # 423291a embodied/replay/generic.py; e3f0224 embodied/core/replay.py Replay.add (one item per stream step)
+    assert stream == {"dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"}
     cfg, _ = parse_args(["--preset", "state", "--schedule.replay-windows", "stream"])
     assert cfg.schedule.replay_windows == "stream"
 
@@ -537,3 +538,16 @@ def test_v2_preset_matches_the_official_dmc_vision_schedule():
 def test_every_preset_has_a_one_line_summary():
     assert list(config.presets.SUMMARIES) == list(config.PRESETS)
     assert all(len(line) <= 120 and "\n" not in line for line in config.presets.SUMMARIES.values())
+
+
+def test_the_replay_context_is_v3_currents_window_start_and_needs_stream_windows(capsys):
+    contexts = {name for name, make in config.PRESETS.items()
+                if make().world_model.loss.window_start == "replay_context"}
+    assert contexts == {"dreamer_v3_current", "dreamer_v3_proprio_current"}  # e3f0224 configs.yaml replay_context: 1
+    cfg = config.make_preset("dreamer_v3_proprio_current")
+    cfg.schedule.replay_windows = "episode"
+    with pytest.raises(ValueError, match="'world_model.loss.window_start' must be not replay_context with "
+                                         "schedule.replay_windows episode"):
+        validate(cfg)
+    assert "world_model.loss.window_start" in _parse_error(
+        ["--preset", "state", "--world-model.loss.window-start", "replay_context"], capsys)

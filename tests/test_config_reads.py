@@ -288,7 +288,7 @@ def signature(cfg: DreamerConfig):
     updater = make_update(agent, cfg.optim)
     out = []
     for i in range(2):
-        batch = make_batch(B, T, A, obs_key, OBS_DIM, seed=100 + i)
+        batch = make_batch(B, T, A, obs_key, OBS_DIM, seed=100 + i, latents=(S, D))
         terminated = torch.zeros(B, T, 1, dtype=torch.bool)
         terminated[-1, -1] = True
         batch["next", "terminated"] = terminated

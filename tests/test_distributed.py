@@ -39,6 +39,9 @@ def tiny(name):
     return cfg
 
 
+LATENT_MAX = (16, 16)  # (S, D) of the tiny V3 current preset below: its replay context reads them
+
+
 def batch(seed=0, size=B):
     g = torch.Generator().manual_seed(seed)
     is_init = torch.zeros(size, T, 1, dtype=torch.bool)
@@ -48,7 +51,10 @@ def batch(seed=0, size=B):
                        keys.ACTION: torch.rand(size, T, A, generator=g) * 2 - 1,
                        keys.PREV_ACTION: torch.rand(size, T, A, generator=g) * 2 - 1, keys.IS_INIT: is_init,
                        ("next", keys.REWARD): torch.randn(size, T, 1, generator=g),
-                       ("next", keys.TERMINATED): torch.zeros(size, T, 1, dtype=torch.bool)}, [size, T])
+                       ("next", keys.TERMINATED): torch.zeros(size, T, 1, dtype=torch.bool),
+                       # stored posteriors (the replay context of V3 current); the other presets recompute them
+                       keys.STATE: torch.rand(size, T, LATENT_MAX[0], generator=g),
+                       keys.BELIEF: torch.rand(size, T, LATENT_MAX[1], generator=g) * 2 - 1}, [size, T])
 
 
 def build(name, seed=0):

@@ -9,6 +9,7 @@ from tensordict import TensorDict
 import dreamer_trl as dt
 from dreamer_trl import keys
 from dreamer_trl.builders.agent import SINGLE_PHASE
+from dreamer_trl.builders.networks import latent_dims
 from dreamer_trl.config import PRESETS, apply_size
 
 FAMILY = ["dreamer_v2", "dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"]
@@ -29,15 +30,21 @@ def small(name):
     return cfg
 
 
-def batch(obs_key):
+def batch(obs_key, cfg=None):
+    """A replay batch with stored posteriors "state" / "belief" (what V3 current's replay context starts from; at
+    ``cfg``'s widths, by default the V3 current presets' here); the other presets recompute them."""
     obs = (torch.randint(0, 256, (B, T, 3, 64, 64), dtype=torch.uint8) if obs_key == keys.PIXELS
            else torch.randn(B, T, O))
     is_init = torch.zeros(B, T, 1, dtype=torch.bool)
     is_init[:, 0] = True
-    return TensorDict({obs_key: obs, keys.ACTION: torch.rand(B, T, A) * 2 - 1,
-                       keys.PREV_ACTION: torch.rand(B, T, A) * 2 - 1, keys.IS_INIT: is_init,
-                       ("next", keys.REWARD): torch.randn(B, T, 1),
-                       ("next", keys.TERMINATED): torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
+    td = TensorDict({obs_key: obs, keys.ACTION: torch.rand(B, T, A) * 2 - 1,
+                     keys.PREV_ACTION: torch.rand(B, T, A) * 2 - 1, keys.IS_INIT: is_init,
+                     ("next", keys.REWARD): torch.randn(B, T, 1),
+                     ("next", keys.TERMINATED): torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T])
+    S, D = latent_dims(cfg or small("dreamer_v3_proprio_current"))
+    if True:
+        td[keys.STATE], td[keys.BELIEF] = torch.rand(B, T, S), torch.rand(B, T, D) * 2 - 1
+    return td
 
 
 def build(name):
@@ -52,7 +59,7 @@ def build(name):
 @pytest.mark.parametrize("name", FAMILY)
 def test_preset_builds_and_updates(name):
     cfg, obs_key, agent, update = build(name)
-    data = batch(obs_key)
+    data = batch(obs_key, cfg)
     before = [p.detach().clone() for p in agent.world_model.parameters()]
     for _ in range(2):
         metrics = update.update(data)
@@ -88,7 +95,7 @@ def test_v3_slow_critic_and_return_statistics_move_and_are_checkpointed():
             p.add_(torch.randn_like(p) * 0.1)
     start = copy.deepcopy(slow.target.state_dict())
     for _ in range(3):  # LaProp's warmup makes the first step 0
-        update.update(batch(obs_key))
+        update.update(batch(obs_key, cfg))
     assert slow.count == 3 and float(norm.hi - norm.lo) != 0.0
     moved = [not torch.equal(a, b) for a, b in zip(start.values(), slow.target.state_dict().values())]
     assert any(moved)

@@ -117,6 +117,10 @@ def run_case(name: str) -> dict:
         losses = []
         for i in range(UPDATES):
             batch = golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed=100 + i)
+            if cfg.world_model.loss.window_start == "replay_context":  # stored posteriors: row 0 is the context
+                rssm, g = agent.world_model.rssm, torch.Generator().manual_seed(200 + i)
+                batch["state"] = torch.rand(B, T, rssm.state_dim, generator=g)
+                batch["belief"] = torch.rand(B, T, rssm.belief_dim, generator=g) * 2 - 1
             metrics = updater.update(batch)
             losses.append({k: float(v) for k, v in sorted(metrics.items()) if k.startswith("loss/")})
         params = fingerprint((agent.world_model, agent.actor, agent.value))

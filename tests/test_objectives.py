@@ -295,3 +295,46 @@ def test_window_start_episode_start_reads_row_0_as_an_episode_start():
 def test_window_start_is_refused_by_name():
     with pytest.raises(ValueError, match="window_start"):
         WorldModelLoss(make_world_model("observation", (3,), 2, TINY), window_start="zero")
+
+
+def test_window_start_replay_context_starts_from_row_0s_stored_posterior():
+    """Reference (DreamerV3 e3f0224 agent.py ``_apply_replay_context``, K = 1): the filter runs on rows 1..T
+    from row 0's stored (s, h) with the stored previous actions; row t's reward target is row t-1's
+    ("next", "reward"), so the first training row's comes from the context row; every training row that is no
+    episode start is a reward target. Written as a plain loop over rows; the sink gets rows 1..T's posteriors
+    with their storage indices."""
+    torch.manual_seed(0)
+    wm = make_world_model("observation", (3,), 2, TINY)
+    S, D = wm.rssm.state_dim, wm.rssm.belief_dim
+    td = make_batch(B=3, T=7, A=2, obs_key="observation", obs_dim=3, seed=5, latents=(S, D))
+    td["is_init"][:, 0] = False
+    td["is_init"][1, 4] = True  # an episode start inside one window (stream windows)
+    td["index"] = torch.arange(3 * 7).reshape(3, 7)
+    sunk = []
+    loss = WorldModelLoss(wm, window_start="replay_context")
+    loss.context_sink = lambda index, state, belief: sunk.append((index, state, belief))
+    torch.manual_seed(1)
+    out, data = loss(td.clone())
+    assert data.batch_size == (3, 6)
+    torch.manual_seed(1)
+    rows = td[:, 1:]
+    ref = wm.rssm.observe(wm.encoder(rows["observation"]), rows["prev_action"], rows["is_init"],
+                          td["state"][:, 0], td["belief"][:, 0])
+    torch.testing.assert_close(data["state"], ref["state"])
+    torch.testing.assert_close(data["belief"], ref["belief"])
+    head, total, count = wm.reward_head, 0.0, 0
+    for b in range(3):
+        for t in range(6):
+            if rows["is_init"][b, t]:
+                continue
+            raw = head(ref["state"][b, t], ref["belief"][b, t])
+            total = total + head.nll(raw, td["next", "reward"][b, t]).sum()
+            count += 1
+    assert count == 17
+    torch.testing.assert_close(out["loss_model_reward"], total / count)
+    (index, state, belief), = sunk
+    assert torch.equal(index, td["index"][:, 1:])
+    torch.testing.assert_close(state, ref["state"])
+    torch.testing.assert_close(belief, ref["belief"])
+    with pytest.raises(keys.MissingKeysError, match="'state'.*replay context"):
+        loss(td.exclude("state"))

@@ -499,3 +499,29 @@ def test_stream_error_when_no_env_stream_is_long_enough(tmp_path):
         rb.sample()
     with pytest.raises(ValueError, match="windows must be one of episode, stream"):
         make_replay_buffer(100, B, L, windows="across")
+
+
+def test_keep_latents_stores_the_policys_posteriors_and_write_latents_overwrites_them_in_place():
+    rb = make_replay_buffer(50, 2, 4, keep_latents=True)
+    td = TensorDict({"observation": torch.randn(10, 3), "is_init": torch.zeros(10, 1, dtype=torch.bool),
+                     ("collector", "traj_ids"): torch.zeros(10, dtype=torch.long),
+                     "state": torch.randn(10, 6), "belief": torch.randn(10, 5),
+                     "encoded_latents": torch.randn(10, 8)}, [10])
+    td["is_init"][0] = True
+    rb.extend(td)
+    stored = rb.storage._storage
+    assert torch.equal(stored["state"][:10], td["state"]) and "encoded_latents" not in stored.keys()
+    batch = rb.sample()
+    new_state, new_belief = torch.ones(2, 4, 6), -torch.ones(2, 4, 5)
+    rb.write_latents(batch["index"], new_state, new_belief)
+    assert len(rb) == 10  # in place: no rows added
+    assert (stored["state"][batch["index"].reshape(-1)] == 1).all()
+    assert (stored["belief"][batch["index"].reshape(-1)] == -1).all()
+    untouched = torch.ones(10, dtype=torch.bool)
+    untouched[batch["index"].reshape(-1)] = False
+    assert torch.equal(stored["state"][:10][untouched], td["state"][untouched])
+    plain = make_replay_buffer(50, 2, 4)
+    plain.extend(td)
+    assert "state" not in plain.storage._storage.keys()  # without a replay context the carry is not stored
+    with pytest.raises(RuntimeError, match="keep_latents"):
+        plain.write_latents(batch["index"], new_state, new_belief)

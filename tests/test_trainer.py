@@ -590,3 +590,34 @@ def test_the_bar_shows_the_env_steps_collected_when_the_updates_run(tmp_path):
     trainer.collect_segment()
     assert seen == [(400, 400)] * 2 + [(600, 600)] * 2 + [(800, 800)] * 2
     assert trainer.bar.n == 800
+
+
+def test_the_replay_context_writes_the_training_posteriors_back_into_replay(tmp_path, one_thread):
+    """V3 current's replay context on the real env: windows of seq_len + 1 rows, the policy's posteriors stored,
+    each update's posteriors of rows 1..T written back in place (DreamerV3 e3f0224 ``replay_context: 1``)."""
+    cfg = config.make_preset("dreamer_v3_proprio_current", task="cartpole_balance")
+    cfg = config.apply_size(cfg, "size1m")
+    cfg.behavior.horizon = 3
+    cfg.env.episode_frames, cfg.schedule.batch_size, cfg.schedule.seq_len = 100, 2, 6
+    cfg.schedule.prefill_env_steps, cfg.schedule.train_every, cfg.schedule.train_ratio = 96, 16, 8
+    cfg.schedule.total_env_steps, cfg.schedule.eval_every, cfg.schedule.eval_episodes = 128, 128, 1
+    cfg.schedule.buffer_capacity = 1000
+    cfg.run.progress, cfg.run.run_dir, cfg.run.run_name, cfg.run.checkpoint_every = False, str(tmp_path), "run", 128
+    config.validate(cfg)
+    trainer = _trainer(cfg, "dreamer_v3_proprio_current")
+    buffer = trainer.buffer
+    assert buffer.keep_latents and buffer.seq_len == 7
+    assert trainer.agent.model_loss.context_sink == buffer.write_latents
+    buffer.extend(trainer.env.rollout(120, trainer.policy, break_when_any_done=False))  # real physics, our policy
+    stored = buffer.storage._storage
+    n = len(buffer)
+    before = stored["state"][:n].clone()
+    assert before.abs().sum() > 0  # the policy's posteriors
+    sample = buffer.sample()
+    trainer.updater.update(sample)
+    after = stored["state"][:n]
+    changed = (after != before).any(-1)
+    trained = torch.zeros(n, dtype=torch.bool)
+    trained[sample["index"][:, 1:].reshape(-1)] = True
+    assert changed[trained].all() and not changed[~trained].any()
+    assert len(buffer) == n

@@ -191,8 +191,14 @@ def make_buffer(cfg: DreamerConfig, env, run_dir: Path, device):
     row_bytes = (int(np.prod(one_env)) * (1 if cfg.env.from_pixels else 4)
                  + 8 * env.action_spec.shape[-1] + 32)
     check_disk_space(buffer_dir, s.buffer_capacity, row_bytes, copies=2 + cfg.run.checkpoints_kept)
-    return make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len, scratch_dir=str(buffer_dir),
-                              device=device, windows=s.replay_windows)
+    # the replay context: one row more per window, and the rows keep their posteriors (s_t, h_t)
+    context = cfg.world_model.loss.window_start == "replay_context"
+    if context:
+        lat = cfg.world_model.latent
+        row_bytes += 4 * (lat.state_dim * (lat.classes if lat.kind == "categorical" else 1)
+                          + cfg.world_model.rssm.belief_dim)
+    return make_replay_buffer(s.buffer_capacity, s.batch_size, s.seq_len + int(context), scratch_dir=str(buffer_dir),
+                              device=device, windows=s.replay_windows, keep_latents=context)
 
 
 class BranchedTensorboardLogger(TensorboardLogger):

@@ -79,6 +79,10 @@ def validate(cfg: DreamerConfig) -> None:
         (e.episode_frames >= e.action_repeat * s.seq_len or s.replay_windows == "stream", "env.episode_frames",
          f">= action_repeat * seq_len = {e.action_repeat * s.seq_len} (an episode must fill a sequence; "
          "schedule.replay_windows stream lifts this)", e.episode_frames),
+        (wl.window_start != "replay_context" or s.replay_windows == "stream", "world_model.loss.window_start",
+         "not replay_context with schedule.replay_windows episode (a window inside one episode never trains its "
+         "first row; the official replay context reads the stream across episode ends: replay_windows stream)",
+         wl.window_start),
         (s.buffer_capacity >= s.batch_size * s.seq_len, "schedule.buffer_capacity",
          f">= batch_size * seq_len = {s.batch_size * s.seq_len}", s.buffer_capacity),
         (s.train_every >= e.action_repeat, "schedule.train_every", f">= action_repeat = {e.action_repeat}",

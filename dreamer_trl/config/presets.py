@@ -152,7 +152,8 @@ def dreamer_v3_current(from_pixels: bool = True) -> DreamerConfig:
     ``defaults`` + ``dmc_vision``): default size (deter 8192, hidden 1024, 32 x 64 categoricals, units 1024),
     RMSNorm + SiLU, block GRU (8), symexp two-hot heads, continue head on c * gamma, dyn 1.0 / rep 0.1 with
     1 free nat, REINFORCE, entropy 3e-4, return normalisation, slow critic 0.02, replay critic loss 0.3, one
-    LaProp (lr 4e-5, AGC 0.3, warmup 1000), batch 16 x 64, train ratio 256, action repeat 1. Not the code
+    LaProp (lr 4e-5, AGC 0.3, warmup 1000), batch 16 x 64 (65 rows: one replay-context row, ``replay_context: 1``,
+    over each env's stream), train ratio 256, action repeat 1. Not the code
     behind the official DMC score files (:func:`dreamer_v3`). GPU work. ``from_pixels`` False: the vector
     networks instead (:func:`dreamer_v3_proprio_current`)."""
     cfg = DreamerConfig()
@@ -161,7 +162,7 @@ def dreamer_v3_current(from_pixels: bool = True) -> DreamerConfig:
     cfg.world_model = WorldModelConfig(
         latent=LatentConfig(kind="categorical", unimix=0.01), rssm=RSSMConfig(core="block_gru", blocks=8),
         loss=WorldModelLossConfig(kl="dyn_rep", dyn_scale=1.0, rep_scale=0.1, free_nats=1.0,
-                                  window_start="episode_start"),
+                                  window_start="replay_context"),
         reward_head="twohot", head_layers=1, continue_head=True, continue_discount=True)
     _observation_parts(cfg.world_model, from_pixels, image=("conv_maxpool", "upsample_mse"), cnn_depth=32,
                        vector=("mlp_symlog", "mlp_symlog"), vector_layers=3, vector_units=400)
@@ -172,7 +173,8 @@ def dreamer_v3_current(from_pixels: bool = True) -> DreamerConfig:
         exploration=ExplorationConfig(noise=0.0))
     cfg.optim = OptimConfig(kind="laprop", lr=4e-5, laprop_eps=1e-20, agc=0.3, warmup=1000)
     cfg.schedule = ScheduleConfig(total_env_steps=1_000_000, prefill_env_steps=1024, train_every=16, train_ratio=256,
-                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10,
+                                  replay_windows="stream")
     return apply_size(cfg, "size200m")
 
 
@@ -185,7 +187,8 @@ def dreamer_v3_proprio_current() -> DreamerConfig:
     cfg.env.task = "cartpole_balance"
     cfg = apply_size(cfg, "size1m")
     cfg.schedule = ScheduleConfig(total_env_steps=1_100_000, prefill_env_steps=1024, train_every=16, train_ratio=1024,
-                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10)
+                                  batch_size=16, seq_len=64, eval_every=10_000, eval_episodes=10,
+                                  replay_windows="stream")
     return cfg
 
 

@@ -109,8 +109,8 @@ class WorldModelLossConfig:
     """dyn_rep: scale of the representation term max(free_nats, KL[q || sg(p)])"""
     continue_scale: float = 1.0
     """weight of the continue head's term"""
-    window_start: Literal["carry_action", "episode_start"] = "carry_action"
-    """row 0 of each replay window: carry_action (V1: zero state, the real previous action) or episode_start (V2, V3: zero state and zero previous action, as the official replays mark is_first there)"""
+    window_start: Literal["carry_action", "episode_start", "replay_context"] = "carry_action"
+    """row 0 of each replay window: carry_action (V1: zero state, the real previous action), episode_start (V2, V3 2023: zero state and zero previous action, as the official replays mark is_first there) or replay_context (V3 current: one extra row whose stored posterior starts the window; training posteriors are written back; needs schedule.replay_windows stream)"""
 
 
 @dataclass

@@ -61,12 +61,13 @@ _DROPPED = {STATE, BELIEF, ENCODED_LATENTS, "episode_reward"}
 WINDOWS = ("episode", "stream")  # what a replay window may span (module docstring)
 
 
-def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
+def strip_for_storage(td: TensorDictBase, keep_latents: bool = False) -> TensorDictBase:
     """Drops what need not be stored and flattens the batch to rows.
 
     Removes ``("next", k)`` for observations and for every ``k`` that duplicates a root key,
     except the reward and end-of-episode flags, and removes ``"state"``, ``"belief"`` and
-    ``"encoded_latents"``. A ``[n_envs, T]`` batch is flattened env-major, so each env's rows
+    ``"encoded_latents"`` (``keep_latents``: "state" and "belief" stay, the policy's posterior s_t, h_t after
+    o_t, the replay context's first value). A ``[n_envs, T]`` batch is flattened env-major, so each env's rows
     stay contiguous and in time order.
 
     Shapes:
@@ -74,7 +75,8 @@ def strip_for_storage(td: TensorDictBase) -> TensorDictBase:
         returns: ``[N]`` (``N = n_envs * T``).
     """
     root = set(td.keys())
-    drop = [key for key in _DROPPED if key in root]
+    dropped = _DROPPED - {STATE, BELIEF} if keep_latents else _DROPPED
+    drop = [key for key in dropped if key in root]
     if "next" in root:
         for key in td.get("next").keys():
             duplicate = key in root or key in (PIXELS, OBSERVATION) or key in _DROPPED
@@ -239,13 +241,16 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
     ``windows``: "episode" (windows inside one episode) or "stream" (inside one env's stream, across episode
     ends; the rows then also store ``("collector", "stream_ids")``): see the module docstring.
 
+    ``keep_latents``: rows keep the policy's "state" and "belief" (the posterior after each row's observation),
+    and :meth:`write_latents` overwrites them with the training posteriors (DreamerV3's replay context).
+
     Shapes:
         extend(td): ``[N]`` or ``[n_envs, T']`` collector output.
         sample(): ``[B, T]`` on ``device``, pixels ``[B, T, C, Hh, W]`` uint8.
     """
 
     def __init__(self, *, capacity: int, batch_size: int, seq_len: int,
-                 scratch_dir: str | None = None, device="cpu", windows: str = "episode"):
+                 scratch_dir: str | None = None, device="cpu", windows: str = "episode", keep_latents: bool = False):
         super().__init__(
             # existsok: a scratch directory may be reused by a rerun; its contents are disposable.
             storage=LazyMemmapStorage(capacity, scratch_dir=scratch_dir, existsok=True),
@@ -255,7 +260,7 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
             batch_size=batch_size * seq_len,
         )
         self.capacity, self.seq_len, self.device = capacity, seq_len, torch.device(device)
-        self.windows = windows
+        self.windows, self.keep_latents = windows, keep_latents
         # sample(batch_size) counts windows, not rows: silence the parent's batch-size warning.
         self._warned_batch_size_conflict = True
 
@@ -274,11 +279,11 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
         return mark_streams(data) if self.windows == "stream" else data
 
     def add(self, data: TensorDictBase) -> int:
-        row = strip_for_storage(self._marked(data))
+        row = strip_for_storage(self._marked(data), self.keep_latents)
         return super().add(row[0] if row.batch_dims else row)
 
     def extend(self, tensordicts: TensorDictBase, **kwargs) -> torch.Tensor:
-        data = strip_for_storage(self._marked(tensordicts))
+        data = strip_for_storage(self._marked(tensordicts), self.keep_latents)
         # Writing more rows than fit at once would overwrite rows of this same call.
         return super().extend(data[-self.capacity:], **kwargs)
 
@@ -290,17 +295,33 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
         return (data, info) if return_info else data
 
 
+    def write_latents(self, index: torch.Tensor, state: torch.Tensor, belief: torch.Tensor) -> None:
+        """Overwrite the stored "state" / "belief" of rows ``index`` (in place: the buffer's length, writer and
+        windows are unchanged; the trainer writes between a sample and the next collection, so ``index`` still
+        holds the sampled rows).
+
+        Shapes: index ``[*N]`` storage indices (a sample's "index"), state ``[*N, S]``, belief ``[*N, D]``.
+        """
+        if not self.keep_latents:
+            raise RuntimeError("write_latents: this buffer was built without keep_latents")
+        rows = self.storage._storage
+        flat = index.reshape(-1).to(torch.long).cpu()
+        rows.get(STATE)[flat] = state.detach().reshape(flat.numel(), -1).to("cpu", rows.get(STATE).dtype)
+        rows.get(BELIEF)[flat] = belief.detach().reshape(flat.numel(), -1).to("cpu", rows.get(BELIEF).dtype)
+
 def make_replay_buffer(capacity: int, batch_size: int, seq_len: int, *,
-                       scratch_dir: str | None = None, device="cpu", windows: str = "episode") -> SequenceReplayBuffer:
+                       scratch_dir: str | None = None, device="cpu", windows: str = "episode",
+                       keep_latents: bool = False) -> SequenceReplayBuffer:
     """Builds the replay buffer: ``capacity`` rows memory-mapped in ``scratch_dir`` (a temporary
     directory if None); ``sample()`` returns ``batch_size`` windows of ``seq_len`` rows, inside one episode
-    (``windows="episode"``) or one env's stream across episode ends (``"stream"``; module docstring).
+    (``windows="episode"``) or one env's stream across episode ends (``"stream"``; module docstring);
+    ``keep_latents``: rows keep the policy's posterior for the replay context (:class:`SequenceReplayBuffer`).
 
     Shapes:
         sample(): ``[B, T]`` with ``B = batch_size``, ``T = seq_len``.
     """
     return SequenceReplayBuffer(capacity=capacity, batch_size=batch_size, seq_len=seq_len,
-                                scratch_dir=scratch_dir, device=device, windows=windows)
+                                scratch_dir=scratch_dir, device=device, windows=windows, keep_latents=keep_latents)
 
 
 def bytes_per_frame(rb: TensorDictReplayBuffer) -> float:

@@ -45,7 +45,10 @@ class RSSMObserve(TensorDictModuleBase):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         obs, prev_action, is_init = (tensordict.get(k) for k in self.in_keys)
         embed = self.encoder(obs)
-        out = self.rssm.observe(embed, prev_action, is_init)
+        state, belief = tensordict.get(keys.CONTEXT_STATE, None), tensordict.get(keys.CONTEXT_BELIEF, None)
+        if state is not None:  # a replay context: the window starts from its stored posterior ([*B, T, .] rows)
+            state, belief = state[..., 0, :], belief[..., 0, :]
+        out = self.rssm.observe(embed, prev_action, is_init, state, belief)
         tensordict.set(keys.ENCODED_LATENTS, embed)
         for k in self.out_keys[1:]:
             tensordict.set(k, out[k])

@@ -50,7 +50,7 @@ def retained(tensors: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[t
     return _Retained.apply(tuple(tensors), *params)
 
 
-WINDOW_STARTS = ("carry_action", "episode_start")
+WINDOW_STARTS = ("carry_action", "episode_start", "replay_context")
 
 
 class WorldModelLoss(LossModule):
@@ -77,7 +77,13 @@ class WorldModelLoss(LossModule):
             and V3: the row is read as an episode start, zero state and zero previous action, as the official
             replays mark ``is_first`` at row 0 of every sampled window: dreamerv3 e3f0224
             ``embodied/core/replay.py`` ``_annotate_batch``). Only the world model's input changes: the data
-            handed on keeps the flags as given.
+            handed on keeps the flags as given. "replay_context" (DreamerV3 current, ``replay_context: 1``,
+            e3f0224 ``agent.py`` ``_apply_replay_context``): the batch has one row more, row 0 the context: its
+            stored "state" / "belief" (the posterior after its observation) start the filter on rows 1..T, its
+            action is row 1's previous action as stored, its reward and flags are row 1's targets; the losses and
+            the data handed on cover rows 1..T only, and ``context_sink(index, state, belief)`` (set by the
+            trainer: :meth:`~dreamer_trl.data.replay.SequenceReplayBuffer.write_latents`) receives those rows'
+            detached posteriors with their storage "index", so the next window starting there starts from them.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
     reward term uses rows 1..T-1 of each sequence (never across an ``is_init``). The reward and continue terms
@@ -122,6 +128,7 @@ class WorldModelLoss(LossModule):
         if window_start not in WINDOW_STARTS:
             raise ValueError(f"window_start must be one of {', '.join(WINDOW_STARTS)}, got {window_start!r}")
         self.window_start = window_start
+        self.context_sink = None  # (index, state, belief) -> None: where replay_context posteriors go
         # n -> the mean of n over data-parallel ranks (training.distributed.share_counts); None: this process's own
         self.count_mean = None
         if scales is not None and kl_scale is not None:
@@ -144,6 +151,10 @@ class WorldModelLoss(LossModule):
                  k.is_init: "torchrl.envs.InitTracker on the env",
                  k.reward: "the env's step"}
         needed = [k.observation, *getattr(self.world_model, "in_keys", []), k.is_init, k.reward]
+        if self.window_start == "replay_context":
+            needed += [keys.STATE, keys.BELIEF]
+            known.update({key: "the replay context: the stored posterior of row 0 (a SequenceReplayBuffer built "
+                               "with keep_latents)" for key in (keys.STATE, keys.BELIEF)})
         sources = {key: known.get(key, "the world model's input") for key in needed}
         present = set(tensordict.keys(include_nested=True))
         missing = [key for key in sources if key not in present]
@@ -161,30 +172,49 @@ class WorldModelLoss(LossModule):
         if self.world_model.obs_key == keys.PIXELS:
             obs = pixels_as_uint8(obs, k.observation)
         target = preprocess_pixels(obs)  # once, for the encoder and the reconstruction target
+        context = self.window_start == "replay_context"
+        if context:  # row 0 is the context: its reward / flags are row 1's targets, its posterior the start
+            time_dim, rows = tensordict.batch_dims - 1, tensordict.batch_size[-1] - 1
+            lead, tensordict = tensordict[..., 0], tensordict[..., 1:]
+            obs, target = obs.narrow(time_dim, 1, rows), target.narrow(time_dim, 1, rows)
         given = tensordict.copy().set(k.observation, target)
         is_init = tensordict.get(k.is_init)
         if self.window_start == "episode_start":
             first = torch.zeros_like(is_init, dtype=torch.bool)
             first[..., 0, :] = True
             given.set(k.is_init, is_init.bool() | first)
+        if context:
+            T = given.batch_size[-1]
+            for key, name in ((keys.CONTEXT_STATE, keys.STATE), (keys.CONTEXT_BELIEF, keys.BELIEF)):
+                start = lead.get(name)
+                given.set(key, start.detach().unsqueeze(-2).expand(*start.shape[:-1], T, start.shape[-1]))
         tensordict = self.world_model(given)
+        if context:
+            tensordict = tensordict.exclude("context")
         tensordict.set(k.observation, obs).set(k.is_init, is_init)
         latent = self.world_model.rssm.latent
         post, prior = self._latent_params(tensordict, k.posterior), self._latent_params(tensordict, k.prior)
         kl = latent.kl(post, prior)                                                                 # (B, T)
         terms = dict(self.representation(self.world_model, tensordict, target, k.reco_observation))
         reward_head = self.world_model.reward_head
-        reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., 1:, :], tensordict.get(k.reward)[..., :-1, :])
-        valid = (~tensordict.get(k.is_init)[..., 1:, :].bool()).squeeze(-1).to(reward_nll.dtype)
+        # row t's reward and flags are row t-1's ("next", .): the first row's come from the context row, if any
+        cut = 0 if context else 1
+        reward = tensordict.get(k.reward)
+        reward = torch.cat([lead.get(k.reward).unsqueeze(-2), reward[..., :-1, :]], -2) if context else reward[..., :-1, :]
+        reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., cut:, :], reward)
+        valid = (~tensordict.get(k.is_init)[..., cut:, :].bool()).squeeze(-1).to(reward_nll.dtype)
         count = valid.sum() if self.count_mean is None else self.count_mean(valid.sum())
         terms["reward"] = (reward_nll * valid).sum() / count.clamp_min(1)
         terms.update(self.kl_terms(latent, post, prior) if self.kl_terms is not None
                      else {"kl": free_nats_kl(kl, self.free_nats)})
         continue_head = getattr(self.world_model, "continue_head", None)
         if continue_head is not None:
-            raw = continue_head(tensordict.get(keys.STATE), tensordict.get(keys.BELIEF))[..., 1:, :]
+            raw = continue_head(tensordict.get(keys.STATE), tensordict.get(keys.BELIEF))[..., cut:, :]
             term = tensordict.get(k.terminated, None)
-            alive = torch.ones_like(raw) if term is None else (~term[..., :-1, :].bool()).to(raw.dtype)
+            if term is not None:
+                term = torch.cat([lead.get(k.terminated).unsqueeze(-2), term[..., :-1, :]], -2) if context \
+                    else term[..., :-1, :]
+            alive = torch.ones_like(raw) if term is None else (~term.bool()).to(raw.dtype)
             nll = continue_head.nll(raw, alive * self.continue_discount)
             terms["continue"] = (nll * valid).sum() / count.clamp_min(1)
         if terms.keys() != self.scales.keys():
@@ -192,6 +222,8 @@ class WorldModelLoss(LossModule):
                            f"{sorted(self.scales)}")
         loss = TensorDict({f"loss_model_{name}": self.scales[name] * value for name, value in terms.items()})
         data = tensordict.detach()
+        if context and self.context_sink is not None and "index" in data.keys():
+            self.context_sink(data.get("index"), data.get(keys.STATE), data.get(keys.BELIEF))
         if self.keep_graph:  # the posterior states with their graph, retained for one backward per loss
             params = [p for p in self.world_model.parameters() if p.requires_grad]
             names = list(loss.keys())

@@ -274,6 +274,8 @@ class Trainer:
         self.cfg, self.preset, self.run_dir, self.device = cfg, preset, run_dir, device
         self.env, self.eval_env, self.agent, self.policy = env, eval_env, agent, policy
         self.updater, self.buffer, self.loggers = updater, buffer, loggers
+        if getattr(buffer, "keep_latents", False) and getattr(agent, "model_loss", None) is not None:
+            agent.model_loss.context_sink = buffer.write_latents  # the replay context: posteriors back into replay
         self.collection = SyncCollection(env) if collection is None else collection
         self.world = World() if world is None else world
         self.alone = False  # rank 0 evaluating while the others wait: stop requests stay local
