@@ -80,13 +80,25 @@ CASES = {
 }
 
 
-def golden_batch(B, T, A, obs_key, obs_dim, seed):
-    """conftest's synthetic batch with a terminal step in the last sequence (the continue heads see both)."""
+def golden_batch(B, T, A, obs_key, obs_dim, seed, latents=None):
+    """conftest's synthetic batch with a terminal step in the last sequence (the continue heads see both);
+    ``latents=(S, D)``: with stored posteriors "state" / "belief" (what a replay context starts from)."""
     data = make_batch(B, T, A, obs_key, obs_dim, seed=seed)
     terminated = torch.zeros(B, T, 1, dtype=torch.bool)
     terminated[-1, -1] = True
     data["next", "terminated"] = terminated
+    if latents is not None:
+        g = torch.Generator().manual_seed(seed + 100)
+        data["state"] = torch.rand(B, T, latents[0], generator=g)
+        data["belief"] = torch.rand(B, T, latents[1], generator=g) * 2 - 1
     return data
+
+
+def stored_latents(agent, cfg):
+    """(S, D) when the preset's windows start from stored posteriors (replay context), else None."""
+    if cfg.world_model.loss.window_start != "replay_context":
+        return None
+    return agent.world_model.rssm.state_dim, agent.world_model.rssm.belief_dim
 
 
 def fingerprint(modules) -> list[list[float]]:
@@ -116,11 +128,8 @@ def run_case(name: str) -> dict:
         updater = make_update(agent, cfg.optim)
         losses = []
         for i in range(UPDATES):
-            batch = golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed=100 + i)
-            if cfg.world_model.loss.window_start == "replay_context":  # stored posteriors: row 0 is the context
-                rssm, g = agent.world_model.rssm, torch.Generator().manual_seed(200 + i)
-                batch["state"] = torch.rand(B, T, rssm.state_dim, generator=g)
-                batch["belief"] = torch.rand(B, T, rssm.belief_dim, generator=g) * 2 - 1
+            batch = golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed=100 + i,
+                                 latents=stored_latents(agent, cfg))
             metrics = updater.update(batch)
             losses.append({k: float(v) for k, v in sorted(metrics.items()) if k.startswith("loss/")})
         params = fingerprint((agent.world_model, agent.actor, agent.value))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_golden import CASES, golden_batch
+from test_golden import CASES, golden_batch, stored_latents
 
 from dreamer_trl.builders.agent import make_agent, make_update
 
@@ -21,7 +21,8 @@ def build(name):
 
         action_spec = Bounded(-1.0, 1.0, (action_dim,))
     agent = make_agent(obs_key, obs_shape, action_dim, cfg, action_spec=action_spec)
-    return agent, cfg.optim, lambda seed: golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed)
+    latents = stored_latents(agent, cfg)
+    return agent, cfg.optim, lambda seed: golden_batch(B, T, action_dim, obs_key, obs_shape[0], seed, latents)
 
 
 def modules(agent):
