@@ -9,12 +9,16 @@ Data layout (one row per agent step t, time the last batch dimension ``[*B, T]``
 - ``ACTION``: the action a_t taken at step t (after exploration noise);
 - ``PREV_ACTION``: a_{t-1} (zeros at an episode start), carried by the env for the policy;
 - ``IS_INIT``: True on the first row of an episode;
+- ``IS_LAST``: True on the row of an episode's final observation o_T, stored by the replay buffer after the row
+  whose ``("next", "done")`` ended the episode (as the official drivers store the last step of an episode): its
+  "prev_action" is a_{T-1}, its "action" zeros and its ``("next", ...)`` fields inert (zero reward, flags
+  False), since no action follows; the final reward and terminal flag stay on row T-1, the targets of row T;
 - ``("next", "reward")``: r_{t+1}, the reward summed over the repeated frames of a_t;
 - ``("next", "done" | "terminated" | "truncated")``: end-of-episode flags after a_t;
 - ``STREAM_IDS``: the env a row came from (its index in the collector's batch), stored by the replay buffer
   when windows follow each env's stream across episode ends (``schedule.replay_windows = "stream"``).
 
-The next observation o_{t+1} is not stored: it is row t+1's observation.
+The next observation o_{t+1} is not stored: it is row t+1's observation (the final one o_T its own row).
 """
 
 PIXELS = "pixels"
@@ -22,6 +26,7 @@ OBSERVATION = "observation"
 ACTION = "action"
 PREV_ACTION = "prev_action"
 IS_INIT = "is_init"
+IS_LAST = "is_last"
 REWARD = "reward"
 NEXT_REWARD = ("next", "reward")
 DONE = "done"

@@ -231,34 +231,58 @@ def test_world_model_loss_takes_float_pixels_in_the_unit_range_as_their_uint8_fr
         WorldModelLoss(wm)(batch.clone().set("pixels", batch["pixels"].float()))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review v3: the terminal observation is never a stored row (windows hold one episode, next obs is not kept), "
-    "so ('next','terminated') can only be set on a window's last row, which the continue (and reward) terms skip; "
-    "official dreamerv3 agent.py Agent.loss trains con on ~is_terminal of the terminal row itself"))
-def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination():
-    """An episode that terminates must teach the continue head a 0 (official current ``Agent.loss``: ``con =
-    f32(~obs['is_terminal'])`` on every row, the terminal observation being a row of its own).
+def terminated_episode(n=6, obs_dim=3, action_dim=A, seed=0):
+    """Collector rows of one episode of ``n`` agent steps that terminates: row t holds o_t, a_t and
+    ``("next", ...)`` = (o_{t+1}, r_{t+1}, flags after a_t); the last row's next observation is the terminal one."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n + 1, obs_dim, generator=g)
+    action = torch.rand(n, action_dim, generator=g) * 2 - 1
+    ended = torch.zeros(n, 1, dtype=torch.bool)
+    ended[-1] = True
+    return TensorDict({
+        "observation": obs[:-1], "action": action, "prev_action": torch.cat([torch.zeros(1, action_dim), action[:-1]]),
+        "is_init": torch.arange(n)[:, None] == 0, ("collector", "traj_ids"): torch.zeros(n, dtype=torch.long),
+        ("next", "observation"): obs[1:], ("next", "reward"): torch.randn(n, 1, generator=g),
+        ("next", "done"): ended, ("next", "terminated"): ended.clone(),
+        ("next", "truncated"): torch.zeros(n, 1, dtype=torch.bool)}, [n])
 
-    The replay windows never cross an episode end, so ``("next", "terminated")`` can only be set on the last
-    row of a window: flipping it there must change the continue loss."""
+
+def test_world_model_loss_gives_the_continue_head_a_zero_target_at_a_termination(tmp_path):
+    """Reference: official current ``Agent.loss`` trains ``con = f32(~obs['is_terminal'])`` and the reward on
+    every row, the terminal observation being a row of its own. An episode of 6 steps that terminates, stored
+    through the replay buffer, is one window of 7 rows ending with the terminal observation; a plain loop over
+    rows 1..6 with targets r_t = r of row t-1 and c_t = (1 - 1/333) (1 - terminated of row t-1) (so 0 on row 6)
+    gives the reward and continue terms."""
     from dreamer_trl.builders.networks import make_world_model
     from dreamer_trl.config import make_preset
+    from dreamer_trl.data.replay import make_replay_buffer
     from dreamer_trl.objectives.kl import DynRepKL
 
+    rows = terminated_episode()
+    rb = make_replay_buffer(100, 1, 7, scratch_dir=str(tmp_path))
+    rb.extend(rows)
+    batch = rb.sample()                                           # the only window: 6 rows and the final one
+    assert torch.equal(batch["observation"][0, -1], rows["next", "observation"][-1])
+    assert batch["is_last"][0, -1].item() and not batch["is_last"][0, :-1].any()
     torch.manual_seed(0)
     cfg = make_preset("dreamer_v3_proprio_current")  # size1m: 32 x 4 categoricals, a continue head
     wm = make_world_model("observation", (3,), A, cfg)
+    disc = 1 - 1 / 333
     loss = WorldModelLoss(wm, scales={"reco": 1.0, "reward": 1.0, "dyn": 1.0, "rep": 0.1, "continue": 1.0},
-                          kl_terms=DynRepKL(1.0), continue_discount=1 - 1 / 333)
-    batch = make_batch(B=2, T=4, obs_key="observation")
-    batch.set(("next", keys.TERMINATED), torch.zeros(2, 4, 1, dtype=torch.bool))
-    ended = batch.clone()
-    ended.get(("next", keys.TERMINATED))[:, -1] = True
-    got = []
-    for td in (batch, ended):
-        torch.manual_seed(1)
-        got.append(loss(td)[0]["loss_model_continue"].detach())
-    assert not torch.equal(got[0], got[1])
+                          kl_terms=DynRepKL(1.0), continue_discount=disc)
+    torch.manual_seed(1)
+    out, data = loss(batch)
+    reward, cont = [], []
+    for t in range(1, 7):  # row t's targets come from row t-1 ("next", .)
+        state, belief = data["state"][:, t], data["belief"][:, t]
+        r = rows["next", "reward"][t - 1].view(1, 1)
+        reward.append(wm.reward_head.nll(wm.reward_head(state, belief), r))
+        y = disc * (1.0 - float(rows["next", "terminated"][t - 1]))
+        p = torch.sigmoid(wm.continue_head(state, belief)).squeeze()
+        cont.append(-(y * torch.log(p) + (1 - y) * torch.log(1 - p)))
+    assert y == 0.0  # the terminal observation's row: continue target 0
+    torch.testing.assert_close(out["loss_model_reward"], torch.stack(reward).mean())
+    torch.testing.assert_close(out["loss_model_continue"], torch.stack(cont).mean())
 
 
 def _mid_episode_windows(seed=3):

@@ -32,6 +32,7 @@ def make_rows(traj_ids, steps, episode_ends, pixel_shape=(3, 8, 8), action_dim=2
     done = torch.as_tensor(episode_ends, dtype=torch.bool).unsqueeze(-1)
     obs = torch.stack([traj_ids, steps], -1).float()
     pixels = (steps % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, *pixel_shape).clone()
+    next_pixels = ((steps + 1) % 256).to(torch.uint8).view(n, 1, 1, 1).expand(n, *pixel_shape).clone()
     is_init = (steps == 0).unsqueeze(-1)
     flags = torch.zeros(n, 1, dtype=torch.bool)
     return TensorDict({
@@ -41,7 +42,7 @@ def make_rows(traj_ids, steps, episode_ends, pixel_shape=(3, 8, 8), action_dim=2
         STATE: torch.randn(n, 4), BELIEF: torch.randn(n, 6),
         "collector": {"traj_ids": traj_ids},
         "next": {
-            PIXELS: pixels.clone(), OBSERVATION: obs + torch.tensor([0.0, 1.0]),
+            PIXELS: next_pixels, OBSERVATION: obs + torch.tensor([0.0, 1.0]),
             IS_INIT: torch.zeros(n, 1, dtype=torch.bool), PREV_ACTION: torch.randn(n, action_dim),
             "reward": torch.randn(n, 1), "done": done, "terminated": done.clone(),
             "truncated": flags.clone(), STATE: torch.randn(n, 4),
@@ -50,7 +51,8 @@ def make_rows(traj_ids, steps, episode_ends, pixel_shape=(3, 8, 8), action_dim=2
 
 
 def episode_stream(lengths, first_id=0, id_stride=1):
-    """Rows of consecutive episodes of the given lengths, one trajectory id per episode."""
+    """Rows of consecutive episodes of the given lengths, one trajectory id per episode. Stored, each episode
+    gains its final observation's row (step = its length)."""
     ids, steps, ends = [], [], []
     for k, length in enumerate(lengths):
         ids += [first_id + k * id_stride] * length
@@ -106,7 +108,7 @@ def test_windows_stay_in_one_episode_across_extend_calls(tmp_path):
         check_windows(sample)
         starts_seen.update(map(tuple, sample[OBSERVATION][:, 0].tolist()))
     # Every valid start of the long episodes gets drawn, including windows spanning extend calls.
-    expected = {(k, s) for k, n in enumerate(LENGTHS) for s in range(n - L + 1)}
+    expected = {(k, s) for k, n in enumerate(LENGTHS) for s in range(n + 1 - L + 1)}  # n rows + the final one
     assert starts_seen == expected
 
 
@@ -115,6 +117,7 @@ def test_is_init_is_a_boundary_even_with_one_traj_id(tmp_path):
     rows = episode_stream([10, 12, 9])
     rows[TRAJ_IDS] = torch.zeros(rows.shape[0], dtype=torch.long)
     rows[OBSERVATION][:, 0] = 0
+    rows["next", OBSERVATION][:, 0] = 0
     rb.extend(rows)
     for _ in range(20):
         check_windows(rb.sample())
@@ -131,10 +134,12 @@ def two_env_batches(lengths, frames_per_env, n_batches):
 
 def test_two_interleaved_envs_never_mix(tmp_path):
     rb = make_replay_buffer(1000, B, L, scratch_dir=str(tmp_path))
+    ends = 0
     for batch in two_env_batches(LENGTHS, frames_per_env=5, n_batches=30):
         assert batch.batch_size == torch.Size([2, 5])
         rb.extend(batch)
-    assert len(rb) == 300
+        ends += int(batch["next", "done"].sum())
+    assert len(rb) == 300 + ends  # each ended episode's final observation is a row
     spans_batches = False
     for _ in range(50):
         sample = rb.sample()
@@ -230,7 +235,7 @@ def test_scratch_dir_holds_the_memmaps(tmp_path):
 def test_error_when_no_trajectory_is_long_enough(tmp_path):
     rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
     rb.extend(episode_stream([3, 5, 2]))
-    with pytest.raises(ValueError, match=r"seq_len=8.*longest stored: 5"):
+    with pytest.raises(ValueError, match=r"seq_len=8.*longest stored: 6"):  # 5 rows and the final one
         rb.sample()
 
 
@@ -318,10 +323,11 @@ def test_float_pixels_in_the_unit_range_are_stored_as_their_uint8_frames(tmp_pat
     rows = episode_stream([20])
     frames = rows[PIXELS].clone()
     rows[PIXELS] = frames.float() / 255
-    rows["next", PIXELS] = rows[PIXELS].clone()
+    final = rows["next", PIXELS][-1:].clone()
+    rows["next", PIXELS] = rows["next", PIXELS].float() / 255
     rb.extend(rows)
     stored = rb.storage._storage.get(PIXELS)[: len(rb)]
-    assert stored.dtype == torch.uint8 and torch.equal(stored, frames)
+    assert stored.dtype == torch.uint8 and torch.equal(stored, torch.cat([frames, final]))
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         rb.extend(episode_stream([20]).set(PIXELS, frames.float()))
 
@@ -332,13 +338,23 @@ def test_float_pixels_in_the_unit_range_are_stored_as_their_uint8_frames(tmp_pat
 def stream_rows(lengths, env=0, n_envs=1, t0=0):
     """One env's rows of consecutive episodes; observation = (env, time in the env's stream, step in the episode).
 
-    Trajectory ids are unique over envs (env + n_envs * k), as the collector's.
+    The time counts the stored rows: each ended episode's final observation is a row of the stream too, so
+    ``sum(lengths) + len(lengths)`` stored rows have times ``t0, t0 + 1, ...``. Trajectory ids are unique over
+    envs (env + n_envs * k), as the collector's.
     """
     rows = episode_stream(lengths, first_id=env, id_stride=n_envs)
     n = rows.shape[0]
-    time = torch.arange(t0, t0 + n, dtype=torch.float32)
-    rows.set(OBSERVATION, torch.stack([torch.full((n,), float(env)), time, rows[OBSERVATION][:, 1]], -1))
+    done = rows["next", "done"].squeeze(-1).float()
+    time = t0 + torch.arange(n, dtype=torch.float32) + done.cumsum(0) - done  # past the final rows before it
+    env_col = torch.full((n,), float(env))
+    rows.set(OBSERVATION, torch.stack([env_col, time, rows[OBSERVATION][:, 1]], -1))
+    rows.set(("next", OBSERVATION), torch.stack([env_col, time + 1, rows[OBSERVATION][:, 2] + 1], -1))
     return rows
+
+
+def stored_length(lengths):
+    """The rows a stream of whole episodes occupies once stored: each episode's own and its final one."""
+    return sum(lengths) + len(lengths)
 
 
 def official_windows(streams, length):
@@ -381,27 +397,28 @@ def test_every_row_of_an_env_stream_is_replayed_as_often_as_in_the_2023_replay(t
     rb = make_replay_buffer(1000, 64, seq, scratch_dir=str(tmp_path), windows="stream")
     rows = stream_rows(lengths)
     rb.extend(rows)
-    official = official_windows({0: [(0, t) for t in range(rows.shape[0])]}, seq)
+    n = stored_length(lengths)
+    official = official_windows({0: [(0, t) for t in range(n)]}, seq)
     assert windows_as_rows(rb) == sorted(official)
-    counts = torch.zeros(rows.shape[0])
+    counts = torch.zeros(n)
     for _ in range(200):
         sample = rb.sample()
         check_stream_windows(sample)
-        counts += torch.bincount(sample[OBSERVATION][..., 1].long().flatten(), minlength=rows.shape[0])
-    expected = torch.zeros(rows.shape[0])
+        counts += torch.bincount(sample[OBSERVATION][..., 1].long().flatten(), minlength=n)
+    expected = torch.zeros(n)
     for window in official:
         for _, t in window:
             expected[t] += 1
     expected *= counts.sum() / expected.sum()
     assert ((counts - expected).abs() / expected).max() < 0.12  # each row within 12% (about 4 standard deviations)
-    step = rows[OBSERVATION][:, 2]
-    later = torch.arange(rows.shape[0]) >= 12  # episodes 1 and 2: past the stream's start
+    step = rb.storage._storage.get(OBSERVATION)[:n, 2]  # in stream order: one env, one write
+    later = torch.arange(n) >= 13  # episodes 1 and 2: past the stream's start
     first, middle = counts[later & (step == 0)].sum(), counts[later & (step == 6)].sum()
     assert 0.9 < first / middle < 1.1
     episodes = make_replay_buffer(1000, 64, seq, scratch_dir=str(tmp_path / "episode"))
     episodes.extend(rows)
     obs = episodes.sample(2000)[OBSERVATION]
-    per_step = torch.bincount(obs[..., 2].long().flatten(), minlength=12).float()
+    per_step = torch.bincount(obs[..., 2].long().flatten(), minlength=13).float()
     assert per_step[0] / per_step[6] < 0.4  # "episode": an episode start lies in 1 of its windows, a middle row in 4
 
 
@@ -411,7 +428,7 @@ def test_stream_windows_cross_episode_ends_with_is_init_at_each_start(tmp_path):
     rows = stream_rows(LENGTHS)  # episodes of 1 and 2 rows too: shorter than a window
     for part in chunks(rows, [5, 17, 1, 40, 23, 60, len(rows) - 146]):
         rb.extend(part)
-    assert windows_as_rows(rb) == sorted(official_windows({0: [(0, t) for t in range(len(rows))]}, L))
+    assert windows_as_rows(rb) == sorted(official_windows({0: [(0, t) for t in range(stored_length(LENGTHS))]}, L))
     crossed = 0
     for _ in range(20):
         sample = rb.sample()
@@ -430,7 +447,7 @@ def test_stream_windows_of_several_envs_never_mix(tmp_path):
         rb.extend(torch.stack([env[start:start + size] for env in envs], 0))
     stored = rb.storage._storage
     assert torch.equal(stored.get(STREAM_IDS)[:len(rb)], stored.get(OBSERVATION)[:len(rb), 0].long())
-    streams = {e: [(e, t) for t in range(46)] for e in range(3)}
+    streams = {e: [(e, t) for t in range(stored_length(lengths[e]))] for e in range(3)}
     assert windows_as_rows(rb) == sorted(official_windows(streams, L))
     for _ in range(20):
         check_stream_windows(rb.sample())
@@ -467,7 +484,7 @@ def test_stream_buffer_saves_and_restores_its_streams(tmp_path):
 
     rb = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "a"), windows="stream")
     for k in range(5):  # wraps around the 40-row storage
-        rb.extend(torch.stack([stream_rows([7, 8], env=e, n_envs=2, t0=15 * k) for e in range(2)], 0))
+        rb.extend(torch.stack([stream_rows([7, 8], env=e, n_envs=2, t0=17 * k) for e in range(2)], 0))
     save_buffer(rb, tmp_path / "saved")
     other = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "b"), windows="stream")
     load_buffer(other, tmp_path / "saved")
@@ -495,7 +512,7 @@ def test_stream_windows_of_rollout_rows_without_marks(tmp_path):
 def test_stream_error_when_no_env_stream_is_long_enough(tmp_path):
     rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path), windows="stream")
     rb.extend(torch.stack([stream_rows([3, 2], env=e) for e in range(2)]))
-    with pytest.raises(ValueError, match=r"no stored env stream .* seq_len=8.*longest stored: 5"):
+    with pytest.raises(ValueError, match=r"no stored env stream .* seq_len=8.*longest stored: 7"):
         rb.sample()
     with pytest.raises(ValueError, match="windows must be one of episode, stream"):
         make_replay_buffer(100, B, L, windows="across")
@@ -525,3 +542,72 @@ def test_keep_latents_stores_the_policys_posteriors_and_write_latents_overwrites
     assert "state" not in plain.storage._storage.keys()  # without a replay context the carry is not stored
     with pytest.raises(RuntimeError, match="keep_latents"):
         plain.write_latents(batch["index"], new_state, new_belief)
+
+
+# --- the final observation of an episode is a row of its own (issue 22, item 3) ---
+
+
+def test_an_episode_end_stores_its_final_observation_as_a_row_of_its_own(tmp_path):
+    """Official drivers store an episode's last step (o_T with is_last): here the row after the ended one holds
+    ("next", obs) of the ended row, a_{T-1} as its previous action, zero action and inert next fields."""
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path), keep_latents=True)
+    rows = episode_stream([5, 3])
+    rb.extend(rows)
+    stored = rb.storage._storage[: len(rb)]
+    assert len(rb) == 10
+    for ended, final in ((4, 5), (7, 9)):
+        source = rows[ended]
+        row = stored[final]
+        assert torch.equal(row[OBSERVATION], source["next", OBSERVATION])
+        assert torch.equal(row[PIXELS], source["next", PIXELS])
+        assert torch.equal(row[PREV_ACTION], source[ACTION])
+        assert not row[ACTION].any() and not row[IS_INIT].any() and row["is_last"].all()
+        assert not row[STATE].any() and not row[BELIEF].any()
+        assert row["next", "reward"].item() == 0 and not row["next", "done"].any()
+        assert not row["next", "terminated"].any() and row[TRAJ_IDS] == source[TRAJ_IDS]
+    assert stored["is_last"].squeeze(-1).nonzero().squeeze(-1).tolist() == [5, 9]
+    # the other rows as written, in order: the final rows sit between their episode and the next one's start
+    others = torch.tensor([0, 1, 2, 3, 4, 6, 7, 8])
+    assert torch.equal(stored[OBSERVATION][others], rows[OBSERVATION])
+    assert torch.equal(stored["next", "reward"][others], rows["next", "reward"])
+    assert stored[IS_INIT].squeeze(-1).tolist() == [True, False, False, False, False, False, True, False, False, False]
+
+
+def test_final_rows_follow_their_env_in_a_batched_write(tmp_path):
+    """[2, T] rows: each env's final observation lands after its own ended row, not the other env's."""
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    first, second = episode_stream([3, 4]), episode_stream([2, 5], first_id=10)
+    rb.extend(torch.stack([first, second]))
+    obs = rb.storage._storage[OBSERVATION][: len(rb)]
+    assert obs.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4],
+                            [10, 0], [10, 1], [10, 2], [11, 0], [11, 1], [11, 2], [11, 3], [11, 4], [11, 5]]
+
+
+def test_add_of_an_ending_row_stores_the_final_row_too(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    rows = episode_stream([2])
+    assert rb.add(rows[0]) == 0 and len(rb) == 1
+    assert rb.add(rows[1]) == 1 and len(rb) == 3
+    assert rb.storage._storage[OBSERVATION][2].tolist() == [0, 2]
+
+
+def test_an_ending_row_without_its_next_observation_is_refused_by_name(tmp_path):
+    rb = make_replay_buffer(100, B, L, scratch_dir=str(tmp_path))
+    with pytest.raises(KeyError, match=r"final observation \('next', 'pixels'\)"):
+        rb.extend(episode_stream([4]).exclude(("next", PIXELS)))
+
+
+def test_a_buffer_saved_before_final_rows_loads_with_is_last_false(tmp_path):
+    from dreamer_trl.data.replay import load_buffer, save_buffer
+
+    rb = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "a"))
+    rb.extend(episode_stream([12]))
+    save_buffer(rb, tmp_path / "saved")
+    rows = TensorDict.load_memmap(tmp_path / "saved" / "rows")
+    rows.exclude("is_last").memmap(tmp_path / "old" / "rows", copy_existing=True)  # the layout before final rows were stored
+    (tmp_path / "old" / "buffer.json").write_text((tmp_path / "saved" / "buffer.json").read_text())
+    other = make_replay_buffer(40, 2, 4, scratch_dir=str(tmp_path / "b"))
+    load_buffer(other, tmp_path / "old")
+    assert len(other) == 13 and not other.storage._storage["is_last"][:13].any()
+    other.extend(episode_stream([5], first_id=1))  # later writes carry the flag
+    assert other.storage._storage["is_last"][18].item()  # rows 13..17, then the final one

@@ -1,7 +1,11 @@
 """Sequence replay buffer: memory-mapped storage of collector rows, sampled as trajectory windows.
 
 Each row is one agent step (layout in :mod:`dreamer_trl.keys`), stored once: the next
-observation is the following row, so ``("next", "pixels")`` and other copies are dropped on write.
+observation is the following row, so ``("next", "pixels")`` and other copies are dropped on write. The final
+observation of an episode, which no later row holds, is written as a row of its own after the row whose
+``("next", "done")`` ended the episode ("is_last" True; :func:`with_final_rows`), as the official Dreamer drivers
+store an episode's last step: the final reward and terminal flag are then a row's targets like any other (the
+world-model loss reads row t's reward and continue targets from row t-1), and each frame is still stored once.
 A sample is ``B`` windows of ``T = seq_len`` consecutive rows, drawn uniformly among all valid windows;
 which windows are valid depends on ``windows``:
 
@@ -39,12 +43,15 @@ from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBu
 from torchrl.data.replay_buffers.samplers import Sampler
 
 from dreamer_trl.keys import (
+    ACTION,
     BELIEF,
     DONE,
     ENCODED_LATENTS,
     IS_INIT,
+    IS_LAST,
     OBSERVATION,
     PIXELS,
+    PREV_ACTION,
     REWARD,
     STATE,
     STREAM_IDS,
@@ -88,6 +95,53 @@ def strip_for_storage(td: TensorDictBase, keep_latents: bool = False) -> TensorD
     if out.batch_dims > 1:
         out = out.reshape(-1)
     return out
+
+
+def with_final_rows(td: TensorDictBase) -> TensorDictBase:
+    """Rows with an episode's final observation inserted after each row whose ``("next", "done")`` is set, and
+    "is_last" on every row (True on the inserted ones).
+
+    An inserted row holds the ended row's ``("next", k)`` as ``k`` for every observation and other key kept
+    both at the root and under "next" (o_T, a step counter), "prev_action" = the ended row's action, "action"
+    zeros, "is_init" False, "state" / "belief" zeros (the policy never filtered o_T; a replay context read from
+    this row is reset by the next row's "is_init"), and inert ``("next", ...)`` fields: zero reward, flags
+    False. Ids ("collector" keys) are the episode's. Rows without ``("next", "done")`` gain only "is_last".
+
+    Shapes: td ``[N]`` (time last, env-major) -> ``[N + E]``, E the episode ends in td.
+    """
+    n = td.batch_size[0]
+    td = td.clone(False).set(IS_LAST, torch.zeros(n, 1, dtype=torch.bool))
+    done_key = ("next", DONE)
+    if done_key not in td.keys(include_nested=True):
+        return td
+    ends = td.get(done_key).reshape(n).bool().nonzero().squeeze(-1)
+    if ends.numel() == 0:
+        return td
+    ended = td[ends]
+    nxt, root = ended.get("next"), set(ended.keys())
+    observed = [k for k in (PIXELS, OBSERVATION) if k in root]
+    lacking = [k for k in observed if k not in nxt.keys()]
+    if lacking:
+        raise MissingKeysError(f"replay rows that end an episode need the final observation ('next', {lacking[0]!r}) "
+                               "(a TorchRL collector or env.rollout() writes it): it is stored as a row of its own")
+    final = ended.clone()
+    for key in nxt.keys():
+        if key in root and key not in _KEPT_UNDER_NEXT and key not in _DROPPED:
+            final.set(key, nxt.get(key).clone())
+    if PREV_ACTION in root:
+        final.set(PREV_ACTION, ended.get(ACTION).clone())
+    if ACTION in root:
+        final.set(ACTION, torch.zeros_like(ended.get(ACTION)))
+    for key in (STATE, BELIEF):
+        if key in root:
+            final.set(key, torch.zeros_like(ended.get(key)))
+    if IS_INIT in root:
+        final.set(IS_INIT, torch.zeros_like(ended.get(IS_INIT)))
+    final.set(IS_LAST, torch.ones_like(ended.get(IS_LAST)))
+    for key in _KEPT_UNDER_NEXT & set(nxt.keys()):
+        final.set(("next", key), torch.zeros_like(nxt.get(key)))
+    place = torch.cat([2 * torch.arange(n), 2 * ends + 1]).argsort()  # each final row right after its ended row
+    return torch.cat([td, final.select(*td.keys(include_nested=True, leaves_only=True))])[place]
 
 
 def mark_episodes(td: TensorDictBase, first_id: int) -> TensorDictBase:
@@ -278,12 +332,21 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
             data = mark_episodes(data, self._next_traj_id())
         return mark_streams(data) if self.windows == "stream" else data
 
+    def _rows(self, data: TensorDictBase) -> TensorDictBase:
+        """``data`` as the rows to store ``[N']``: marked, flattened env-major, final observations inserted
+        (:func:`with_final_rows`), stripped (:func:`strip_for_storage`)."""
+        marked = self._marked(data)
+        return strip_for_storage(with_final_rows(marked.reshape(-1)), self.keep_latents)
+
     def add(self, data: TensorDictBase) -> int:
-        row = strip_for_storage(self._marked(data), self.keep_latents)
-        return super().add(row[0] if row.batch_dims else row)
+        """Store one row (and, when it ends an episode, its final observation's row); returns the row's index."""
+        rows = self._rows(data)
+        if rows.batch_size[0] == 1:
+            return super().add(rows[0])
+        return int(super().extend(rows)[0])
 
     def extend(self, tensordicts: TensorDictBase, **kwargs) -> torch.Tensor:
-        data = strip_for_storage(self._marked(tensordicts), self.keep_latents)
+        data = self._rows(tensordicts)
         # Writing more rows than fit at once would overwrite rows of this same call.
         return super().extend(data[-self.capacity:], **kwargs)
 
@@ -352,6 +415,8 @@ def load_buffer(rb: SequenceReplayBuffer, path: str | Path) -> None:
         raise ValueError(f"buffer_capacity {rb.capacity} differs from the checkpoint's {meta['capacity']}")
     if meta["len"]:
         rows = TensorDict.load_memmap(path / "rows", allow_pickle=False)
+        if IS_LAST not in rows.keys():  # saved before final observations were stored (none is a final row)
+            rows = rows.clone(False).set(IS_LAST, torch.zeros(meta["len"], 1, dtype=torch.bool))
         rb.storage.set(torch.arange(meta["len"]), rows)
     rb._writer._cursor = meta["writer"]["cursor"]
     rb._writer._write_count = meta["writer"]["write_count"]
