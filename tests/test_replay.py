@@ -611,3 +611,21 @@ def test_a_buffer_saved_before_final_rows_loads_with_is_last_false(tmp_path):
     assert len(other) == 13 and not other.storage._storage["is_last"][:13].any()
     other.extend(episode_stream([5], first_id=1))  # later writes carry the flag
     assert other.storage._storage["is_last"][18].item()  # rows 13..17, then the final one
+
+
+def test_a_loaded_buffer_saves_byte_for_byte_as_the_uninterrupted_one(tmp_path):
+    """The stored keys keep one order (tensors, then nested), the one a memory-mapped buffer loads in, so a
+    resumed run's replay files equal those of the run never stopped (tests/test_parallel_trainer.py)."""
+    from dreamer_trl.data.replay import load_buffer, save_buffer
+
+    rows = episode_stream([10, 12])
+    a = make_replay_buffer(100, 2, 4, scratch_dir=str(tmp_path / "a"))
+    a.extend(rows[:11])
+    save_buffer(a, tmp_path / "saved")
+    b = make_replay_buffer(100, 2, 4, scratch_dir=str(tmp_path / "b"))
+    load_buffer(b, tmp_path / "saved")
+    for buffer, out in ((a, "after_a"), (b, "after_b")):
+        buffer.extend(rows[11:])
+        save_buffer(buffer, tmp_path / out)
+    for name in ("rows/meta.json", "buffer.json"):
+        assert (tmp_path / "after_a" / name).read_bytes() == (tmp_path / "after_b" / name).read_bytes(), name

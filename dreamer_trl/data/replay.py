@@ -144,6 +144,13 @@ def with_final_rows(td: TensorDictBase) -> TensorDictBase:
     return torch.cat([td, final.select(*td.keys(include_nested=True, leaves_only=True))])[place]
 
 
+def _leaves_first(td: TensorDictBase) -> TensorDictBase:
+    """``td`` with its tensors before its nested TensorDicts, each in their order: the order a memory-mapped
+    TensorDict loads in (:func:`load_buffer`), so a resumed buffer saves byte for byte as the uninterrupted one."""
+    nested = [k for k in td.keys() if isinstance(td.get(k), TensorDictBase)]
+    return td.select(*[k for k in td.keys() if k not in nested], *nested)
+
+
 def mark_episodes(td: TensorDictBase, first_id: int) -> TensorDictBase:
     """Adds what windows need and plain rollouts lack: trajectory ids (one per env, from ``first_id``) when
     ``("collector", "traj_ids")`` is absent, and "is_init" from ``("next", "done")`` when absent.
@@ -336,7 +343,7 @@ class SequenceReplayBuffer(TensorDictReplayBuffer):
         """``data`` as the rows to store ``[N']``: marked, flattened env-major, final observations inserted
         (:func:`with_final_rows`), stripped (:func:`strip_for_storage`)."""
         marked = self._marked(data)
-        return strip_for_storage(with_final_rows(marked.reshape(-1)), self.keep_latents)
+        return _leaves_first(strip_for_storage(with_final_rows(marked.reshape(-1)), self.keep_latents))
 
     def add(self, data: TensorDictBase) -> int:
         """Store one row (and, when it ends an episode, its final observation's row); returns the row's index."""
