@@ -53,6 +53,15 @@ def retained(tensors: list[torch.Tensor], params: list[torch.Tensor]) -> tuple[t
 WINDOW_STARTS = ("carry_action", "episode_start", "replay_context")
 
 
+def _targets(next_values: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """Row t's target is row t-1's ``("next", .)`` value: rows 1..T-1 of a window's ``[..., T, 1]`` values, or,
+    with the context row's value ``[..., 1]`` (replay context), the context's as row 0's followed by rows
+    0..T-2 (``[..., T, 1]``)."""
+    if context is None:
+        return next_values[..., :-1, :]
+    return torch.cat([context.unsqueeze(-2), next_values[..., :-1, :]], -2)
+
+
 class WorldModelLoss(LossModule):
     """Representation terms + -log p(r|s) + kl_scale * max(mean KL(q || p), free_nats), each scaled.
 
@@ -86,7 +95,9 @@ class WorldModelLoss(LossModule):
             detached posteriors with their storage "index", so the next window starting there starts from them.
 
     The reward of row t (the one that came with o_t) is ``("next", "reward")`` of row t-1, so the
-    reward term uses rows 1..T-1 of each sequence (never across an ``is_init``). The reward and continue terms
+    reward term uses rows 1..T-1 of each sequence (never across an ``is_init``); the continue target of row t is
+    1 - ``("next", "terminated")`` of row t-1 likewise. An episode's final observation is a stored row of its own
+    (:mod:`dreamer_trl.data.replay`), so the final reward and a termination are targets like any other. The reward and continue terms
     are means over those valid rows; under data parallelism their count is the mean over the ranks
     (``count_mean``, set by :func:`~dreamer_trl.training.distributed.make_data_parallel`), so that the ranks'
     averaged gradients are those of the mean over all ranks' valid rows, (S_0 + S_1) / (n_0 + n_1), not of the
@@ -199,8 +210,7 @@ class WorldModelLoss(LossModule):
         reward_head = self.world_model.reward_head
         # row t's reward and flags are row t-1's ("next", .): the first row's come from the context row, if any
         cut = 0 if context else 1
-        reward = tensordict.get(k.reward)
-        reward = torch.cat([lead.get(k.reward).unsqueeze(-2), reward[..., :-1, :]], -2) if context else reward[..., :-1, :]
+        reward = _targets(tensordict.get(k.reward), lead.get(k.reward) if context else None)
         reward_nll = reward_head.nll(tensordict.get(k.reward_pred)[..., cut:, :], reward)
         valid = (~tensordict.get(k.is_init)[..., cut:, :].bool()).squeeze(-1).to(reward_nll.dtype)
         count = valid.sum() if self.count_mean is None else self.count_mean(valid.sum())
@@ -212,8 +222,7 @@ class WorldModelLoss(LossModule):
             raw = continue_head(tensordict.get(keys.STATE), tensordict.get(keys.BELIEF))[..., cut:, :]
             term = tensordict.get(k.terminated, None)
             if term is not None:
-                term = torch.cat([lead.get(k.terminated).unsqueeze(-2), term[..., :-1, :]], -2) if context \
-                    else term[..., :-1, :]
+                term = _targets(term, lead.get(k.terminated) if context else None)
             alive = torch.ones_like(raw) if term is None else (~term.bool()).to(raw.dtype)
             nll = continue_head.nll(raw, alive * self.continue_discount)
             terms["continue"] = (nll * valid).sum() / count.clamp_min(1)
