@@ -19,6 +19,7 @@ _EXPORTS = {
     "OptimConfig": "config", "ScheduleConfig": "config", "make_preset": "config", "apply_size": "config",
     "make_replay_buffer": "data.replay",
     "DMCEnv": "data.dmc", "make_dmc_env": "data.dmc", "split_task": "data.dmc",
+    "GymEnv": "data.gym", "make_gym_env": "data.gym", "make_suite_env": "data.suites",
     "ImaginationEnv": "behavior.imagination", "make_imagination_env": "behavior.imagination",
     "ActorLoss": "objectives", "CriticLoss": "objectives", "WorldModelLoss": "objectives",
     "lambda_return": "objectives", "LambdaReturn": "objectives", "NStepReturn": "objectives",

@@ -511,3 +511,47 @@ def test_the_papers_value_estimates_train_every_agent(name, estimate):
         assert all(p is not q for phase in update.phases for p in phase.params for q in agent.value.parameters())
     else:
         assert agent.value_loss is not None and torch.isfinite(metrics["loss/value"])
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_discrete_actions_build_act_and_update(name):
+    """A one-hot action space (gymnasium Discrete): the categorical actor with DreamerV3's 1% unimix acts with
+    one-hot samples (argmax in evaluation) and every preset's update trains it."""
+    from torchrl.data import OneHot
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    torch.manual_seed(0)
+    cfg = small(name)
+    obs_key = keys.PIXELS if cfg.env.from_pixels else keys.OBSERVATION
+    shape = (3, 64, 64) if cfg.env.from_pixels else (O,)
+    spec = OneHot(A, dtype=torch.float32)
+    agent = dt.make_agent(obs_key, shape, A, cfg, "cpu", action_spec=spec)
+    assert isinstance(agent.actor.module, dt.OneHotActor) and agent.actor.module.unimix == 0.01
+    update = dt.make_update(agent, cfg.optim)
+    data = batch(obs_key, cfg)
+    choice = torch.randint(A, (B, T))
+    data[keys.ACTION] = torch.nn.functional.one_hot(choice, A).float()
+    data[keys.PREV_ACTION] = torch.cat([torch.zeros(B, 1, A), data[keys.ACTION][:, :-1]], 1)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    for _ in range(2):
+        metrics = update.update(data)
+    assert update.skipped == 0 and all(torch.isfinite(v).all() for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor.parameters()))
+    policy = agent.policy(spec)
+    S, D = dt.latent_dims(cfg)
+    td = TensorDict({obs_key: data[obs_key][:, 0], keys.STATE: torch.zeros(B, S), keys.BELIEF: torch.zeros(B, D),
+                     keys.PREV_ACTION: torch.zeros(B, A), keys.IS_INIT: torch.ones(B, 1, dtype=torch.bool)}, [B])
+    for mode in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC):
+        with set_exploration_type(mode):
+            action = policy(td.clone())[keys.ACTION]
+        assert ((action == 0) | (action == 1)).all() and (action.sum(-1) == 1).all()
+
+
+def test_discrete_actions_refuse_gaussian_noise_and_the_planner():
+    from torchrl.data import OneHot
+
+    spec = OneHot(A, dtype=torch.float32)
+    with pytest.raises(ValueError, match="'behavior.exploration.noise'"):
+        dt.make_agent(keys.OBSERVATION, (O,), A, dt.make_preset("state"), action_spec=spec)
+    with pytest.raises(ValueError, match="'behavior.kind': planner"):
+        dt.make_agent(keys.OBSERVATION, (O,), A, dt.make_preset("planet_state"), action_spec=spec)

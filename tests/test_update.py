@@ -14,10 +14,10 @@ from dreamer_trl.training.update import DreamerUpdate
 A, FEAT = 2, TINY.world_model.latent.state_dim + TINY.world_model.rssm.belief_dim
 
 
-def build(seed=0, share_value=False, step_model_first=False):
+def build(seed=0, share_value=False, step_model_first=False, discrete=False):
     torch.manual_seed(seed)
     wm = make_world_model("pixels", (3, 64, 64), A, TINY)
-    actor, value = make_actor(FEAT, A, TINY), make_value(FEAT, TINY)
+    actor, value = make_actor(FEAT, A, TINY, discrete=discrete), make_value(FEAT, TINY)
     env = make_imagination_env(wm)
     return DreamerUpdate(WorldModelLoss(wm), ActorLoss(actor, value, env, horizon=4, share_value=share_value),
                          CriticLoss(value, regression="squared"), OptimConfig(step_model_first=step_model_first))
@@ -46,9 +46,10 @@ def test_optimizers_follow_the_paper():
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
 
 
+@pytest.mark.parametrize("discrete", [False, True], ids=["continuous", "discrete"])
 @pytest.mark.parametrize("only", ["model", "actor", "value"])
-def test_each_loss_changes_only_its_own_parameters(only):
-    upd = build()
+def test_each_loss_changes_only_its_own_parameters(only, discrete):
+    upd = build(discrete=discrete)  # discrete: the one-hot actor (straight-through samples through the dynamics)
     mods = modules(upd)
     before = {k: snapshot(m) for k, m in mods.items()}
     torch.manual_seed(1)

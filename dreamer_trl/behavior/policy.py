@@ -21,7 +21,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torch import nn
-from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.data import Bounded, Composite, OneHot, Unbounded
 from torchrl.envs import Compose, TensorDictPrimer, Transform
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import AdditiveGaussianModule
@@ -92,6 +92,21 @@ class ModeOf(TensorDictModuleBase):
             return self.behavior(tensordict)
 
 
+def action_leaf(action_spec):
+    """One env's action spec ``[A]``: the "action" entry of a composite spec, leading batch dims dropped."""
+    leaf = action_spec
+    if isinstance(action_spec, Composite):
+        leaf = action_spec[keys.ACTION]
+    while len(leaf.shape) > 1:  # the action is [A]; leading dims are the env's batch
+        leaf = leaf[0]
+    return leaf
+
+
+def is_discrete(action_spec) -> bool:
+    """The actions are one-hot vectors (TorchRL ``OneHot``: a discrete action space); False for None."""
+    return action_spec is not None and isinstance(action_leaf(action_spec), OneHot)
+
+
 def make_policy(world_model, behavior: TensorDictModule, action_spec, exploration_noise: float = 0.3,
                 act_with_mode: bool = False) -> ActingPolicy:
     """Real-environment policy: the world model's filter, ``behavior`` (e.g. the actor), then
@@ -99,17 +114,20 @@ def make_policy(world_model, behavior: TensorDictModule, action_spec, exploratio
     (the paper) unless ``act_with_mode`` (its mode plus the noise, TorchRL's recipe).
 
     ``action_spec`` may carry batch dimensions (a batched env's ``[*E, A]``, or its composite spec of shape
-    ``[*E]``): they are dropped, so the policy runs at any batch shape.
+    ``[*E]``): they are dropped, so the policy runs at any batch shape. Discrete (one-hot) actions take no noise:
+    the behaviour's samples explore (``exploration_noise`` must be 0).
     """
-    leaf = action_spec
-    if isinstance(action_spec, Composite):
-        leaf = action_spec[keys.ACTION]
-    while len(leaf.shape) > 1:  # the action is [A]; leading dims are the env's batch
-        leaf = leaf[0]
+    leaf = action_leaf(action_spec)
+    acting = ModeOf(behavior) if act_with_mode else behavior
+    filt = Filter(world_model.encoder, world_model.rssm, world_model.obs_key)
+    if isinstance(leaf, OneHot):
+        if exploration_noise:
+            raise ValueError(f"exploration_noise {exploration_noise}: Gaussian noise applies to continuous actions, "
+                             "these are one-hot (discrete); use 0")
+        return ActingPolicy(filt, acting)
     noise = AdditiveGaussianModule(spec=Composite(action=leaf), sigma_init=1.0, sigma_end=1.0, annealing_num_steps=1,
                                    mean=0.0, std=exploration_noise)
-    acting = ModeOf(behavior) if act_with_mode else behavior
-    return ActingPolicy(Filter(world_model.encoder, world_model.rssm, world_model.obs_key), acting, noise)
+    return ActingPolicy(filt, acting, noise)
 
 
 class PreviousAction(Transform):

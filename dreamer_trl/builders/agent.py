@@ -16,11 +16,11 @@ from torchrl.envs import EnvBase, RewardSum
 
 from dreamer_trl.behavior.imagination import ImaginationEnv, make_imagination_env
 from dreamer_trl.behavior.planner import make_planner
-from dreamer_trl.behavior.policy import make_policy, policy_carry_transform
+from dreamer_trl.behavior.policy import is_discrete, make_policy, policy_carry_transform
 from dreamer_trl.builders.behavior import make_behavior_losses
 from dreamer_trl.builders.networks import latent_dims, make_actor, make_value, make_world_model
 from dreamer_trl.config import DreamerConfig, OptimConfig
-from dreamer_trl.data.dmc import make_dmc_env, split_task
+from dreamer_trl.data.suites import make_suite_env
 from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
 from dreamer_trl.objectives import (
@@ -40,13 +40,10 @@ SINGLE_PHASE = "agent"
 
 
 def make_env(cfg: DreamerConfig, seed: int, **env_kwargs) -> EnvBase:
-    """The DMC task of ``cfg.env`` with the policy's recurrent carry (sized as ``cfg``'s world model:
-    :func:`~dreamer_trl.builders.networks.latent_dims`) and an episode-return counter."""
-    env_cfg = cfg.env
-    domain, task = split_task(env_cfg.task)
-    env = make_dmc_env(domain, task, from_pixels=env_cfg.from_pixels, image_size=env_cfg.image_size,
-                       action_repeat=env_cfg.action_repeat, episode_frames=env_cfg.episode_frames, seed=seed,
-                       **env_kwargs)
+    """The task of ``cfg.env`` from its suite (:func:`~dreamer_trl.data.suites.make_suite_env`) with the policy's
+    recurrent carry (sized as ``cfg``'s world model: :func:`~dreamer_trl.builders.networks.latent_dims`) and an
+    episode-return counter."""
+    env = make_suite_env(cfg.env, seed, **env_kwargs)
     env.append_transform(policy_carry_transform(*latent_dims(cfg), env.action_spec.shape[-1]))
     env.append_transform(RewardSum())
     return env
@@ -143,6 +140,14 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, cfg: DreamerConf
     """
     cfg = cfg or DreamerConfig()
     b = cfg.behavior
+    discrete = is_discrete(action_spec)
+    if discrete and b.kind == "planner":
+        raise ValueError("config field 'behavior.kind': planner (PlaNet's CEM) plans continuous actions; this env's "
+                         "actions are discrete (one-hot): use behavior.kind actor")
+    if discrete and b.exploration.noise:
+        raise ValueError(f"config field 'behavior.exploration.noise': {b.exploration.noise} adds Gaussian noise to "
+                         "continuous actions; this env's actions are discrete (one-hot), explored by sampling the "
+                         "actor: set --behavior.exploration.noise 0")
     device = torch.device(device)
     world_model = make_world_model(obs_key, obs_shape, action_dim, cfg).to(device)
     imagination_env = make_imagination_env(world_model, device=device)
@@ -160,7 +165,7 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, cfg: DreamerConf
         return Agent(world_model, imagination_env, None, None, model_loss, None, None, planner=planner.to(device),
                      **exploration)
     feature_dim = world_model.rssm.feature_dim
-    actor = make_actor(feature_dim, action_dim, cfg).to(device)
+    actor = make_actor(feature_dim, action_dim, cfg, discrete=discrete).to(device)
     value = make_value(feature_dim, cfg).to(device)
     contdisc = cfg.world_model.continue_discount and world_model.continue_head is not None
     losses = make_behavior_losses(actor, value, imagination_env, b, continue_head=world_model.continue_head,

@@ -35,7 +35,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 
 from dreamer_trl import keys
-from dreamer_trl.behavior.actors import BoundedNormalActor, TanhNormalActor, TruncNormalActor
+from dreamer_trl.behavior.actors import BoundedNormalActor, OneHotActor, TanhNormalActor, TruncNormalActor
 from dreamer_trl.config import DreamerConfig
 from dreamer_trl.model.cores import BlockGRU, GRUCellCore, NormGRU
 from dreamer_trl.model.heads import BernoulliHead, MSEHead, NormalHead, SymlogMSEHead, TwoHotHead
@@ -233,18 +233,28 @@ def make_world_model(obs_key: str, obs_shape: tuple[int, ...], action_dim: int,
 ACTORS = ("tanh_normal", "bounded_normal", "trunc_normal")
 
 
-def make_actor(feature_dim: int, action_dim: int, cfg: DreamerConfig | None = None) -> TensorDictModule:
+DISCRETE_UNIMIX = 0.01
+"""The discrete actor's uniform mix (DreamerV3's categorical policy: 1% of a uniform over the actions)."""
+
+
+def make_actor(feature_dim: int, action_dim: int, cfg: DreamerConfig | None = None,
+               discrete: bool = False) -> TensorDictModule:
     """The actor on the features, "state", "belief" -> "action" (:mod:`dreamer_trl.behavior.actors`), its
-    distribution ``behavior.actor.dist``.
+    distribution ``behavior.actor.dist`` for continuous actions.
 
     tanh_normal: Dreamer V1's action model (4 x 400 ELU, mean scale ``mean_scale`` 5, init std 5);
     bounded_normal / trunc_normal: V3's / V2's actor on a normalised MLP whose output layer is scaled by
-    ``outscale`` (V3 current 0.01; 2023 and V2 1.0).
+    ``outscale`` (V3 current 0.01; 2023 and V2 1.0). ``discrete``: one-hot actions over ``action_dim`` choices
+    from the same MLP's ``action_dim`` logits, a categorical with :data:`DISCRETE_UNIMIX` (official V3
+    ``policy_dist_disc``; :class:`~dreamer_trl.behavior.actors.OneHotActor`).
     """
     cfg = cfg or DreamerConfig()
     a = cfg.behavior.actor
-    net = MLP(feature_dim, a.units, a.layers, out_dim=2 * action_dim, style=net_style(cfg), outscale=a.outscale)
-    if a.dist == "tanh_normal":
+    out = action_dim if discrete else 2 * action_dim
+    net = MLP(feature_dim, a.units, a.layers, out_dim=out, style=net_style(cfg), outscale=a.outscale)
+    if discrete:
+        actor = OneHotActor(net, DISCRETE_UNIMIX)
+    elif a.dist == "tanh_normal":
         actor = TanhNormalActor(net, mean_scale=a.mean_scale)
     elif a.dist == "trunc_normal":
         actor = TruncNormalActor(net, a.min_std)

@@ -104,7 +104,7 @@ def validate(cfg: DreamerConfig) -> None:
         (not reads.is_read(cfg, "behavior.value_steps") or 1 <= b.value_steps <= max(rows, 1),
          "behavior.value_steps", f"in [1, {'horizon' if start_targets else 'horizon - 1'} = {max(rows, 1)}] "
          "(the imagined steps a target can sum)", b.value_steps),
-        ("_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
+        (e.suite != "dmc" or "_" in e.task, "env.task", "domain_task (e.g. cheetah_run)", e.task),
         (r.device in ("auto", "cpu") or r.device.startswith(("cuda", "mps")), "run.device",
          "auto, cpu, cuda[:i] or mps", r.device),
         (r.checkpoint_every >= 1, "run.checkpoint_every", ">= 1", r.checkpoint_every),

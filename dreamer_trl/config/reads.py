@@ -98,7 +98,7 @@ def read(part: str, *when: Is) -> Read:
 
 
 # Parts, with where the code reads the fields.
-ENV = "the env (data.dmc.make_dmc_env)"
+ENV = "the env (data.suites.make_suite_env)"
 VEC_ENV = "the batched env (data.vector_env.make_envs)"
 TRAINER = "the trainer (training.trainer.Trainer)"
 DATA = "the replay buffer (data.replay.make_replay_buffer)"
@@ -116,6 +116,7 @@ CRITIC = (ACTOR, WITH_VALUE)
 
 READS: dict[str, tuple[Read, ...]] = {
     # env: the environment, for every variant
+    "env.suite": (read(ENV), read("the preflight check of the task and the actions (run.preflight.check_task)")),
     "env.task": (read(ENV),),
     "env.from_pixels": (read(ENV), read(AGENT)),
     "env.image_size": (read(ENV, PIXELS),),

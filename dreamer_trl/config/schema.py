@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 @dataclass
 class EnvConfig:
-    """The DeepMind Control Suite task and how it is observed."""
+    """The environment (a DeepMind Control Suite task or a gymnasium id) and how it is observed."""
 
+    suite: Literal["dmc", "gym"] = "dmc"
+    """where env.task comes from: dmc (the DeepMind Control Suite) or gym (any registered gymnasium id; pip install 'dreamer_trl[gym]')"""
     task: str = "cheetah_run"
-    """DMC task as domain_task, e.g. walker_walk, cartpole_swingup"""
+    """dmc: domain_task, e.g. walker_walk, cartpole_swingup; gym: a gymnasium id, e.g. CartPole-v1"""
     from_pixels: bool = True
     """observe 64x64 RGB pixels (paper); False: proprioceptive state vector"""
     image_size: int = 64

@@ -22,6 +22,7 @@ from tensordict import TensorDict, TensorDictBase  # noqa: E402
 from torchrl.data import Bounded, Categorical, Composite, Unbounded  # noqa: E402
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv  # noqa: E402
 
+from dreamer_trl.data.suites import check_env_numbers  # noqa: E402
 from dreamer_trl.keys import (  # noqa: E402
     ACTION,
     DONE,
@@ -91,12 +92,7 @@ class DMCEnv(EnvBase):
         device="cpu",
     ):
         _validate_task(domain, task)
-        if image_size <= 0:
-            raise ValueError(f"image_size must be > 0, got {image_size}")
-        if action_repeat < 1:
-            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
-        if episode_frames < 1:
-            raise ValueError(f"episode_frames must be >= 1, got {episode_frames}")
+        check_env_numbers(image_size, action_repeat, episode_frames)
         super().__init__(device=device, batch_size=torch.Size([]))
         self.domain, self.task = domain, task
         self.from_pixels = from_pixels
@@ -151,6 +147,9 @@ class DMCEnv(EnvBase):
     def dm_env(self):
         """The wrapped ``dm_control.rl.control.Environment``."""
         return self._env
+
+    renders = True
+    """Frames of any size come from :meth:`render` (videos; the suites' common interface)."""
 
     @property
     def physics_errors(self) -> int:

@@ -24,29 +24,32 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 from torchrl.record.loggers import CSVLogger, TensorboardLogger
 
 from dreamer_trl import keys
-from dreamer_trl.data.dmc import DMCEnv
 from dreamer_trl.model.pixels import preprocess_pixels
 
 _MIN_VIDEO_SIDE = 256  # small frames are upscaled (nearest neighbour) to at least this, to be watchable
 _MACRO_BLOCK = 16  # H.264 encodes in 16x16 macro blocks; yuv420p needs even sides
 
 
-def dmc_base_env(env) -> DMCEnv:
-    """The :class:`DMCEnv` inside a (possibly nested) ``TransformedEnv``."""
+def suite_base_env(env):
+    """The suite's env (:class:`~dreamer_trl.data.dmc.DMCEnv` or :class:`~dreamer_trl.data.gym.GymEnv`, which
+    render frames of any size) inside a (possibly nested) ``TransformedEnv``."""
+    from dreamer_trl.data.dmc import DMCEnv
+    from dreamer_trl.data.gym import GymEnv
+
     base = env
-    while not isinstance(base, DMCEnv):
+    while not isinstance(base, (DMCEnv, GymEnv)):
         if not hasattr(base, "base_env"):
-            raise TypeError(f"expected a DMCEnv, possibly inside TransformedEnv, got {type(env).__name__}")
+            raise TypeError(f"expected a DMCEnv or GymEnv, possibly inside TransformedEnv, got {type(env).__name__}")
         base = base.base_env
     return base
 
 
 def render_frame(env, size: int = 64) -> np.ndarray:
-    """Render the env's current physics state from its camera: uint8 ``[size, size, 3]``.
+    """Render the env's current state (DMC: from its camera): uint8 ``[size, size, 3]``.
 
     Works for state-observation envs too (the frame is not part of their observation).
     """
-    return dmc_base_env(env).render(size)
+    return suite_base_env(env).render(size)
 
 
 def _frame(env, td: TensorDictBase, size: int) -> np.ndarray:

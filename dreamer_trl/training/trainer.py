@@ -37,6 +37,7 @@ from dreamer_trl.report.visualize import (
     log_video,
     open_loop,
     record_episode,
+    suite_base_env,
     write_open_loop,
     write_video,
 )
@@ -446,8 +447,9 @@ class Trainer:
         c, episodes = self.counters, self.cfg.schedule.eval_episodes
         self.bar.set_postfix_str(f"evaluating ({episodes} noise-free episodes)")
         returns, frames = [], None
+        video = 64 if getattr(suite_base_env(self.eval_env), "renders", True) else 0  # gym envs may not render
         for i in range(episodes):
-            result = record_episode(self.eval_env, self.policy, video_size=64 if i == 0 else 0,
+            result = record_episode(self.eval_env, self.policy, video_size=video if i == 0 else 0,
                                     stop=lambda: self.stopping)
             if result is None:
                 return  # preempted: the evaluation stays due
@@ -455,8 +457,9 @@ class Trainer:
             frames = result[1] if i == 0 else frames
         step, self.last_eval, c.eval_due = c.env_steps, float(np.mean(returns)), False
         c.evals.append((step, self.last_eval))
-        write_video(frames, self.videos / f"eval_{step:010d}")
-        log_video(self.loggers, "eval/video", frames, step)
+        if video:
+            write_video(frames, self.videos / f"eval_{step:010d}")
+            log_video(self.loggers, "eval/video", frames, step)
         self.log({"eval/return": self.last_eval, **self.show_world_model(step)})
 
     def show_world_model(self, step: int) -> dict:
