@@ -19,7 +19,7 @@ from dreamer_trl.behavior.planner import make_planner
 from dreamer_trl.behavior.policy import is_discrete, make_policy, policy_carry_transform
 from dreamer_trl.builders.behavior import make_behavior_losses
 from dreamer_trl.builders.networks import latent_dims, make_actor, make_value, make_world_model
-from dreamer_trl.config import DreamerConfig, OptimConfig
+from dreamer_trl.config import DreamerConfig, OptimConfig, check_actions
 from dreamer_trl.data.suites import make_suite_env
 from dreamer_trl.data.vector_env import batched_env, env_seeds
 from dreamer_trl.model.world_model import DreamerWorldModel
@@ -141,13 +141,7 @@ def make_agent(obs_key: str, obs_shape: tuple, action_dim: int, cfg: DreamerConf
     cfg = cfg or DreamerConfig()
     b = cfg.behavior
     discrete = is_discrete(action_spec)
-    if discrete and b.kind == "planner":
-        raise ValueError("config field 'behavior.kind': planner (PlaNet's CEM) plans continuous actions; this env's "
-                         "actions are discrete (one-hot): use behavior.kind actor")
-    if discrete and b.exploration.noise:
-        raise ValueError(f"config field 'behavior.exploration.noise': {b.exploration.noise} adds Gaussian noise to "
-                         "continuous actions; this env's actions are discrete (one-hot), explored by sampling the "
-                         "actor: set --behavior.exploration.noise 0")
+    check_actions(cfg, "discrete" if discrete else "continuous")
     device = torch.device(device)
     world_model = make_world_model(obs_key, obs_shape, action_dim, cfg).to(device)
     imagination_env = make_imagination_env(world_model, device=device)

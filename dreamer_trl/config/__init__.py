@@ -15,7 +15,7 @@ see ``dreamer_trl.run.preflight``).
 - ``sizes``: DreamerV3's named sizes; :func:`apply_size` writes one's widths into a config.
 """
 from . import reads
-from .cli import RESUMABLE, config_differences, parse_args, validate
+from .cli import RESUMABLE, check_actions, config_differences, parse_args, validate
 from .presets import PRESETS, debug, make_preset, paper, planet, planet_action_repeat, planet_state, state
 from .schema import (
     ActorConfig,
@@ -44,7 +44,7 @@ from .sizes import apply_size
 __all__ = [
     "ActorConfig", "BehaviorConfig", "CriticConfig", "DreamerConfig", "EnvConfig", "ExplorationConfig",
     "LatentConfig", "NetsConfig", "OptimConfig", "PRESETS", "PlannerConfig", "RESUMABLE", "RSSMConfig", "RunConfig",
-    "ScheduleConfig", "WorldModelConfig", "WorldModelLossConfig", "apply_size", "config_differences", "debug",
-    "field_names", "from_dict", "get_field", "make_preset", "paper", "parse_args", "planet", "planet_action_repeat",
+    "ScheduleConfig", "WorldModelConfig", "WorldModelLossConfig", "apply_size", "check_actions", "config_differences",
+    "debug", "field_names", "from_dict", "get_field", "make_preset", "paper", "parse_args", "planet", "planet_action_repeat",
     "planet_state", "reads", "set_field", "state", "to_dict", "validate",
 ]

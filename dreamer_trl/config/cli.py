@@ -55,6 +55,21 @@ def config_differences(saved: DreamerConfig, new: DreamerConfig) -> dict[str, tu
             if get_field(saved, n) != get_field(new, n)}
 
 
+def check_actions(cfg: DreamerConfig, kind: str) -> None:
+    """The behaviour can take the env's actions (``kind``: "discrete" or "continuous"): PlaNet's planner and
+    Gaussian exploration noise need continuous ones. The one rule, applied by the recipe's preflight (before any
+    env is built) and by :func:`~dreamer_trl.builders.agent.make_agent`."""
+    b = cfg.behavior
+    if kind != "discrete":
+        return
+    if b.kind == "planner":
+        raise ValueError("config field 'behavior.kind': planner (PlaNet's CEM) plans continuous actions; "
+                         "the env's actions are discrete: use actor")
+    if b.exploration.noise:
+        raise ValueError(f"config field 'behavior.exploration.noise': {b.exploration.noise} is Gaussian noise on "
+                         "continuous actions; the env's actions are discrete, explored by sampling the actor: use 0")
+
+
 def validate(cfg: DreamerConfig) -> None:
     """Reject impossible values before any work starts, naming the field and the expected value."""
     s, e, r, b, wm = cfg.schedule, cfg.env, cfg.run, cfg.behavior, cfg.world_model

@@ -145,7 +145,8 @@ class GymEnv(EnvBase):
         return 0
 
     def task_random_state(self) -> dict:
-        """The env's random stream (initial states of the next episodes) as JSON data; None before the first reset."""
+        """The env's random stream (initial states of the next episodes) as JSON data: before the first reset, the
+        seed that reset will use."""
         if self._seed is not None:  # not reset yet: the first reset seeds the stream
             return {"seed": self._seed}
         return {"bit_generator": self._env.unwrapped.np_random.bit_generator.state}

@@ -22,7 +22,7 @@ def check_task(cfg: DreamerConfig) -> None:
         from dreamer_trl.data.gym import check_gym_id, gym_action_space
 
         check_gym_id(cfg.env.task)
-        check_actions(cfg, gym_action_space(cfg.env.task))
+        config.check_actions(cfg, gym_action_space(cfg.env.task))
         return
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dm_control import suite
@@ -34,21 +34,6 @@ def check_task(cfg: DreamerConfig) -> None:
         hint = (f"did you mean {', '.join(close)}?" if close else
                 f"no task is close; the {len(names)} tasks are domain_task with a domain among {', '.join(domains)}")
         raise ValueError(f"config field 'env.task': unknown DMC task {cfg.env.task!r}; {hint}")
-
-
-def check_actions(cfg: DreamerConfig, kind: str) -> None:
-    """The behaviour can take the env's actions (``kind``: "discrete" or "continuous"): PlaNet's planner and
-    Gaussian exploration noise need continuous ones."""
-    b = cfg.behavior
-    if kind != "discrete":
-        return
-    if b.kind == "planner":
-        raise ValueError(f"config field 'behavior.kind': planner (PlaNet's CEM) plans continuous actions; "
-                         f"{cfg.env.task!r} has discrete actions: use actor")
-    if b.exploration.noise:
-        raise ValueError(f"config field 'behavior.exploration.noise': {b.exploration.noise} is Gaussian noise on "
-                         f"continuous actions; {cfg.env.task!r} has discrete actions, explored by sampling the actor: "
-                         "use 0")
 
 
 def check_device(cfg: DreamerConfig) -> None:
