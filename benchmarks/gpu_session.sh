@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU work of issue 5, for a session that has the device tool (an H100 or H200). Not run yet: pending.
 #
-# Here, once:   bash ../shared/tools/gpu_wheels.sh imageio imageio-ffmpeg tqdm tensorboard
+# Here, once:   bash ../shared/tools/gpu_wheels.sh imageio imageio-ffmpeg tqdm tensorboard gymnasium ale-py pillow
 # Then each device `run` carries [".whl"] and executes:   bash benchmarks/gpu_session.sh STEP
 #   check    - the wheels import against the GPU's torch; one compiled bf16 update on CUDA (tests marked gpu)
 #   bench    - update ms for ours and TorchRL at 50x50 and 200x50, eager and compiled+bf16
@@ -9,6 +9,9 @@
 #   bench_v3 - DreamerV3 update ms, ours beside TorchRL's V3 (issue 11): size1m state and size12m pixels, 16x64
 #   bench_v3_2023 - update ms of the presets behind the official score files (dreamer_v3_proprio, dreamer_v3)
 #   learn_v3 T S - dreamer_v3_proprio on task T, seed S, 100k env steps, resuming in 9-minute chunks
+#   atari100k G S - dreamer_v3_atari100k on game G (ale-py's name), seed S, resuming in 9-minute chunks; the 26 games:
+#       for g in $(python3 -c "from dreamer_trl.config.presets import ATARI100K_GAMES as G; print(*G)"); do
+#         for s in 0 1 2 3 4; do bash benchmarks/gpu_session.sh atari100k $g $s; done; done   # repeat until done
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl
@@ -36,6 +39,12 @@ case "${1:-check}" in
     timeout 540 python3 recipes/dreamer_dmc.py --preset dreamer_v3_proprio --env.task "$task" --run.seed "$seed" \
       --run.run-dir runs --run.run-name "$name" --schedule.total-env-steps 100000 --schedule.eval-every 10000 \
       --run.checkpoint-every 5000 --run.no-progress $( [ -d "runs/$name/checkpoints" ] && echo --resume "runs/$name" ) || true
+    tar czf "$OUT/$name.tgz" "runs/$name/checkpoints" "runs/$name/logs" ;;
+  atari100k)
+    game=${2:?game}; seed=${3:-0}; name="atari100k-$game-s$seed"
+    timeout 540 python3 recipes/dreamer_atari.py --env.task "$game" --run.seed "$seed" --run.run-dir runs \
+      --run.run-name "$name" --run.checkpoint-every 20000 --run.compile --run.no-progress \
+      $( [ -d "runs/$name/checkpoints" ] && echo --resume "runs/$name" ) || true
     tar czf "$OUT/$name.tgz" "runs/$name/checkpoints" "runs/$name/logs" ;;
   learn)
     task=${2:?task}

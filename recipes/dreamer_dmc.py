@@ -32,11 +32,9 @@ def main(argv=None) -> dict:
     rank 0's; the other ranks return their counts)."""
     cfg, preset = parse_args(argv, description=__doc__)
     # Heavy imports only once the config is known good, so that bad arguments are refused in about a second.
-    from dreamer_trl.builders.trainer import make_trainer, make_world
+    from dreamer_trl.builders.trainer import train
 
-    # One process, or one rank of those torchrun started (WORLD_SIZE > 1): the same trainer, the same flags.
-    with make_world(cfg) as world, make_trainer(cfg, preset, world) as trainer:
-        return trainer.run()
+    return train(cfg, preset)
 
 
 if __name__ == "__main__":

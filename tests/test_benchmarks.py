@@ -222,3 +222,11 @@ def test_bench_scale_collects_with_env_workers_and_learns_on_two_ranks():
     rows = _script("bench_scale").main(["learn", "--ranks", "2", "--preset", "debug", "--updates", "1", "--warmup",
                                         "1", "--check_every", "1"])
     assert rows[0]["ranks"] == 2 and rows[0]["updates_s"] > 0
+
+
+def test_bench_atari_env_both_impls():
+    pytest.importorskip("ale_py")
+    results = _script("bench_atari_env").main(["--game", "pong", "--steps", "3", "--repeats", "1"])
+    assert [r["impl"] for r in results] == ["ours", "torchrl"]
+    assert all(r["frames_per_s"] > 0 for r in results)
+    assert results[0]["pixels"].startswith("(3, 64, 64) uint8") and results[1]["pixels"].startswith("(3, 64, 64)")

@@ -476,7 +476,8 @@ def test_replay_windows_choices_are_checked_and_stream_only_in_the_v3_presets(ca
         ["--schedule.replay-windows", "across"], capsys)
     stream = {name for name, make in config.PRESETS.items() if make().schedule.replay_windows == "stream"}
     # 423291a embodied/replay/generic.py; e3f0224 embodied/core/replay.py Replay.add (one item per stream step)
-    assert stream == {"dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current"}
+    assert stream == {"dreamer_v3", "dreamer_v3_proprio", "dreamer_v3_current", "dreamer_v3_proprio_current",
+                      "dreamer_v3_atari100k"}
     cfg, _ = parse_args(["--preset", "state", "--schedule.replay-windows", "stream"])
     assert cfg.schedule.replay_windows == "stream"
 
@@ -543,7 +544,7 @@ def test_every_preset_has_a_one_line_summary():
 def test_the_replay_context_is_v3_currents_window_start_and_needs_stream_windows(capsys):
     contexts = {name for name, make in config.PRESETS.items()
                 if make().world_model.loss.window_start == "replay_context"}
-    assert contexts == {"dreamer_v3_current", "dreamer_v3_proprio_current"}  # e3f0224 configs.yaml replay_context: 1
+    assert contexts == {"dreamer_v3_current", "dreamer_v3_proprio_current", "dreamer_v3_atari100k"}  # e3f0224 configs.yaml replay_context: 1
     cfg = config.make_preset("dreamer_v3_proprio_current")
     cfg.schedule.replay_windows = "episode"
     with pytest.raises(ValueError, match="'world_model.loss.window_start' must be not replay_context with "

@@ -1,6 +1,7 @@
 """Tests for dreamer_trl.data.suites (env.suite): one interface for DMC and gymnasium envs, the whole trainer on a
 gymnasium env with discrete actions (one-hot actor, terminations, final rows, checkpoints), and the refusals of
 options the env's actions cannot take, before anything is built."""
+import dataclasses
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -25,8 +26,8 @@ def test_each_suite_makes_its_env_and_an_unknown_suite_is_refused_by_name():
     cfg.env.suite, cfg.env.task = "gym", "CartPole-v1"
     env = make_suite_env(cfg.env, 0)
     assert isinstance(env.base_env, GymEnv) and "is_init" in env.reset().keys()
-    cfg.env.suite = "atari"
-    with pytest.raises(ValueError, match=r"'env.suite': expected one of dmc, gym, got 'atari'"):
+    cfg.env.suite = "nope"
+    with pytest.raises(ValueError, match=r"'env.suite': expected one of dmc, atari, gym, torchrl, got 'nope'"):
         make_suite_env(cfg.env, 0)
 
 
@@ -95,3 +96,62 @@ def test_options_the_env_cannot_take_exit_2_naming_the_field(args, field, capsys
         preflight.parse_args(argv)
     assert exc.value.code == 2
     assert f"config field '{field}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, message", [
+    ("no_such_module_xyz:make", "cannot import 'no_such_module_xyz'"),
+    ("dreamer_trl.keys:no_such_factory", "'dreamer_trl.keys' has no 'no_such_factory'"),
+    ("dreamer_trl.keys", "module:function"),
+])
+def test_a_torchrl_factory_that_cannot_be_found_exits_2_naming_env_task(task, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        preflight.parse_args(["--preset", "debug", "--env.suite", "torchrl", "--env.task", task,
+                              "--run.run-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "config field 'env.task'" in err and message in err
+
+
+def _corridor_factory(seed=0):
+    from dreamer_trl.data.gym import GymEnv
+
+    return GymEnv("CartPole-v1", seed=seed)  # a TorchRL EnvBase in the replay layout, without InitTracker
+
+
+def test_a_torchrl_factory_env_gets_the_suite_interface_and_its_observation_kind_is_checked(monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("my_factories_for_test")
+    module.make = _corridor_factory
+    module.unseeded = lambda: _corridor_factory(0)
+    monkeypatch.setitem(sys.modules, "my_factories_for_test", module)
+    cfg = config.debug()
+    cfg.env.suite, cfg.env.task, cfg.env.from_pixels = "torchrl", "my_factories_for_test:make", False
+    env = make_suite_env(cfg.env, 3)
+    td = env.reset()
+    assert "is_init" in td.keys() and env.physics_errors == 0
+    assert "bit_generator" in env.task_random_state()  # the env's own stream is used when it offers one
+    assert make_suite_env(dataclasses.replace(cfg.env, task="my_factories_for_test:unseeded"), 0).reset() is not None
+    cfg.env.from_pixels = True
+    with pytest.raises(ValueError, match="'env.from_pixels': the env of 'my_factories_for_test:make' observes "
+                                         "'observation'; use --env.no-from-pixels"):
+        make_suite_env(cfg.env, 0)
+
+
+def test_the_gym_recipe_defaults_to_cartpole_from_state_and_the_user_overrides_them(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("dreamer_gym", Path(__file__).parent.parent / "recipes" / "dreamer_gym.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    cfg, preset = preflight.parse_args(["--run.run-dir", str(tmp_path)], default_preset="dreamer_v3_proprio_current",
+                                       defaults=["--env.suite", "gym", "--env.task", "CartPole-v1", "--env.no-from-pixels"])
+    assert (preset, cfg.env.suite, cfg.env.task, cfg.env.from_pixels) == ("dreamer_v3_proprio_current", "gym",
+                                                                           "CartPole-v1", False)
+    cfg, _ = preflight.parse_args(["--env.task", "Pendulum-v1", "--run.run-dir", str(tmp_path)],
+                                  defaults=["--env.suite", "gym", "--env.task", "CartPole-v1", "--env.no-from-pixels"],
+                                  default_preset="dreamer_v3_proprio_current")
+    assert cfg.env.task == "Pendulum-v1"
+    assert "default_preset=\"dreamer_v3_proprio_current\"" in Path(recipe.__file__).read_text()

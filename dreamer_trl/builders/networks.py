@@ -106,7 +106,7 @@ class Build:
 
 def _conv(b: Build, downsample: str, flatten: str = "hwc"):
     return ConvEncoder(encoder_depths(b.wm.cnn_depth, downsample), kernel=5 if downsample == "maxpool" else 4,
-                       downsample=downsample, style=b.style, flatten=flatten)
+                       downsample=downsample, style=b.style, flatten=flatten, in_channels=b.obs_shape[0])
 
 
 ENCODERS: dict[str, Callable[[Build], nn.Module]] = {
@@ -141,15 +141,16 @@ RSSM_LAYERS = {"gru_cell": (1, 1), "norm_gru": (1, 1), "norm_gru_gates": (1, 1),
 def _upsample_mse(b: Build, rssm: RSSM):
     depths = encoder_depths(b.wm.cnn_depth, "maxpool")
     return MSEHead(UpsampleConvDecoder(rssm.state_dim, b.wm.rssm.belief_dim, depths, b.wm.units, blocks=b.wm.rssm.blocks,
-                                 style=b.style), event_dims=3)
+                                       style=b.style, out_channels=b.obs_shape[0]), event_dims=3)
 
 
 DECODERS: dict[str, Callable[[Build, RSSM], nn.Module]] = {
     "deconv": lambda b, r: NormalHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style, kernels=(5, 5, 6, 6),
-                                                            padding="valid"), event_dims=3),
-    "deconv_normal": lambda b, r: NormalHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style),
-                                             event_dims=3),
-    "deconv_mse": lambda b, r: MSEHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style), event_dims=3),
+                                                            padding="valid", out_channels=b.obs_shape[0]), event_dims=3),
+    "deconv_normal": lambda b, r: NormalHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style,
+                                                                   out_channels=b.obs_shape[0]), event_dims=3),
+    "deconv_mse": lambda b, r: MSEHead(TransposedConvDecoder(b.feat, b.wm.cnn_depth, style=b.style,
+                                                             out_channels=b.obs_shape[0]), event_dims=3),
     "upsample_mse": _upsample_mse,
     "mlp_normal": lambda b, r: NormalHead(MLP(b.feat, b.wm.vector_units, b.wm.vector_layers, out_dim=b.obs_shape[0],
                                               style=b.style)),

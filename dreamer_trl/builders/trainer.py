@@ -228,3 +228,11 @@ def make_loggers(run: RunConfig, run_dir: Path) -> list:
 
         loggers.append(WandbLogger(exp_name=run_dir.name, project=run.wandb_project, save_dir=str(run_dir)))
     return loggers
+
+
+def train(cfg: DreamerConfig, preset: str) -> dict:
+    """Train as configured: one process, or one rank of those torchrun started (WORLD_SIZE > 1), the same trainer
+    and flags; returns the run's summary (under torchrun: rank 0's; the other ranks return their counts). What
+    every recipe runs once its command line is parsed."""
+    with make_world(cfg) as world, make_trainer(cfg, preset, world) as trainer:
+        return trainer.run()

@@ -19,6 +19,7 @@ from .cli import RESUMABLE, check_actions, config_differences, parse_args, valid
 from .presets import PRESETS, debug, make_preset, paper, planet, planet_action_repeat, planet_state, state
 from .schema import (
     ActorConfig,
+    AtariConfig,
     BehaviorConfig,
     CriticConfig,
     DreamerConfig,
@@ -42,7 +43,7 @@ from .schema import (
 from .sizes import apply_size
 
 __all__ = [
-    "ActorConfig", "BehaviorConfig", "CriticConfig", "DreamerConfig", "EnvConfig", "ExplorationConfig",
+    "ActorConfig", "AtariConfig", "BehaviorConfig", "CriticConfig", "DreamerConfig", "EnvConfig", "ExplorationConfig",
     "LatentConfig", "NetsConfig", "OptimConfig", "PRESETS", "PlannerConfig", "RESUMABLE", "RSSMConfig", "RunConfig",
     "ScheduleConfig", "WorldModelConfig", "WorldModelLossConfig", "apply_size", "check_actions", "config_differences",
     "debug", "field_names", "from_dict", "get_field", "make_preset", "paper", "parse_args", "planet", "planet_action_repeat",

@@ -28,7 +28,7 @@ import tyro
 from . import reads
 from .legacy import ALIASES, REMOVED
 from .presets import PRESETS, SUMMARIES, make_preset
-from .schema import DreamerConfig, field_names, field_types, from_dict, get_field, owner
+from .schema import AtariConfig, DreamerConfig, field_names, field_types, from_dict, get_field, owner
 from .sizes import apply_size
 
 PresetName = Literal[tuple(PRESETS)]
@@ -169,7 +169,19 @@ def validate(cfg: DreamerConfig) -> None:
         (b.planner.iterations >= 1, "behavior.planner.iterations", ">= 1", b.planner.iterations),
         (1 <= b.planner.top_k <= b.planner.candidates, "behavior.planner.top_k",
          f"in [1, candidates = {b.planner.candidates}]", b.planner.top_k),
+        (e.suite != "atari" or e.from_pixels, "env.from_pixels", "true with env.suite atari (the agent observes the "
+         "screen)", e.from_pixels),
+        (e.suite != "atari" or e.atari.noops >= 0, "env.atari.noops", ">= 0", e.atari.noops),
+        (e.suite != "atari" or e.atari.pooling >= 1, "env.atari.pooling", ">= 1", e.atari.pooling),
+        (e.suite != "torchrl" or ":" in e.task, "env.task", "module:function with env.suite torchrl (a factory "
+         "returning a TorchRL EnvBase)", e.task),
     ]
+    if e.suite != "atari":  # env.atari is read by the Atari suite alone: no setting of it may be silently ignored
+        default = AtariConfig()
+        for f in dataclasses.fields(default):
+            if getattr(e.atari, f.name) != getattr(default, f.name):
+                raise ValueError(f"config field 'env.atari.{f.name}' is read only with env.suite atari (this run's "
+                                 f"suite: {e.suite}); leave it at {getattr(default, f.name)!r}")
     for ok, name, expected, got in checks:
         if not ok:
             raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
@@ -376,7 +388,8 @@ def _is_switch(name: str) -> bool:
 
 def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                checks: Sequence[Callable[[DreamerConfig], None]] = (),
-               load_resumed: Callable[[str], tuple[dict, str, str]] | None = None) -> tuple[DreamerConfig, str]:
+               load_resumed: Callable[[str], tuple[dict, str, str]] | None = None,
+               default_preset: str = "paper", defaults: Sequence[str] = ()) -> tuple[DreamerConfig, str]:
     """The validated config and its preset name from the command line; bad input exits 2 with one message.
 
     Args:
@@ -385,8 +398,13 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
         checks: further checks of the parsed config, each raising ValueError naming the field.
         load_resumed: ``run directory -> (saved config as data, its preset, checkpoint directory)``,
             raising ValueError; needed for ``--resume``.
+        default_preset: the preset without ``--preset`` (a recipe's own, e.g. dreamer_v3_atari100k).
+        defaults: arguments read before the user's (a recipe's suite, e.g. ``--env.suite gym``), so the user's
+            own override them; not applied with ``--resume`` (the saved config holds them).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.split("=")[0] in ("--resume", "--run.resume") for a in argv):
+        argv = [*defaults, *argv]
     prog = os.path.basename(sys.argv[0]) or "dreamer"
     first = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False, exit_on_error=False)
     first.add_argument("--preset")
@@ -412,7 +430,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str = "", *,
                 raise ValueError(f"resuming a run of preset {preset!r} with --preset {known.preset!r}")
             saved, start = from_dict(data), from_dict(data)
         else:
-            preset = known.preset or "paper"
+            preset = known.preset or default_preset
             start = make_preset(preset, _task_argument(rest), _pixels_argument(rest))
         size = _size_argument(rest)
         if size is not None:  # like --preset, read first: --help and the overrides after it start from its widths

@@ -6,6 +6,7 @@ from typing import Callable
 
 from .schema import (
     ActorConfig,
+    AtariConfig,
     BehaviorConfig,
     CriticConfig,
     DreamerConfig,
@@ -192,6 +193,34 @@ def dreamer_v3_proprio_current() -> DreamerConfig:
     return cfg
 
 
+ATARI100K_GAMES = ("alien", "amidar", "assault", "asterix", "bank_heist", "battle_zone", "boxing", "breakout",
+                   "chopper_command", "crazy_climber", "demon_attack", "freeway", "frostbite", "gopher", "hero",
+                   "jamesbond", "kangaroo", "krull", "kung_fu_master", "ms_pacman", "pong", "private_eye", "qbert",
+                   "road_runner", "seaquest", "up_n_down")
+"""The 26 games of the Atari 100k benchmark (Kaiser et al. 2020), as ale-py names their ROMs."""
+
+
+def dreamer_v3_atari100k(task: str = "pong") -> DreamerConfig:
+    """DreamerV3 on Atari 100k, the official current configuration (danijar/dreamerv3 e3f0224, configs.yaml
+    ``defaults`` + ``atari100k``; the official atari100k score file): :func:`dreamer_v3_current` (size200m,
+    LaProp, REINFORCE; the discrete actor with 1% unimix, chosen from the env's one-hot actions) on the game's
+    screen with ``env.atari100k``'s preprocessing: 64 x 64 RGB (``gray: False``), action repeat 4, no sticky
+    actions, the game's minimal action set (``actions: needed``), lives unused, up to 30 no-ops at a reset,
+    the max over the last 2 frames (``pooling: 2``, the constructor's default), Pillow resize, no reward
+    clipping, the 108,000-frame time limit (``length``); ``run.steps: 1.1e5`` policy steps = 440,000 frames
+    (env steps here), one env, train ratio 256 (an update per 4 policy steps, 16 frames); training starts
+    once the replay holds 16 x 64 = 1024 steps (4096 frames). Evaluations: 10 noise-free (actor mode)
+    episodes every 40,000 frames. GPU work."""
+    cfg = dreamer_v3_current(from_pixels=True)
+    cfg.env = EnvConfig(suite="atari", task=task, from_pixels=True, image_size=64, action_repeat=4,
+                        episode_frames=108_000,
+                        atari=AtariConfig(sticky=False, gray=False, actions="needed", lives="unused", noops=30,
+                                          pooling=2, aggregate="max"))
+    cfg.schedule.total_env_steps, cfg.schedule.prefill_env_steps = 440_000, 4096
+    cfg.schedule.train_ratio, cfg.schedule.eval_every = 256, 40_000
+    return cfg
+
+
 def dreamer_v2(from_pixels: bool = True) -> DreamerConfig:
     """DreamerV2 on DMC, the official configuration (danijar/dreamerv2 configs.yaml ``defaults`` + ``dmc``):
     deter 200, hidden 200, 32 x 32 categoricals, LayerNorm GRU gates, ELU, conv depth 48, KL balancing 0.8 with
@@ -276,6 +305,7 @@ PRESETS: dict[str, Callable[..., DreamerConfig]] = {
     "paper": paper, "state": state, "debug": debug, "planet": planet, "planet_state": planet_state,
     "dreamer_v2": dreamer_v2, "dreamer_v3": dreamer_v3, "dreamer_v3_proprio": dreamer_v3_proprio,
     "dreamer_v3_current": dreamer_v3_current, "dreamer_v3_proprio_current": dreamer_v3_proprio_current,
+    "dreamer_v3_atari100k": dreamer_v3_atari100k,
 }
 
 
@@ -291,6 +321,7 @@ SUMMARIES: dict[str, str] = {
     "dreamer_v3_current": "DreamerV3 from pixels, the official current configuration (e3f0224: size200m, LaProp; GPU work).",
     "dreamer_v3_proprio_current": "DreamerV3 from proprioception, the current dmc_proprio configuration (size1m, train "
                                   "ratio 1024).",
+    "dreamer_v3_atari100k": "DreamerV3 on Atari 100k, the official current atari100k configuration (e3f0224; GPU work).",
 }
 """One line per preset, for ``--help`` and the README's table (the docstrings hold the details and sources)."""
 

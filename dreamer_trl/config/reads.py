@@ -60,6 +60,7 @@ ACTOR = one_of("behavior.kind", "actor")
 PLANNER = one_of("behavior.kind", "planner")
 PIXELS = one_of("env.from_pixels", True)
 VECTOR = one_of("env.from_pixels", False)
+ATARI = one_of("env.suite", "atari")
 ADAM = one_of("optim.kind", "adam")
 LAPROP = one_of("optim.kind", "laprop")
 CATEGORICAL = one_of("world_model.latent.kind", "categorical")
@@ -124,6 +125,13 @@ READS: dict[str, tuple[Read, ...]] = {
     "env.episode_frames": (read(ENV),),
     "env.num_envs": (read(VEC_ENV),),
     "env.parallel_envs": (read(VEC_ENV, Is("env.num_envs", "env.num_envs > 1", lambda v: v > 1)),),
+    "env.atari.sticky": (read(ENV, ATARI),),
+    "env.atari.gray": (read(ENV, ATARI),),
+    "env.atari.actions": (read(ENV, ATARI),),
+    "env.atari.lives": (read(ENV, ATARI),),
+    "env.atari.noops": (read(ENV, ATARI),),
+    "env.atari.pooling": (read(ENV, ATARI),),
+    "env.atari.aggregate": (read(ENV, ATARI),),
     # nets: every network
     "nets.style": (read(WM), read(ACTOR_NET, ACTOR), read(CRITIC_NET, *CRITIC)),
     "nets.norm": (read(WM, STYLED), read(ACTOR_NET, ACTOR, STYLED), read(CRITIC_NET, *CRITIC, STYLED)),

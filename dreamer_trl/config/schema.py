@@ -18,13 +18,35 @@ from typing import Any, Literal
 
 
 @dataclass
-class EnvConfig:
-    """The environment (a DeepMind Control Suite task or a gymnasium id) and how it is observed."""
+class AtariConfig:
+    """How an Atari game is played and observed (env.suite atari; danijar/dreamerv3 ``embodied/envs/atari.py``).
+    The frame size is env.image_size, the action repeat env.action_repeat, the time limit env.episode_frames."""
 
-    suite: Literal["dmc", "gym"] = "dmc"
-    """where env.task comes from: dmc (the DeepMind Control Suite) or gym (any registered gymnasium id; pip install 'dreamer_trl[gym]')"""
+    sticky: bool = True
+    """sticky actions: the emulator repeats the previous action with probability 0.25 (official atari: on; atari100k: off)"""
+    gray: bool = True
+    """observe one luminance channel (0.299 R + 0.587 G + 0.114 B) instead of RGB (official atari: on; atari100k: off)"""
+    actions: Literal["all", "needed"] = "all"
+    """action set: all 18 ALE actions or the game's minimal set (official atari: all; atari100k: needed)"""
+    lives: Literal["unused", "reset"] = "unused"
+    """a lost life: unused (the episode goes on, the official setting) or reset (it ends the episode as a termination)"""
+    noops: int = 30
+    """at each reset, a uniform number of no-op frames in [0, noops]"""
+    pooling: int = 2
+    """the observation pools this many last frames of an action's repeat"""
+    aggregate: Literal["max", "mean"] = "max"
+    """how the pooled frames are combined (the official max removes the games' flicker)"""
+
+
+@dataclass
+class EnvConfig:
+    """The environment (a DeepMind Control Suite task, an Atari game, a gymnasium id or a user's TorchRL env)
+    and how it is observed."""
+
+    suite: Literal["dmc", "atari", "gym", "torchrl"] = "dmc"
+    """where env.task comes from: dmc (the DeepMind Control Suite), atari (ALE games; pip install 'dreamer_trl[atari]'), gym (any registered gymnasium id; pip install 'dreamer_trl[gym]') or torchrl (a factory of your own TorchRL env)"""
     task: str = "cheetah_run"
-    """dmc: domain_task, e.g. walker_walk, cartpole_swingup; gym: a gymnasium id, e.g. CartPole-v1"""
+    """dmc: domain_task, e.g. walker_walk; atari: a game, e.g. pong, ms_pacman; gym: a gymnasium id, e.g. CartPole-v1; torchrl: module:function returning an EnvBase"""
     from_pixels: bool = True
     """observe 64x64 RGB pixels (paper); False: proprioceptive state vector"""
     image_size: int = 64
@@ -37,6 +59,8 @@ class EnvConfig:
     """training envs per learner (rank), the policy batched over them; seeds seed + 1000 * i"""
     parallel_envs: bool = True
     """with num_envs > 1: step the envs in worker processes (TorchRL ParallelEnv); False: in turn (SerialEnv)"""
+    atari: AtariConfig = field(default_factory=AtariConfig)
+    """env.suite atari: how the game is played and observed"""
 
 
 @dataclass

@@ -7,13 +7,19 @@ offers ``physics_errors``, ``task_random_state()`` / ``set_task_random_state(sta
 
 - ``dmc``: :func:`~dreamer_trl.data.dmc.make_dmc_env` (``env.task`` domain_task; faults counted and limited by
   ``run.max_physics_errors`` / ``run.physics_error_window``).
+- ``atari``: :func:`~dreamer_trl.data.atari.make_atari_env` (``env.task`` a game, as ale-py names its ROMs;
+  DreamerV3's preprocessing, ``env.atari``).
 - ``gym``: :func:`~dreamer_trl.data.gym.make_gym_env` (``env.task`` a gymnasium id; no physics faults to count).
+- ``torchrl``: :func:`~dreamer_trl.data.user_env.make_user_env` (``env.task`` module:function, a factory of your
+  own TorchRL env; docs/own_env.md).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from torchrl.envs import EnvBase
+
+from dreamer_trl.keys import OBSERVATION, PIXELS
 
 
 def _dmc(env_cfg, seed: int, **faults) -> EnvBase:
@@ -32,7 +38,29 @@ def _gym(env_cfg, seed: int, max_physics_errors=None, physics_error_window=None)
                         action_repeat=env_cfg.action_repeat, episode_frames=env_cfg.episode_frames, seed=seed)
 
 
-SUITES: dict[str, Callable[..., EnvBase]] = {"dmc": _dmc, "gym": _gym}
+def _atari(env_cfg, seed: int, max_physics_errors=None, physics_error_window=None) -> EnvBase:
+    import dataclasses
+
+    from dreamer_trl.data.atari import make_atari_env
+
+    return make_atari_env(env_cfg.task, image_size=env_cfg.image_size, action_repeat=env_cfg.action_repeat,
+                          episode_frames=env_cfg.episode_frames, seed=seed, **dataclasses.asdict(env_cfg.atari))
+
+
+def _torchrl(env_cfg, seed: int, max_physics_errors=None, physics_error_window=None) -> EnvBase:
+    from dreamer_trl.data.user_env import make_user_env
+
+    env = make_user_env(env_cfg.task, seed)
+    observes = PIXELS if PIXELS in env.observation_spec.keys() else OBSERVATION
+    if observes != (PIXELS if env_cfg.from_pixels else OBSERVATION):
+        env.close()
+        switch = "--env.from-pixels" if observes == PIXELS else "--env.no-from-pixels"
+        raise ValueError(f"config field 'env.from_pixels': the env of {env_cfg.task!r} observes {observes!r}; "
+                         f"use {switch}")
+    return env
+
+
+SUITES: dict[str, Callable[..., EnvBase]] = {"dmc": _dmc, "atari": _atari, "gym": _gym, "torchrl": _torchrl}
 
 
 def check_env_numbers(image_size: int, action_repeat: int, episode_frames: int) -> None:

@@ -31,15 +31,12 @@ _MACRO_BLOCK = 16  # H.264 encodes in 16x16 macro blocks; yuv420p needs even sid
 
 
 def suite_base_env(env):
-    """The suite's env (:class:`~dreamer_trl.data.dmc.DMCEnv` or :class:`~dreamer_trl.data.gym.GymEnv`, which
-    render frames of any size) inside a (possibly nested) ``TransformedEnv``."""
-    from dreamer_trl.data.dmc import DMCEnv
-    from dreamer_trl.data.gym import GymEnv
-
+    """The suite's env inside a (possibly nested) ``TransformedEnv``: the first whose class offers the suites'
+    interface (``task_random_state``, ``render(size)``: :mod:`dreamer_trl.data.suites`)."""
     base = env
-    while not isinstance(base, (DMCEnv, GymEnv)):
+    while not hasattr(type(base), "task_random_state"):
         if not hasattr(base, "base_env"):
-            raise TypeError(f"expected a DMCEnv or GymEnv, possibly inside TransformedEnv, got {type(env).__name__}")
+            raise TypeError(f"expected a suite env (data.suites), possibly inside TransformedEnv, got {type(env).__name__}")
         base = base.base_env
     return base
 

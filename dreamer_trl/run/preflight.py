@@ -16,8 +16,19 @@ from dreamer_trl.config import DreamerConfig
 
 
 def check_task(cfg: DreamerConfig) -> None:
-    """``env.task`` is a task of ``env.suite`` (a DeepMind Control Suite task or a registered gymnasium id);
-    otherwise ValueError with the closest names."""
+    """``env.task`` is a task of ``env.suite`` (a DeepMind Control Suite task, an Atari game, a registered
+    gymnasium id or an importable ``module:function``); otherwise ValueError with the closest names."""
+    if cfg.env.suite == "atari":
+        from dreamer_trl.data.atari import check_atari_game
+
+        check_atari_game(cfg.env.task)
+        config.check_actions(cfg, "discrete")
+        return
+    if cfg.env.suite == "torchrl":  # importable here; its layout is checked once the env is built
+        from dreamer_trl.data.user_env import load_factory
+
+        load_factory(cfg.env.task)
+        return
     if cfg.env.suite == "gym":
         from dreamer_trl.data.gym import check_gym_id, gym_action_space
 
@@ -112,7 +123,9 @@ def saved_run(path: str) -> tuple[dict, str, str]:
     return migrate_config(meta["config"], meta.get("format")), meta["preset"], str(newest)
 
 
-def parse_args(argv: Sequence[str] | None = None, description: str = "") -> tuple[DreamerConfig, str]:
-    """:func:`dreamer_trl.config.parse_args` with the DMC task, device and run-directory checks and ``--resume``."""
+def parse_args(argv: Sequence[str] | None = None, description: str = "", *, default_preset: str = "paper",
+               defaults: Sequence[str] = ()) -> tuple[DreamerConfig, str]:
+    """:func:`dreamer_trl.config.parse_args` with the task, device and run-directory checks and ``--resume``
+    (``default_preset``, ``defaults``: a recipe's own preset and leading arguments)."""
     return config.parse_args(argv, description, checks=[check_task, check_device, check_writable],
-                             load_resumed=saved_run)
+                             load_resumed=saved_run, default_preset=default_preset, defaults=defaults)
