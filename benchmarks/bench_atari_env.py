@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_env import InterpolateResize  # noqa: E402
+from bench_env import InterpolateResize, rollout_rate  # noqa: E402
 
 REPEAT = 4
 
@@ -47,19 +45,7 @@ def make(impl: str, game: str):
 
 
 def measure(impl: str, game: str, steps: int, repeats: int) -> dict:
-    torch.manual_seed(0)
-    env = make(impl, game)
-    try:
-        env.rollout(3, break_when_any_done=False)
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            td = env.rollout(steps, break_when_any_done=False)
-            rates.append(steps / (time.perf_counter() - start))
-        pixels = td["next", "pixels"]
-    finally:
-        env.close()
-    rate = statistics.median(rates)
+    rate, pixels = rollout_rate(make(impl, game), steps, repeats)
     return {"impl": impl, "agent_steps_per_s": rate, "frames_per_s": REPEAT * rate,
             "pixels": f"{tuple(pixels.shape[-3:])} {pixels.dtype}".replace("torch.", "")}
 

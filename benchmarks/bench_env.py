@@ -78,10 +78,10 @@ def make_torchrl_env(domain: str, task: str, seed: int = 0):
     return env
 
 
-def measure(impl: str, domain: str, task: str, workers: int, steps: int, repeats: int) -> dict:
-    """Median agent steps/s per env over ``repeats`` rollouts of ``steps`` agent steps (after a warm-up)."""
+def rollout_rate(env, steps: int, repeats: int) -> tuple[float, torch.Tensor]:
+    """(median agent steps/s over ``repeats`` random rollouts of ``steps`` after a warm-up, the last pixels);
+    closes ``env``."""
     torch.manual_seed(0)
-    env = make(impl, domain, task, workers)
     try:
         env.rollout(3, break_when_any_done=False)  # warm-up: rendering context, worker start
         rates = []
@@ -89,10 +89,14 @@ def measure(impl: str, domain: str, task: str, workers: int, steps: int, repeats
             start = time.perf_counter()
             td = env.rollout(steps, break_when_any_done=False)
             rates.append(steps / (time.perf_counter() - start))
-        pixels = td["next", "pixels"]
+        return statistics.median(rates), td["next", "pixels"]
     finally:
         env.close()
-    rate = statistics.median(rates)  # agent steps/s of each env (they step in lockstep)
+
+
+def measure(impl: str, domain: str, task: str, workers: int, steps: int, repeats: int) -> dict:
+    """Median agent steps/s per env over ``repeats`` rollouts of ``steps`` agent steps (after a warm-up)."""
+    rate, pixels = rollout_rate(make(impl, domain, task, workers), steps, repeats)  # per env (lockstep)
     return {"impl": impl, "workers": workers, "agent_steps_per_s_per_env": rate,
             "frames_per_s_per_env": ACTION_REPEAT * rate, "frames_per_s_total": ACTION_REPEAT * rate * workers,
             "pixels": f"{tuple(pixels.shape[-3:])} {pixels.dtype}".replace("torch.", "")}

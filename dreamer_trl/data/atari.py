@@ -35,11 +35,11 @@ import pickle
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
+from torchrl.data import Bounded, Composite, OneHot
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv
 
-from dreamer_trl.data.suites import check_env_numbers
-from dreamer_trl.keys import ACTION, DONE, PIXELS, REWARD, TERMINATED, TRUNCATED
+from dreamer_trl.data.suites import check_env_numbers, end_flags, step_specs
+from dreamer_trl.keys import ACTION, PIXELS, REWARD
 
 GRAY_WEIGHTS = np.array([0.299, 0.587, 1 - (0.299 + 0.587)])
 """Luminance weights of R, G, B (the official ``Atari.WEIGHTS``)."""
@@ -123,10 +123,7 @@ class AtariEnv(EnvBase):
         self.observation_spec = Composite(
             {PIXELS: Bounded(0, 255, shape=(channels, image_size, image_size), dtype=torch.uint8, device=self.device)},
             device=self.device)
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32, device=self.device)
-        flag = Categorical(2, shape=(1,), dtype=torch.bool, device=self.device)
-        self.done_spec = Composite({DONE: flag.clone(), TERMINATED: flag.clone(), TRUNCATED: flag.clone()},
-                                   device=self.device)
+        self.reward_spec, self.done_spec = step_specs(self.device)
 
     @property
     def gym_env(self):
@@ -176,8 +173,7 @@ class AtariEnv(EnvBase):
         return torch.from_numpy(image).permute(2, 0, 1).contiguous().to(self.device)
 
     def _flags(self, terminated: bool, truncated: bool) -> dict:
-        flag = lambda v: torch.tensor([v], dtype=torch.bool, device=self.device)  # noqa: E731
-        return {DONE: flag(terminated or truncated), TERMINATED: flag(terminated), TRUNCATED: flag(truncated)}
+        return end_flags(terminated, truncated, self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         screen, _ = self._env.reset(seed=self._seed)  # seeded once: later resets continue the emulator's stream

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch.nn import functional as F
-from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
+from torchrl.data import Bounded, Composite, OneHot, Unbounded
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv
 
-from dreamer_trl.data.suites import check_env_numbers
-from dreamer_trl.keys import ACTION, DONE, OBSERVATION, PIXELS, REWARD, TERMINATED, TRUNCATED
+from dreamer_trl.data.suites import check_env_numbers, end_flags, step_specs
+from dreamer_trl.keys import ACTION, OBSERVATION, PIXELS, REWARD
 
 _MAX_ACTION_BOUND = 10.0  # as DMCEnv: wider bounds are treated as unbounded and refused
 
@@ -129,10 +129,7 @@ class GymEnv(EnvBase):
         else:
             raise ValueError(f"env.task {env_id!r}: its observations {obs} ({type(obs).__name__}) are no float Box; "
                              "observe its render with --env.from-pixels")
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32, device=self.device)
-        flag = Categorical(2, shape=(1,), dtype=torch.bool, device=self.device)
-        self.done_spec = Composite({DONE: flag.clone(), TERMINATED: flag.clone(), TRUNCATED: flag.clone()},
-                                   device=self.device)
+        self.reward_spec, self.done_spec = step_specs(self.device)
 
     @property
     def gym_env(self):
@@ -172,8 +169,7 @@ class GymEnv(EnvBase):
         return {OBSERVATION: torch.from_numpy(flat).to(self.device)}
 
     def _flags(self, terminated: bool, truncated: bool) -> dict:
-        flag = lambda v: torch.tensor([v], dtype=torch.bool, device=self.device)  # noqa: E731
-        return {DONE: flag(terminated or truncated), TERMINATED: flag(terminated), TRUNCATED: flag(truncated)}
+        return end_flags(terminated, truncated, self.device)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         obs, _ = self._env.reset(seed=self._seed)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from dreamer_trl.keys import OBSERVATION, PIXELS
+from dreamer_trl.keys import DONE, OBSERVATION, PIXELS, TERMINATED, TRUNCATED
 
 
 def _dmc(env_cfg, seed: int, **faults) -> EnvBase:
@@ -61,6 +63,19 @@ def _torchrl(env_cfg, seed: int, max_physics_errors=None, physics_error_window=N
 
 
 SUITES: dict[str, Callable[..., EnvBase]] = {"dmc": _dmc, "atari": _atari, "gym": _gym, "torchrl": _torchrl}
+
+
+def step_specs(device) -> tuple[Unbounded, Composite]:
+    """(reward spec, done spec) of every suite's env: reward ``[1]`` float32; done, terminated, truncated ``[1]`` bool."""
+    flag = Categorical(2, shape=(1,), dtype=torch.bool, device=device)
+    done = Composite({DONE: flag.clone(), TERMINATED: flag.clone(), TRUNCATED: flag.clone()}, device=device)
+    return Unbounded(shape=(1,), dtype=torch.float32, device=device), done
+
+
+def end_flags(terminated: bool, truncated: bool, device) -> dict:
+    """The three episode-end flags of one step (``done`` is either), each ``[1]`` bool."""
+    flag = lambda v: torch.tensor([v], dtype=torch.bool, device=device)  # noqa: E731
+    return {DONE: flag(terminated or truncated), TERMINATED: flag(terminated), TRUNCATED: flag(truncated)}
 
 
 def check_env_numbers(image_size: int, action_repeat: int, episode_frames: int) -> None:
