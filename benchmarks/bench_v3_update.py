@@ -55,6 +55,11 @@ def ours_step(args):
     batch = TensorDict({obs_key: obs, "action": torch.rand(B, T, A) * 2 - 1, "prev_action": torch.rand(B, T, A) * 2 - 1,
                         "is_init": is_init, ("next", "reward"): torch.rand(B, T, 1),
                         ("next", "terminated"): torch.zeros(B, T, 1, dtype=torch.bool)}, [B, T], device=args.device)
+    if cfg.world_model.loss.window_start == "replay_context":  # the stored posterior of each window's row 0
+        lat = cfg.world_model.latent
+        state = lat.state_dim * (lat.classes if lat.kind == "categorical" else 1)
+        batch.set("state", torch.zeros(B, T, state, device=args.device))
+        batch.set("belief", torch.zeros(B, T, cfg.world_model.rssm.belief_dim, device=args.device))
     params = sum(p.numel() for m in (agent.world_model, agent.actor, agent.value) for p in m.parameters())
     return (lambda: update.update(batch)), params
 

@@ -230,3 +230,9 @@ def test_bench_atari_env_both_impls():
     assert [r["impl"] for r in results] == ["ours", "torchrl"]
     assert all(r["frames_per_s"] > 0 for r in results)
     assert results[0]["pixels"].startswith("(3, 64, 64) uint8") and results[1]["pixels"].startswith("(3, 64, 64)")
+
+
+def test_bench_v3_update_times_the_current_preset_with_its_replay_context():
+    result = _script("bench_v3_update").main(["--impl", "ours", "--size", "size1m", "--batch", "2", "--seq", "8",
+                                              "--threads", "1", "--steps", "1", "--warmup", "0"])
+    assert result["impl"] == "ours" and result["params"] > 0
