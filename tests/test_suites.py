@@ -105,7 +105,7 @@ def test_options_the_env_cannot_take_exit_2_naming_the_field(args, field, capsys
 ])
 def test_a_torchrl_factory_that_cannot_be_found_exits_2_naming_env_task(task, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
-        preflight.parse_args(["--preset", "debug", "--env.suite", "torchrl", "--env.task", task,
+        preflight.parse_args(["--preset", "debug", "--env.suite", "torchrl", "--env.task", task, "--env.action-repeat", "1",
                               "--run.run-dir", str(tmp_path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
@@ -155,3 +155,11 @@ def test_the_gym_recipe_defaults_to_cartpole_from_state_and_the_user_overrides_t
                                   default_preset="dreamer_v3_proprio_current")
     assert cfg.env.task == "Pendulum-v1"
     assert "default_preset=\"dreamer_v3_proprio_current\"" in Path(recipe.__file__).read_text()
+
+
+@pytest.mark.parametrize("args, field", [(["--env.action-repeat", "2"], "env.action_repeat")])
+def test_torchrl_suite_refuses_the_env_fields_it_cannot_apply(args, field, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        preflight.parse_args(["--preset", "debug", "--env.suite", "torchrl", "--env.task", "dreamer_trl.keys:IS_INIT",
+                              "--run.run-dir", str(tmp_path), *args])
+    assert exc.value.code == 2 and f"config field '{field}' must be" in capsys.readouterr().err

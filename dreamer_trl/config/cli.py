@@ -175,6 +175,9 @@ def validate(cfg: DreamerConfig) -> None:
         (e.suite != "atari" or e.atari.pooling >= 1, "env.atari.pooling", ">= 1", e.atari.pooling),
         (e.suite != "torchrl" or ":" in e.task, "env.task", "module:function with env.suite torchrl (a factory "
          "returning a TorchRL EnvBase)", e.task),
+        (e.suite != "torchrl" or e.action_repeat == 1, "env.action_repeat", "1 with env.suite torchrl (your env "
+         "repeats actions itself, if at all: the trainer counts action_repeat env steps per agent step)",
+         e.action_repeat),
     ]
     if e.suite != "atari":  # env.atari is read by the Atari suite alone: no setting of it may be silently ignored
         default = AtariConfig()

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 
 import numpy as np
 import torch
@@ -37,6 +39,8 @@ def load_factory(spec: str):
     if not sep or not module_name or not name:
         raise ValueError(f"{FIELD}: env.suite torchrl takes module:function (a factory returning a TorchRL EnvBase), "
                          f"got {spec!r}")
+    if os.getcwd() not in sys.path:  # a recipe run as a script has only recipes/ on the path
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
