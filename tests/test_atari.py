@@ -211,4 +211,6 @@ def test_atari_settings_are_refused_with_another_suite(capsys, tmp_path):
     argv = ["--preset", "debug", "--env.atari.no-sticky", "--run.run-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as exc:
         preflight.parse_args(argv)
-    assert exc.value.code == 2 and "config field 'env.atari.sticky' is read only with env.suite atari" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "config field 'env.atari.sticky' is read only by" in err
+    assert "with env.suite atari, not with env.suite dmc" in err

@@ -28,7 +28,7 @@ import tyro
 from . import reads
 from .legacy import ALIASES, REMOVED
 from .presets import PRESETS, SUMMARIES, make_preset
-from .schema import AtariConfig, DreamerConfig, field_names, field_types, from_dict, get_field, owner
+from .schema import DreamerConfig, field_names, field_types, from_dict, get_field, owner
 from .sizes import apply_size
 
 PresetName = Literal[tuple(PRESETS)]
@@ -179,12 +179,6 @@ def validate(cfg: DreamerConfig) -> None:
          "repeats actions itself, if at all: the trainer counts action_repeat env steps per agent step)",
          e.action_repeat),
     ]
-    if e.suite != "atari":  # env.atari is read by the Atari suite alone: no setting of it may be silently ignored
-        default = AtariConfig()
-        for f in dataclasses.fields(default):
-            if getattr(e.atari, f.name) != getattr(default, f.name):
-                raise ValueError(f"config field 'env.atari.{f.name}' is read only with env.suite atari (this run's "
-                                 f"suite: {e.suite}); leave it at {getattr(default, f.name)!r}")
     for ok, name, expected, got in checks:
         if not ok:
             raise ValueError(f"config field {name!r} must be {expected}, got {got!r}")
