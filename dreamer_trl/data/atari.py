@@ -34,6 +34,7 @@ import pickle
 
 import numpy as np
 import torch
+from PIL import Image
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, OneHot
 from torchrl.envs import EnvBase, InitTracker, TransformedEnv
@@ -75,8 +76,6 @@ def pool_resize_gray(screens: list[np.ndarray], size: int, gray: bool, aggregate
 
     Returns ``[size, size, C]`` uint8 with C = 1 (``gray``) or 3.
     """
-    from PIL import Image
-
     image = np.amax(screens, 0) if aggregate == "max" else np.mean(screens, 0).astype(np.uint8)
     image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     if gray:
@@ -160,8 +159,6 @@ class AtariEnv(EnvBase):
 
     def render(self, size: int | None = None) -> np.ndarray:
         """The emulator's current RGB screen resized (Pillow bilinear) to ``[size, size, 3]`` uint8 (default image_size)."""
-        from PIL import Image
-
         size = size or self.image_size
         return np.array(Image.fromarray(self.ale.getScreenRGB()).resize((size, size), Image.BILINEAR))
 
